@@ -1,0 +1,8 @@
+//! Shared helpers for the integration tests: `mod support;` at the top of a test file, then
+//! `use support::*;`. Everything touching Consul talks to a real agent (see `consul`).
+#![allow(dead_code)]
+
+pub mod consul;
+pub mod single_node;
+
+pub use consul::*;
