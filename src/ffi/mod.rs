@@ -19,7 +19,7 @@ use crossbeam_channel::Sender;
 use std::ffi::{CStr, CString};
 
 /// Errors of the Motr boundary.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum MotrError {
     #[error("HA interface call {call} failed: errno {errno}")]
     Call { call: &'static str, errno: i32 },

@@ -1,0 +1,338 @@
+//! FidResolver: learns who this hax is and keeps the cluster view fresh.
+//!
+//! It waits (with backoff, saying what it waits for) until Consul tells it hax's process
+//! fid (catalog service `hax` on this node), endpoint, HA and RM service fids (configuration
+//! tree first, else the seed RFC's rule), and then keeps the confd list, the leader's node
+//! and the configuration tree fresh with blocking queries. Readers use the `SharedView`.
+use crate::consul::kv::KvEntry;
+use crate::consul::{filter_eq, Consul, ConsulError};
+use crate::fid::Fid;
+use crate::view::{endpoint_of, ClusterView, Confd, ConfigTree, Identity, SharedView};
+use actix::prelude::*;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// A catalog entry of `GET /v1/catalog/service/<name>`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CatalogEntry {
+    pub node: String,
+    #[serde(default)]
+    pub address: String,
+    #[serde(rename = "ServiceID")]
+    pub service_id: String,
+    #[serde(default)]
+    pub service_address: String,
+    #[serde(default)]
+    pub service_port: u16,
+}
+
+impl CatalogEntry {
+    pub fn endpoint(&self) -> String {
+        endpoint_of(&self.address, &self.service_address, self.service_port)
+    }
+}
+
+/// hax's HA service fid by the seed RFC's rule: type byte 0x73, key + 1.
+pub fn derived_ha(process: Fid) -> Fid {
+    Fid::typed(b's', process.container, process.key + 1)
+}
+
+/// hax's RM service fid by the seed RFC's rule: HA key + 1.
+pub fn derived_rm(process: Fid) -> Fid {
+    Fid::typed(b's', process.container, process.key + 2)
+}
+
+pub struct FidResolver {
+    consul: Consul,
+    view: SharedView,
+    node: Option<String>,
+    wait: Duration,
+}
+
+impl FidResolver {
+    /// `node`: this node's Consul name (None: ask the agent).
+    pub fn new(consul: Consul, view: SharedView, node: Option<String>) -> Self {
+        FidResolver { consul, view, node, wait: Duration::from_secs(30) }
+    }
+}
+
+impl Actor for FidResolver {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Self::Context) {
+        let (c, v, w) = (self.consul.clone(), self.view.clone(), self.wait);
+        actix::spawn(watch_identity(c.clone(), v.clone(), self.node.clone(), w));
+        actix::spawn(watch_confds(c.clone(), v.clone(), w));
+        actix::spawn(watch_leader(c.clone(), v.clone(), w));
+        actix::spawn(watch_config(c, v, w));
+    }
+}
+
+fn set(view: &SharedView, f: impl FnOnce(&mut ClusterView)) {
+    f(&mut view.write().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Backoff between failed attempts: 250 ms doubling to 10 s, with jitter.
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: Duration::from_millis(250) }
+    }
+}
+
+impl Backoff {
+    pub fn reset(&mut self) {
+        self.next = Duration::from_millis(250);
+    }
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(10));
+        d + d.mul_f64(jitter() * 0.3)
+    }
+}
+
+/// A number in [0, 1) from the clock: enough to spread retries of many hax instances.
+pub fn jitter() -> f64 {
+    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    (n.wrapping_mul(2654435761) % 1000) as f64 / 1000.0
+}
+
+fn failed(view: &SharedView, what: &str, e: &ConsulError, logged: &mut bool) {
+    if matches!(e, ConsulError::Unreachable { .. }) {
+        set(view, |v| v.consul_up = false);
+    }
+    if !*logged {
+        log::warn!("FidResolver: waiting for {what}: {e}");
+        *logged = true;
+    } else {
+        log::debug!("FidResolver: still waiting for {what}: {e}");
+    }
+}
+
+/// Runs a blocking-query loop on `path`, calling `apply` with each new answer.
+async fn watch<T, F>(consul: Consul, view: SharedView, what: &'static str, path: String, wait: Duration, mut apply: F)
+where
+    T: serde::de::DeserializeOwned,
+    F: FnMut(Option<T>, &SharedView),
+{
+    let mut index = 0u64;
+    let mut backoff = Backoff::default();
+    let mut logged = false;
+    loop {
+        let started = std::time::Instant::now();
+        match consul.get_json::<T>(&path, Some(index), wait).await {
+            Ok((value, idx)) => {
+                if logged {
+                    log::info!("FidResolver: {what} available again");
+                    logged = false;
+                }
+                backoff.reset();
+                set(&view, |v| v.consul_up = true);
+                apply(value, &view);
+                // The index must never go backwards nor be 0 in a blocking query.
+                index = if idx < index { 0 } else { idx.max(1) };
+            }
+            Err(e) => {
+                failed(&view, what, &e, &mut logged);
+                actix_rt::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        }
+        // Rate-limit the loop even if Consul answers at once.
+        let spent = started.elapsed();
+        if spent < Duration::from_millis(100) {
+            actix_rt::time::sleep(Duration::from_millis(100) - spent).await;
+        }
+    }
+}
+
+async fn node_name(consul: &Consul, view: &SharedView) -> String {
+    #[derive(Deserialize)]
+    struct SelfCfg {
+        #[serde(rename = "Config")]
+        config: NodeCfg,
+    }
+    #[derive(Deserialize)]
+    struct NodeCfg {
+        #[serde(rename = "NodeName")]
+        node_name: String,
+    }
+    let mut backoff = Backoff::default();
+    let mut logged = false;
+    loop {
+        match consul.get_json::<SelfCfg>("/v1/agent/self", None, Duration::ZERO).await {
+            Ok((Some(s), _)) => return s.config.node_name,
+            Ok((None, _)) => {}
+            Err(e) => failed(view, "the local Consul agent's node name", &e, &mut logged),
+        }
+        actix_rt::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+async fn watch_identity(consul: Consul, view: SharedView, node: Option<String>, wait: Duration) {
+    let node = match node {
+        Some(n) => n,
+        None => node_name(&consul, &view).await,
+    };
+    log::info!("FidResolver: this is node {node}; looking for its hax service");
+    let path = format!("/v1/catalog/service/hax?filter={}", filter_eq("Node", &node));
+    let mut warned = false;
+    watch::<Vec<CatalogEntry>, _>(consul, view, "hax's catalog entry", path, wait, move |entries, view| {
+        let entry = entries.unwrap_or_default().into_iter().next();
+        let Some(e) = entry else {
+            if !warned {
+                log::warn!("FidResolver: no `hax` service registered on node {node} yet; waiting");
+                warned = true;
+            }
+            return;
+        };
+        let process = match Fid::parse_process_id(&e.service_id) {
+            Ok(p) => p,
+            Err(err) => {
+                log::error!("FidResolver: hax's ServiceID is not a process fid: {err}");
+                return;
+            }
+        };
+        set(view, |v| {
+            let ha = v.config.service_of_type(process, "ha").unwrap_or_else(|| derived_ha(process));
+            let rm = v.config.service_of_type(process, "rms").unwrap_or_else(|| derived_rm(process));
+            let id = Identity { node: node.clone(), process, ha_service: ha, rm_service: rm, endpoint: e.endpoint() };
+            if v.identity.as_ref() != Some(&id) {
+                log::info!("FidResolver: hax is {} (HA {}, RM {}) at {}", id.process, id.ha_service, id.rm_service, id.endpoint);
+                v.identity = Some(id);
+            }
+        });
+    })
+    .await
+}
+
+async fn watch_confds(consul: Consul, view: SharedView, wait: Duration) {
+    let path = "/v1/catalog/service/confd".to_string();
+    watch::<Vec<CatalogEntry>, _>(consul, view, "the confd list", path, wait, |entries, view| {
+        let mut confds: Vec<Confd> = entries
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| match Fid::parse_process_id(&e.service_id) {
+                Ok(fid) => Some(Confd { node: e.node.clone(), fid, endpoint: e.endpoint() }),
+                Err(err) => {
+                    log::warn!("FidResolver: confd entry ignored: {err}");
+                    None
+                }
+            })
+            .collect();
+        confds.sort_by_key(|c| c.fid);
+        set(view, |v| {
+            if v.confds.as_ref() != Some(&confds) {
+                log::info!("FidResolver: {} confd(s) registered", confds.len());
+                v.confds = Some(confds);
+            }
+        });
+    })
+    .await
+}
+
+async fn watch_leader(consul: Consul, view: SharedView, wait: Duration) {
+    let mut index = 0u64;
+    let mut backoff = Backoff::default();
+    let mut logged = false;
+    loop {
+        let started = std::time::Instant::now();
+        let r = consul.get_json::<Vec<KvEntry>>("/v1/kv/leader", Some(index), wait).await;
+        let (entry, idx) = match r {
+            Ok((e, idx)) => (e.and_then(|v| v.into_iter().next()), idx),
+            Err(e) => {
+                failed(&view, "the leader key", &e, &mut logged);
+                actix_rt::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        let node = match entry.and_then(|e| e.session).filter(|s| !s.is_empty()) {
+            None => None,
+            Some(session) => {
+                #[derive(Deserialize)]
+                struct Info {
+                    #[serde(rename = "Node")]
+                    node: String,
+                }
+                match consul.get_json::<Vec<Info>>(&format!("/v1/session/info/{session}"), None, Duration::ZERO).await {
+                    Ok((Some(v), _)) => v.into_iter().next().map(|i| i.node),
+                    Ok((None, _)) => None,
+                    Err(e) => {
+                        failed(&view, "the leader's session", &e, &mut logged);
+                        actix_rt::time::sleep(backoff.next_delay()).await;
+                        continue;
+                    }
+                }
+            }
+        };
+        backoff.reset();
+        logged = false;
+        set(&view, |v| {
+            v.consul_up = true;
+            if v.leader_node != node {
+                match &node {
+                    Some(n) => log::info!("FidResolver: RC leader is on node {n}"),
+                    None => log::warn!("FidResolver: no RC leader"),
+                }
+                v.leader_node = node;
+            }
+        });
+        index = if idx < index { 0 } else { idx.max(1) };
+        let spent = started.elapsed();
+        if spent < Duration::from_millis(100) {
+            actix_rt::time::sleep(Duration::from_millis(100) - spent).await;
+        }
+    }
+}
+
+async fn watch_config(consul: Consul, view: SharedView, wait: Duration) {
+    let path = "/v1/kv/m0conf/?recurse".to_string();
+    watch::<Vec<KvEntry>, _>(consul, view, "the configuration tree", path, wait, |entries, view| {
+        let kv: Vec<(String, String)> = entries.unwrap_or_default().iter().map(|e| (e.key.clone(), e.value_string())).collect();
+        let tree = ConfigTree::from_kv(&kv);
+        set(view, |v| {
+            if v.config != tree {
+                log::info!("FidResolver: configuration tree: {} node(s), {} process(es)", tree.nodes.len(), tree.processes.len());
+                // Configured HA/RM fids win over the derived ones.
+                if let Some(id) = v.identity.as_mut() {
+                    if let Some(ha) = tree.service_of_type(id.process, "ha") {
+                        id.ha_service = ha;
+                    }
+                    if let Some(rm) = tree.service_of_type(id.process, "rms") {
+                        id.rm_service = rm;
+                    }
+                }
+                v.config = tree;
+            }
+        });
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ha_and_rm_fids_follow_the_seed_rfc_rule() {
+        let p = Fid::typed(b'r', 1, 0x7d);
+        assert_eq!(derived_ha(p).to_string(), "0x7300000000000001:0x7e");
+        assert_eq!(derived_rm(p).to_string(), "0x7300000000000001:0x7f");
+    }
+
+    #[test]
+    fn backoff_grows_to_a_ceiling() {
+        let mut b = Backoff::default();
+        let first = b.next_delay();
+        for _ in 0..20 {
+            b.next_delay();
+        }
+        let late = b.next_delay();
+        assert!(first < Duration::from_millis(400));
+        assert!(late >= Duration::from_secs(10) && late <= Duration::from_secs(13));
+    }
+}

@@ -1,0 +1,140 @@
+//! RcLeader: campaigns for the RC `leader` key on behalf of this node.
+//!
+//! It holds a Consul session tied to the node's health (`serfHealth`) and to hax's own life
+//! (a TTL that only this hax renews), and tries to acquire `leader` with the node name as
+//! value. Consul guarantees one holder at a time; when the holder's session dies (node down,
+//! or hax gone for 2×TTL), the key is released and, after the session's lock delay, another
+//! hax acquires it. On shutdown the session is destroyed so the key is released at once.
+use super::fid_resolver::Backoff;
+use crate::consul::kv::KvEntry;
+use crate::consul::{Consul, ConsulError};
+use serde::Deserialize;
+use std::rc::Rc;
+use std::cell::RefCell;
+use std::time::Duration;
+
+/// How the campaign behaves.
+#[derive(Clone, Debug)]
+pub struct CampaignConfig {
+    pub node: String,
+    /// Session TTL (Consul: 10 s to 24 h; invalidated after up to 2×TTL without renewal).
+    pub ttl: Duration,
+    /// Time after a release during which nobody may acquire the key (Consul default 15 s).
+    pub lock_delay: Duration,
+}
+
+#[derive(Deserialize)]
+struct Created {
+    #[serde(rename = "ID")]
+    id: String,
+}
+
+/// The session this hax holds, shared with the shutdown path.
+#[derive(Clone, Default)]
+pub struct SessionSlot(Rc<RefCell<Option<String>>>);
+
+impl SessionSlot {
+    pub fn get(&self) -> Option<String> {
+        self.0.borrow().clone()
+    }
+}
+
+async fn create_session(consul: &Consul, cfg: &CampaignConfig) -> Result<String, ConsulError> {
+    let body = serde_json::json!({
+        "Name": format!("hax-leader-{}", cfg.node),
+        "Node": cfg.node,
+        "Checks": ["serfHealth"],
+        "TTL": format!("{}s", cfg.ttl.as_secs().max(10)),
+        "LockDelay": format!("{}s", cfg.lock_delay.as_secs()),
+        "Behavior": "release",
+    });
+    let out = consul.put("/v1/session/create", body.to_string().into_bytes()).await?;
+    serde_json::from_slice::<Created>(&out)
+        .map(|c| c.id)
+        .map_err(|e| ConsulError::Decode { what: "session create".into(), reason: e.to_string() })
+}
+
+/// Runs the campaign forever (spawn it on the actix system).
+pub async fn campaign(consul: Consul, cfg: CampaignConfig, slot: SessionSlot) {
+    let mut backoff = Backoff::default();
+    let mut index = 0u64;
+    let mut holding = false;
+    loop {
+        let session = match slot.get() {
+            Some(s) => s,
+            None => match create_session(&consul, &cfg).await {
+                Ok(s) => {
+                    log::info!("RcLeader: session {s} created for node {}", cfg.node);
+                    *slot.0.borrow_mut() = Some(s.clone());
+                    s
+                }
+                Err(e) => {
+                    log::warn!("RcLeader: cannot create a session yet: {e}");
+                    actix_rt::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
+            },
+        };
+        // Keep the session alive; a 404 means Consul invalidated it.
+        if let Err(e) = consul.put(&format!("/v1/session/renew/{session}"), Vec::new()).await {
+            log::warn!("RcLeader: session {session} lost ({e}); making a new one");
+            *slot.0.borrow_mut() = None;
+            if holding {
+                log::warn!("RcLeader: this node is no longer the RC leader");
+                holding = false;
+            }
+            actix_rt::time::sleep(backoff.next_delay()).await;
+            continue;
+        }
+        let current = consul.get_json::<Vec<KvEntry>>("/v1/kv/leader", Some(index), cfg.ttl / 3).await;
+        let (holder, idx) = match current {
+            Ok((v, idx)) => (v.and_then(|v| v.into_iter().next()).and_then(|e| e.session).filter(|s| !s.is_empty()), idx),
+            Err(e) => {
+                log::debug!("RcLeader: reading the leader key: {e}");
+                actix_rt::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        backoff.reset();
+        index = if idx < index { 0 } else { idx.max(1) };
+        match holder {
+            Some(h) if h == session => {
+                if !holding {
+                    log::info!("RcLeader: this node ({}) is the RC leader", cfg.node);
+                    holding = true;
+                }
+            }
+            Some(_) => {
+                if holding {
+                    log::warn!("RcLeader: another session holds the leader key now");
+                    holding = false;
+                }
+            }
+            None => {
+                // Free: try to take it (refused during the lock delay; then we try again).
+                let path = format!("/v1/kv/leader?acquire={session}");
+                match consul.put(&path, cfg.node.clone().into_bytes()).await {
+                    Ok(b) if b.starts_with(b"true") => {
+                        log::info!("RcLeader: acquired the leader key: this node ({}) is the RC leader", cfg.node);
+                        holding = true;
+                    }
+                    Ok(_) => {
+                        index = 0;
+                        actix_rt::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    Err(e) => log::warn!("RcLeader: acquire failed: {e}"),
+                }
+            }
+        }
+    }
+}
+
+/// Destroys the session (releasing the key at once) at shutdown.
+pub async fn resign(consul: &Consul, slot: &SessionSlot) {
+    if let Some(s) = slot.get() {
+        match consul.put(&format!("/v1/session/destroy/{s}"), Vec::new()).await {
+            Ok(_) => log::info!("RcLeader: session {s} destroyed"),
+            Err(e) => log::warn!("RcLeader: could not destroy session {s}: {e}"),
+        }
+    }
+}

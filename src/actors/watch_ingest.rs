@@ -1,0 +1,77 @@
+//! WatchIngest: the HTTP endpoint Consul's watch handlers POST to.
+//!
+//! `POST /` (or `/watcher/...`) takes a service-health payload (array of `{Node, Service,
+//! Checks}`) or a checks payload, turns it into an `HaStateUpdate` for ProcessStatus and
+//! answers at once: it never waits on Motr or Consul. Malformed JSON → 400 with a JSON error
+//! body; a body over the limit → 413; service IDs that are not process fids are ignored with
+//! a log line. `GET /` and `GET /healthz` answer liveness.
+use crate::consul::health::parse_payload;
+use crate::messages::{HaStateUpdate, HealthSource};
+use actix::Recipient;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde_json::json;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct IngestState {
+    pub updates: Recipient<HaStateUpdate>,
+    /// Largest accepted body in bytes.
+    pub limit: usize,
+}
+
+/// Registers WatchIngest's routes on an actix-web app.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::post().to(ingest))
+        .route("/watcher/{tail:.*}", web::post().to(ingest))
+        .route("/", web::get().to(alive))
+        .route("/healthz", web::get().to(alive));
+}
+
+async fn alive() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+fn error(status: actix_web::http::StatusCode, msg: String) -> HttpResponse {
+    HttpResponse::build(status).json(json!({"error": msg}))
+}
+
+async fn ingest(req: HttpRequest, mut body: web::Payload, st: web::Data<IngestState>) -> HttpResponse {
+    use actix_web::http::StatusCode;
+    let declared = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > st.limit) {
+        log::warn!("WatchIngest: {} refused: body of {} bytes over the {} byte limit", req.path(), declared.unwrap_or(0), st.limit);
+        return error(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {} bytes", st.limit));
+    }
+    let mut buf = web::BytesMut::new();
+    while let Some(chunk) = body.next().await {
+        let Ok(chunk) = chunk else {
+            return error(StatusCode::BAD_REQUEST, "body could not be read".into());
+        };
+        if buf.len() + chunk.len() > st.limit {
+            log::warn!("WatchIngest: {} refused: body over the {} byte limit", req.path(), st.limit);
+            return error(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {} bytes", st.limit));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    match parse_payload(&buf) {
+        Ok(p) => {
+            if !p.ignored.is_empty() {
+                log::info!("WatchIngest: ignored {} service id(s) that are not process fids: {:?}", p.ignored.len(), p.ignored.iter().take(5).collect::<Vec<_>>());
+            }
+            let accepted = p.health.len();
+            if accepted > 0 {
+                st.updates.do_send(HaStateUpdate { entries: p.health, source: HealthSource::Watch });
+            }
+            HttpResponse::Ok().json(json!({"accepted": accepted, "ignored": p.ignored.len()}))
+        }
+        Err(e) => {
+            log::warn!("WatchIngest: {} refused: {e}", req.path());
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+    }
+}

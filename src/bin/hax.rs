@@ -1,0 +1,40 @@
+//! The `hax` daemon and its commands; see `hax --help`.
+use clap::Parser;
+use hax::config::{Cli, Command};
+
+fn main() {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            let _ = e.print();
+            std::process::exit(64);
+        }
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(0);
+        }
+    };
+    env_logger::Builder::new().parse_filters(&cli.log).format_timestamp_millis().init();
+    if let Err(msg) = cli.validate() {
+        eprintln!("hax: bad configuration: {msg}");
+        std::process::exit(64);
+    }
+    let code = match &cli.command {
+        None => hax::daemon::run(cli.clone()),
+        Some(Command::Check { process }) => {
+            let fid = hax::fid::Fid::parse_process_id(process).expect("validated");
+            let cfg = hax::consul::ConsulConfig { addr: cli.consul.clone(), token: cli.token.clone() };
+            match actix::System::new().block_on(async move { hax::check::check(&cfg, fid).await }) {
+                Ok(line) => {
+                    println!("{line}");
+                    0
+                }
+                Err(reason) => {
+                    println!("{reason}");
+                    2
+                }
+            }
+        }
+    };
+    std::process::exit(code);
+}

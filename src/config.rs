@@ -1,0 +1,85 @@
+//! Command-line flags of the `hax` binary, each with an environment fallback.
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "hax", version, about = "HA eXchange: bridges Motr processes and Consul")]
+pub struct Cli {
+    /// Consul agent HTTP address (host:port or URL).
+    #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = "127.0.0.1:8500", global = true)]
+    pub consul: String,
+    /// Consul ACL token (sent as X-Consul-Token).
+    #[arg(long, env = "CONSUL_HTTP_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// This node's Consul node name (default: ask the local agent).
+    #[arg(long, env = "HAX_NODE", global = true)]
+    pub node: Option<String>,
+    /// Address the watch endpoint binds to.
+    #[arg(long, env = "HAX_HTTP_ADDR", default_value = "127.0.0.1")]
+    pub http_addr: String,
+    /// Port of the watch endpoint (0: any free port).
+    #[arg(long, env = "HAX_HTTP_PORT", default_value_t = 8008)]
+    pub http_port: u16,
+    /// Log filter (error, warn, info, debug, or env_logger syntax).
+    #[arg(long, env = "HAX_LOG", default_value = "info", global = true)]
+    pub log: String,
+    /// Pause before an EAGAIN entrypoint reply, in milliseconds.
+    #[arg(long, env = "HAX_ENTRYPOINT_PAUSE_MS", default_value_t = 1000)]
+    pub entrypoint_pause_ms: u64,
+    /// How long a send waits for Motr's delivery report, in milliseconds.
+    #[arg(long, env = "HAX_DELIVERY_TIMEOUT_MS", default_value_t = 10000)]
+    pub delivery_timeout_ms: u64,
+    /// Largest watch payload accepted, in bytes.
+    #[arg(long, env = "HAX_PAYLOAD_LIMIT", default_value_t = 32 * 1024 * 1024)]
+    pub payload_limit: usize,
+    /// Most KV writes waiting for Consul before producers are slowed.
+    #[arg(long, env = "HAX_WRITE_CAPACITY", default_value_t = 100_000)]
+    pub write_capacity: usize,
+    /// Campaign for the RC leader key (off: only follow whoever holds it).
+    #[arg(long, env = "HAX_CAMPAIGN", default_value_t = true, action = clap::ArgAction::Set)]
+    pub campaign: bool,
+    /// Lock delay of the leader session, in seconds (Consul's default is 15).
+    #[arg(long, env = "HAX_LEADER_LOCK_DELAY_S", default_value_t = 15)]
+    pub leader_lock_delay_s: u64,
+    /// TTL of the leader session, in seconds (at least 10).
+    #[arg(long, env = "HAX_LEADER_TTL_S", default_value_t = 10)]
+    pub leader_ttl_s: u64,
+    /// Bound on the shutdown sequence, in milliseconds.
+    #[arg(long, env = "HAX_SHUTDOWN_MS", default_value_t = 5000)]
+    pub shutdown_ms: u64,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum Command {
+    /// Exit 0 when KV says the process started and its pid is alive here (a Consul check).
+    Check {
+        /// The process fid.
+        process: String,
+    },
+}
+
+impl Cli {
+    /// Checks what clap cannot; the message explains the problem.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.consul.trim().is_empty() {
+            return Err("--consul must not be empty".into());
+        }
+        if self.http_addr.parse::<std::net::IpAddr>().is_err() {
+            return Err(format!("--http-addr {:?} is not an IP address", self.http_addr));
+        }
+        if self.payload_limit < 1024 {
+            return Err("--payload-limit must be at least 1024 bytes".into());
+        }
+        if self.leader_ttl_s < 10 || self.leader_ttl_s > 86400 {
+            return Err("--leader-ttl-s must be between 10 and 86400 (Consul's session TTL range)".into());
+        }
+        if self.write_capacity == 0 {
+            return Err("--write-capacity must be at least 1".into());
+        }
+        if let Some(Command::Check { process }) = &self.command {
+            crate::fid::Fid::parse_process_id(process).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,174 @@
+//! Consul health payloads: what `GET /v1/health/service/<name>` returns and what a `service`
+//! watch POSTs (an array of `{Node, Service, Checks}`), and a `checks` watch (an array of
+//! checks). Unknown fields are ignored; `null` is an empty list.
+use crate::fid::Fid;
+use crate::messages::ServiceHealth;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthEntry {
+    pub node: NodeInfo,
+    pub service: ServiceInfo,
+    #[serde(default)]
+    pub checks: Vec<Check>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeInfo {
+    pub node: String,
+    #[serde(default)]
+    pub address: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ServiceInfo {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub service: String,
+    #[serde(default)]
+    pub address: String,
+    #[serde(default)]
+    pub port: u16,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Check {
+    #[serde(default)]
+    pub node: String,
+    #[serde(rename = "CheckID", default)]
+    pub check_id: String,
+    pub status: String,
+    #[serde(rename = "ServiceID", default)]
+    pub service_id: String,
+    #[serde(default)]
+    pub service_name: String,
+}
+
+/// What a watch delivery held, once parsed.
+#[derive(Debug)]
+pub struct Parsed {
+    pub health: Vec<ServiceHealth>,
+    /// Service IDs that are not process fids (logged and ignored).
+    pub ignored: Vec<String>,
+}
+
+/// Why a payload was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed health payload: {0}")]
+pub struct PayloadError(pub String);
+
+/// Parses a `service` watch body (or a `/v1/health/service` answer) or a `checks` watch body.
+pub fn parse_payload(body: &[u8]) -> Result<Parsed, PayloadError> {
+    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| PayloadError(e.to_string()))?;
+    let items = match v {
+        serde_json::Value::Null => return Ok(Parsed { health: vec![], ignored: vec![] }),
+        serde_json::Value::Array(a) => a,
+        _ => return Err(PayloadError("expected a JSON array or null".into())),
+    };
+    if items.first().is_some_and(|i| i.get("CheckID").is_some()) {
+        let checks: Vec<Check> = serde_json::from_value(serde_json::Value::Array(items)).map_err(|e| PayloadError(e.to_string()))?;
+        return Ok(from_checks(&checks));
+    }
+    let entries: Vec<HealthEntry> = serde_json::from_value(serde_json::Value::Array(items)).map_err(|e| PayloadError(e.to_string()))?;
+    Ok(from_entries(&entries))
+}
+
+/// A service instance is healthy when every check of its entry is passing.
+pub fn from_entries(entries: &[HealthEntry]) -> Parsed {
+    let mut out = Parsed { health: vec![], ignored: vec![] };
+    for e in entries {
+        match Fid::parse_process_id(&e.service.id) {
+            Ok(fid) if fid.is_process() => out.health.push(ServiceHealth {
+                process: fid,
+                service_name: e.service.service.clone(),
+                node: e.node.node.clone(),
+                healthy: e.checks.iter().all(|c| c.status == "passing"),
+                node_healthy: e.checks.iter().filter(|c| c.service_id.is_empty()).all(|c| c.status == "passing"),
+            }),
+            _ => out.ignored.push(e.service.id.clone()),
+        }
+    }
+    out
+}
+
+/// A `checks` watch lists every check of the datacenter: group them per service instance,
+/// adding the node's serfHealth to each.
+pub fn from_checks(checks: &[Check]) -> Parsed {
+    let node_ok: BTreeMap<&str, bool> = checks
+        .iter()
+        .filter(|c| c.service_id.is_empty())
+        .fold(BTreeMap::new(), |mut m, c| {
+            let e = m.entry(c.node.as_str()).or_insert(true);
+            *e &= c.status == "passing";
+            m
+        });
+    let mut per: BTreeMap<(&str, &str), (String, bool)> = BTreeMap::new();
+    for c in checks.iter().filter(|c| !c.service_id.is_empty()) {
+        let e = per.entry((c.node.as_str(), c.service_id.as_str())).or_insert((c.service_name.clone(), true));
+        e.1 &= c.status == "passing";
+    }
+    let mut out = Parsed { health: vec![], ignored: vec![] };
+    for ((node, id), (name, ok)) in per {
+        match Fid::parse_process_id(id) {
+            Ok(fid) if fid.is_process() => out.health.push(ServiceHealth {
+                process: fid,
+                service_name: name,
+                node: node.to_string(),
+                healthy: ok && node_ok.get(node).copied().unwrap_or(true),
+                node_healthy: node_ok.get(node).copied().unwrap_or(true),
+            }),
+            _ => out.ignored.push(id.to_string()),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let p = format!("{}/../shared/fixtures/consul-watch/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+    }
+
+    #[test]
+    fn a_critical_ios_check_makes_only_that_instance_unhealthy() {
+        let p = parse_payload(&fixture("22-service-ios-step2-ios-0xc-critical.json")).unwrap();
+        let by: BTreeMap<String, bool> = p.health.iter().map(|h| (h.process.to_string(), h.healthy)).collect();
+        assert_eq!(by.get("0x7200000000000001:0xc"), Some(&false));
+        assert_eq!(by.get("0x7200000000000001:0xf"), Some(&true));
+    }
+
+    #[test]
+    fn a_warning_is_not_passing() {
+        let p = parse_payload(&fixture("24-service-ios-step3-ios-0xc-warning.json")).unwrap();
+        assert!(p.health.iter().any(|h| h.process.to_string() == "0x7200000000000001:0xc" && !h.healthy));
+    }
+
+    #[test]
+    fn checks_payloads_are_grouped_per_service_instance() {
+        let p = parse_payload(&fixture("21-checks-step2-ios-0xc-critical.json")).unwrap();
+        let bad: Vec<String> = p.health.iter().filter(|h| !h.healthy).map(|h| h.process.to_string()).collect();
+        assert_eq!(bad, vec!["0x7200000000000001:0xc".to_string()]);
+        assert_eq!(p.health.len(), 4);
+    }
+
+    #[test]
+    fn null_and_empty_arrays_are_empty_snapshots() {
+        assert!(parse_payload(b"null").unwrap().health.is_empty());
+        assert!(parse_payload(b"[]").unwrap().health.is_empty());
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors_not_panics() {
+        for bad in [&b"{"[..], b"{}", b"[1,2]", b"[{\"Node\":1}]", b"\xff\xfe"] {
+            assert!(parse_payload(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+}

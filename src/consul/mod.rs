@@ -1,0 +1,160 @@
+//! Consul over HTTP: one shared `awc` client with a bounded connection pool (Consul allows
+//! 200 connections per client), blocking queries, KV reads and `/v1/txn` writes.
+pub mod health;
+pub mod kv;
+
+use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+/// Errors of the Consul boundary.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ConsulError {
+    #[error("Consul unreachable at {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error("Consul answered {status} to {what}: {body}")]
+    Status { status: u16, what: String, body: String },
+    #[error("Consul's answer to {what} could not be read: {reason}")]
+    Decode { what: String, reason: String },
+}
+
+impl ConsulError {
+    /// Worth retrying later (Consul down, no leader, overloaded)?
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConsulError::Unreachable { .. } => true,
+            ConsulError::Status { status, .. } => *status >= 500 || *status == 429,
+            ConsulError::Decode { .. } => false,
+        }
+    }
+}
+
+/// Where Consul is and how to authenticate.
+#[derive(Clone, Debug)]
+pub struct ConsulConfig {
+    /// `host:port` or a URL (`http://127.0.0.1:8500`).
+    pub addr: String,
+    pub token: Option<String>,
+}
+
+impl ConsulConfig {
+    pub fn base_url(&self) -> String {
+        if self.addr.starts_with("http://") || self.addr.starts_with("https://") {
+            self.addr.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{}", self.addr)
+        }
+    }
+}
+
+/// A Consul client for one actix arbiter (awc clients are not `Send`; make one per thread).
+#[derive(Clone)]
+pub struct Consul {
+    base: String,
+    token: Option<String>,
+    http: awc::Client,
+}
+
+/// Most connections hax opens to its Consul agent at once.
+pub const MAX_CONNECTIONS: usize = 32;
+
+impl Consul {
+    pub fn new(cfg: &ConsulConfig) -> Consul {
+        let connector = awc::Connector::new().limit(MAX_CONNECTIONS).timeout(Duration::from_secs(5));
+        let http = awc::Client::builder().connector(connector).timeout(Duration::from_secs(15)).finish();
+        Consul { base: cfg.base_url(), token: cfg.token.clone(), http }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: awc::http::Method, path: &str, timeout: Duration) -> awc::ClientRequest {
+        let mut r = self.http.request(method, format!("{}{}", self.base, path)).timeout(timeout);
+        if let Some(t) = &self.token {
+            r = r.insert_header(("X-Consul-Token", t.as_str()));
+        }
+        r
+    }
+
+    /// GET returning the body and `X-Consul-Index`. With `index` it is a blocking query
+    /// waiting up to `wait` for a change.
+    pub async fn get_raw(&self, path: &str, index: Option<u64>, wait: Duration) -> Result<(Option<Vec<u8>>, u64), ConsulError> {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let (url, timeout) = match index {
+            Some(i) if i > 0 => (format!("{path}{sep}index={i}&wait={}s", wait.as_secs().max(1)), wait + wait / 16 + Duration::from_secs(5)),
+            _ => (path.to_string(), Duration::from_secs(10)),
+        };
+        let mut resp = self
+            .request(awc::http::Method::GET, &url, timeout)
+            .send()
+            .await
+            .map_err(|e| ConsulError::Unreachable { addr: self.base.clone(), reason: e.to_string() })?;
+        let index = resp
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let status = resp.status().as_u16();
+        let body = resp
+            .body()
+            .limit(64 * 1024 * 1024)
+            .await
+            .map_err(|e| ConsulError::Unreachable { addr: self.base.clone(), reason: e.to_string() })?;
+        match status {
+            200 => Ok((Some(body.to_vec()), index)),
+            404 => Ok((None, index)),
+            s => Err(ConsulError::Status { status: s, what: format!("GET {path}"), body: String::from_utf8_lossy(&body).chars().take(300).collect() }),
+        }
+    }
+
+    /// GET a JSON document (`None` for 404).
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str, index: Option<u64>, wait: Duration) -> Result<(Option<T>, u64), ConsulError> {
+        let (body, idx) = self.get_raw(path, index, wait).await?;
+        match body {
+            None => Ok((None, idx)),
+            Some(b) => serde_json::from_slice(&b)
+                .map(|v| (Some(v), idx))
+                .map_err(|e| ConsulError::Decode { what: format!("GET {path}"), reason: e.to_string() }),
+        }
+    }
+
+    /// PUT a JSON body, returning the response body.
+    pub async fn put(&self, path: &str, body: Vec<u8>) -> Result<Vec<u8>, ConsulError> {
+        let mut resp = self
+            .request(awc::http::Method::PUT, path, Duration::from_secs(15))
+            .insert_header(("Content-Type", "application/json"))
+            .send_body(body)
+            .await
+            .map_err(|e| ConsulError::Unreachable { addr: self.base.clone(), reason: e.to_string() })?;
+        let status = resp.status().as_u16();
+        let b = resp
+            .body()
+            .limit(16 * 1024 * 1024)
+            .await
+            .map_err(|e| ConsulError::Unreachable { addr: self.base.clone(), reason: e.to_string() })?;
+        if status == 200 {
+            Ok(b.to_vec())
+        } else {
+            Err(ConsulError::Status { status, what: format!("PUT {path}"), body: String::from_utf8_lossy(&b).chars().take(300).collect() })
+        }
+    }
+}
+
+/// Percent-encodes a query value (filters contain spaces, quotes and `==`).
+pub fn encode_query(v: &str) -> String {
+    let mut s = String::with_capacity(v.len() * 3);
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            s.push(b as char);
+        } else {
+            s.push_str(&format!("%{b:02X}"));
+        }
+    }
+    s
+}
+
+/// A quoted Consul filter `Field == "value"` (unquoted values break on dashes).
+pub fn filter_eq(field: &str, value: &str) -> String {
+    encode_query(&format!("{field} == \"{}\"", value.replace('\\', "\\\\").replace('"', "\\\"")))
+}

@@ -1,0 +1,67 @@
+//! Messages that cross actors. Suffix tells the kind: `...Req` gets a reply, `...Event` is
+//! fire-and-forget, `...Update` pushes state. `actors.md` maps who sends what to whom.
+use crate::fid::Fid;
+use crate::motr::{HaState, LinkId, Note, ProcessEventKind, ProcessType, StobIoError};
+use actix::Message;
+
+/// A Motr process reported a lifecycle event (MeroLink → ProcessStatus).
+#[derive(Clone, Debug, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct ProcessEvent {
+    pub process: Fid,
+    pub event: ProcessEventKind,
+    pub process_type: ProcessType,
+    pub pid: u64,
+    /// The link it came on (None when hax reports for itself).
+    pub link: Option<LinkId>,
+}
+
+/// Health of service instances as Consul sees them (WatchIngest / reconciliation →
+/// ProcessStatus). A snapshot of the listed fids only; other fids keep their health.
+#[derive(Clone, Debug, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct HaStateUpdate {
+    pub entries: Vec<ServiceHealth>,
+    pub source: HealthSource,
+}
+
+/// Where a health snapshot came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealthSource {
+    /// A Consul watch delivery (may be stale; failures are re-checked).
+    Watch,
+    /// hax's own read of current Consul health.
+    Consul,
+}
+
+/// One service instance's health in Consul.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceHealth {
+    /// The Consul ServiceID: a process fid for Motr processes.
+    pub process: Fid,
+    pub service_name: String,
+    pub node: String,
+    /// Every check of the entry (serfHealth included) is passing.
+    pub healthy: bool,
+    /// The node's own checks (serfHealth) are passing.
+    pub node_healthy: bool,
+}
+
+/// States to broadcast to every active link (ProcessStatus → MeroLink).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BroadcastEvent {
+    pub notes: Vec<Note>,
+}
+
+/// A drive reported an I/O error (MeroLink → ProcessStatus, recorded under `eq/`).
+#[derive(Clone, Debug, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct StobIoEvent {
+    pub from_process: Option<Fid>,
+    pub error: StobIoError,
+}
+
+/// One note per fid, for an answer or a broadcast.
+pub fn notes(fids: impl IntoIterator<Item = Fid>, state: HaState) -> Vec<Note> {
+    fids.into_iter().map(|fid| Note { fid, state }).collect()
+}

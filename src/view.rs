@@ -1,0 +1,212 @@
+//! The cluster as hax knows it, cached in memory and kept fresh by FidResolver's blocking
+//! queries: hax's identity, the confds, the RC leader's node and the configuration tree.
+//! Entrypoint replies are computed from this view alone (no Consul read per request).
+use crate::fid::Fid;
+use crate::motr::EntrypointReply;
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+/// Who this hax is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub node: String,
+    pub process: Fid,
+    pub ha_service: Fid,
+    pub rm_service: Fid,
+    pub endpoint: String,
+}
+
+/// A registered confd process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Confd {
+    pub node: String,
+    pub fid: Fid,
+    pub endpoint: String,
+}
+
+/// One process of the configuration tree (`m0conf/nodes/<node>/processes/<process>`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessConf {
+    pub node: Fid,
+    pub node_name: String,
+    pub name: String,
+    pub endpoint: String,
+    /// (service fid, service type such as "confd", "rms", "ha", "ios").
+    pub services: Vec<(Fid, String)>,
+}
+
+/// The configuration tree written by the bootstrap under `m0conf/`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigTree {
+    pub nodes: BTreeMap<Fid, String>,
+    pub processes: BTreeMap<Fid, ProcessConf>,
+}
+
+impl ConfigTree {
+    /// Builds the tree from `m0conf/` KV entries (key, decoded value); bad entries are
+    /// skipped with a log line.
+    pub fn from_kv(entries: &[(String, String)]) -> ConfigTree {
+        let mut t = ConfigTree::default();
+        let json = |v: &str| serde_json::from_str::<serde_json::Value>(v).unwrap_or(serde_json::Value::Null);
+        let field = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        for (key, value) in entries {
+            let parts: Vec<&str> = key.trim_end_matches('/').split('/').collect();
+            let fid = |i: usize| parts.get(i).and_then(|p| p.parse::<Fid>().ok());
+            match parts.as_slice() {
+                ["m0conf", "nodes", _] => {
+                    if let Some(n) = fid(2) {
+                        t.nodes.insert(n, field(&json(value), "name"));
+                    }
+                }
+                ["m0conf", "nodes", _, "processes", _] => {
+                    if let (Some(n), Some(p)) = (fid(2), fid(4)) {
+                        let v = json(value);
+                        let e = t.processes.entry(p).or_default();
+                        e.node = n;
+                        e.name = field(&v, "name");
+                        e.endpoint = field(&v, "endpoint");
+                    }
+                }
+                ["m0conf", "nodes", _, "processes", _, "services", _] => {
+                    if let (Some(n), Some(p), Some(s)) = (fid(2), fid(4), fid(6)) {
+                        let e = t.processes.entry(p).or_default();
+                        e.node = n;
+                        e.services.push((s, field(&json(value), "type")));
+                    }
+                }
+                _ => log::debug!("config tree: key {key} not understood; skipped"),
+            }
+        }
+        for p in t.processes.values_mut() {
+            p.node_name = t.nodes.get(&p.node).cloned().unwrap_or_default();
+            p.services.sort();
+        }
+        t
+    }
+
+    pub fn services_of(&self, process: Fid) -> Vec<Fid> {
+        self.processes.get(&process).map(|p| p.services.iter().map(|(s, _)| *s).collect()).unwrap_or_default()
+    }
+
+    pub fn service_of_type(&self, process: Fid, ty: &str) -> Option<Fid> {
+        self.processes.get(&process)?.services.iter().find(|(_, t)| t == ty).map(|(s, _)| *s)
+    }
+
+    /// The process a service belongs to.
+    pub fn process_of_service(&self, service: Fid) -> Option<Fid> {
+        self.processes.iter().find(|(_, p)| p.services.iter().any(|(s, _)| *s == service)).map(|(f, _)| *f)
+    }
+
+    pub fn node_name_of(&self, node: Fid) -> Option<&str> {
+        self.nodes.get(&node).map(|s| s.as_str())
+    }
+}
+
+/// Everything FidResolver keeps fresh.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterView {
+    pub identity: Option<Identity>,
+    pub confds: Option<Vec<Confd>>,
+    pub leader_node: Option<String>,
+    pub config: ConfigTree,
+    pub consul_up: bool,
+    pub stopping: bool,
+}
+
+/// The view shared between FidResolver (writer) and its readers.
+pub type SharedView = Arc<RwLock<ClusterView>>;
+
+impl ClusterView {
+    /// The entrypoint reply for now, or why there is none yet.
+    pub fn entrypoint(&self) -> Result<EntrypointReply, String> {
+        if self.stopping {
+            return Ok(EntrypointReply::default());
+        }
+        if !self.consul_up {
+            return Err("Consul is unreachable".into());
+        }
+        let confds = match &self.confds {
+            Some(c) if !c.is_empty() => c,
+            _ => return Err("no confd service is registered".into()),
+        };
+        let leader = self.leader_node.as_deref().ok_or("no RC leader holds the leader key")?;
+        let principal = confds
+            .iter()
+            .find(|c| c.node == leader)
+            .ok_or_else(|| format!("no confd on the leader's node {leader}"))?;
+        let rm_fid = self
+            .config
+            .service_of_type(principal.fid, "rms")
+            .ok_or_else(|| format!("the configuration tree has no rms service for confd {}", principal.fid))?;
+        Ok(EntrypointReply {
+            rc: 0,
+            confds: confds.iter().map(|c| (c.fid, c.endpoint.clone())).collect(),
+            quorum: (confds.len() / 2 + 1) as u32,
+            rm_fid,
+            rm_ep: principal.endpoint.clone(),
+        })
+    }
+}
+
+/// An endpoint from a catalog entry: `inet:tcp:127.0.0.1@` + port, or the LNet form
+/// node address + `@tcp:12345:44` + `:` + port.
+pub fn endpoint_of(node_address: &str, service_address: &str, port: u16) -> String {
+    if service_address.starts_with('@') {
+        format!("{node_address}{service_address}:{port}")
+    } else if service_address.ends_with('@') {
+        format!("{service_address}{port}")
+    } else if service_address.is_empty() {
+        format!("{node_address}:{port}")
+    } else {
+        format!("{service_address}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> ConfigTree {
+        let kv = |k: &str, v: &str| (k.to_string(), v.to_string());
+        ConfigTree::from_kv(&[
+            kv("m0conf/nodes/0x6e00000000000001:0x2", r#"{"name":"node-1"}"#),
+            kv("m0conf/nodes/0x6e00000000000001:0x2/processes/0x7200000000000001:0x9", r#"{"name":"confd","endpoint":"inet:tcp:127.0.0.1@22002"}"#),
+            kv("m0conf/nodes/0x6e00000000000001:0x2/processes/0x7200000000000001:0x9/services/0x7300000000000001:0xa", r#"{"type":"confd"}"#),
+            kv("m0conf/nodes/0x6e00000000000001:0x2/processes/0x7200000000000001:0x9/services/0x7300000000000001:0xb", r#"{"type":"rms"}"#),
+            kv("m0conf/garbage/key", "{"),
+        ])
+    }
+
+    #[test]
+    fn both_endpoint_forms_of_the_seeds() {
+        assert_eq!(endpoint_of("127.0.0.1", "inet:tcp:127.0.0.1@", 22001), "inet:tcp:127.0.0.1@22001");
+        assert_eq!(endpoint_of("192.168.180.162", "@tcp:12345:44", 101), "192.168.180.162@tcp:12345:44:101");
+    }
+
+    #[test]
+    fn entrypoint_carries_confds_quorum_and_the_leaders_rm() {
+        let mut v = ClusterView { consul_up: true, config: tree(), ..Default::default() };
+        let confd = |n: &str, k| Confd { node: n.into(), fid: Fid::typed(b'r', 1, k), endpoint: format!("ep-{k}") };
+        v.confds = Some(vec![confd("node-1", 9), confd("node-2", 20), confd("node-3", 30)]);
+        assert!(v.entrypoint().unwrap_err().contains("leader"));
+        v.leader_node = Some("node-1".into());
+        let r = v.entrypoint().unwrap();
+        assert_eq!(r.quorum, 2);
+        assert_eq!(r.confds.len(), 3);
+        assert_eq!(r.rm_fid, Fid::typed(b's', 1, 0xb));
+        assert_eq!(r.rm_ep, "ep-9");
+        v.leader_node = Some("node-2".into());
+        assert!(v.entrypoint().unwrap_err().contains("rms"), "no rms known for node-2's confd");
+        v.stopping = true;
+        assert_eq!(v.entrypoint().unwrap(), EntrypointReply::default());
+    }
+
+    #[test]
+    fn config_tree_maps_services_both_ways_and_skips_garbage() {
+        let t = tree();
+        let p = Fid::typed(b'r', 1, 9);
+        assert_eq!(t.services_of(p).len(), 2);
+        assert_eq!(t.process_of_service(Fid::typed(b's', 1, 0xa)), Some(p));
+        assert_eq!(t.processes[&p].node_name, "node-1");
+    }
+}
