@@ -1,0 +1,1897 @@
+/*
+ * interface.c: a stand-in for Motr's HA interface (m0_halon_interface).
+ *
+ * It reproduces the observed behaviour of real Motr (see
+ * shared/design/halon-interface.md and shared/fixtures/motr-traces/) closely enough for hax to
+ * be developed and tested without Motr. Remote "Motr processes" reach it over TCP with the
+ * framing of PROTOCOL.md (codec in wire.c).
+ *
+ * Threads:
+ *   - the caller's threads: init/start/stop/fini, and anything the user calls;
+ *   - LOCALITY_NR "locality" threads: run every callback except link_connected/reused/absent
+ *     (those run inside entrypoint_reply, on the caller's thread);
+ *   - one I/O thread: poll() over the listener, the connections and a wake-up pipe.
+ *
+ * One mutex (hi->lock) protects all state. It is never held while a user callback runs.
+ *
+ * Scheduling: every link has its own FIFO of work items (received message, delivery
+ * confirmations, disconnect steps). A link with pending work is put once on the run queue;
+ * a locality thread takes it, runs ONE item without the lock, and puts it back if more work is
+ * pending. So a link's callbacks run one at a time and in order, different links run
+ * concurrently. Entrypoint requests are standalone tasks and may run concurrently. A new
+ * link's work is held back until its link_connected callback has returned.
+ *
+ * Tags: HA sends on a link get odd tags 1, 3, 5 ...; confirmations are in order, so the set of
+ * unconfirmed sends of a link is always the tag range [hl_confirm_next, hl_next_tag).
+ *
+ * Links are never freed before fini, so that a stale link pointer can be recognised (and a
+ * send on it turned into the assertion failure real Motr would hit).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/types.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conf/ha.h"
+#include "ha/halon/interface.h"
+#include "wire.h"
+
+/* The build strings the stand-in accepts without "disable-compatibility-check". */
+#define STANDIN_GIT_REV "hax-standin"
+#define STANDIN_CONFIGURE_OPTS ""
+
+enum {
+	LOCALITY_NR = 2,
+	OUT_LIMIT = 8 << 20,          /* unsent bytes per connection before it is closed */
+	READ_CHUNK = 64 * 1024,
+	IN_CAP_MAX = WIRE_HDR + WIRE_MAX_FRAME + READ_CHUNK,
+	RX_BACKLOG = 256,             /* queued received messages per link before we stop reading */
+	STOP_EVENTS_WAIT_MS = 5000,   /* stop: wait this long for the own STOP events' delivered */
+	STOP_LINKS_EXTRA_MS = 30000,  /* stop: wait RPC timeout + this for the links to go */
+	DEFAULT_RPC_TIMEOUT_MS = 10000,
+	PROCESS_FID_TYPE = 0x72,
+};
+
+#define LINK_MAGIC 0x68617873746c6e6bULL /* "haxstlnk" */
+
+typedef void (*entrypoint_request_cb_t)(struct m0_halon_interface *hi,
+					const struct m0_uint128 *req_id,
+					const char *remote_rpc_endpoint,
+					const struct m0_fid *process_fid, const char *git_rev_id,
+					uint64_t pid, bool first_request);
+typedef void (*msg_received_cb_t)(struct m0_halon_interface *hi, struct m0_ha_link *hl,
+				  const struct m0_ha_msg *msg, uint64_t tag);
+typedef void (*msg_tag_cb_t)(struct m0_halon_interface *hi, struct m0_ha_link *hl,
+			     uint64_t tag);
+typedef void (*link_req_cb_t)(struct m0_halon_interface *hi, const struct m0_uint128 *req_id,
+			      struct m0_ha_link *link);
+typedef void (*link_absent_cb_t)(struct m0_halon_interface *hi,
+				 const struct m0_uint128 *req_id);
+typedef void (*link_cb_t)(struct m0_halon_interface *hi, struct m0_ha_link *hl);
+
+struct callbacks {
+	entrypoint_request_cb_t entrypoint_request;
+	msg_received_cb_t msg_received;
+	msg_tag_cb_t msg_is_delivered;
+	msg_tag_cb_t msg_is_not_delivered;
+	link_req_cb_t link_connected;
+	link_req_cb_t link_reused;
+	link_absent_cb_t link_absent;
+	link_cb_t link_is_disconnecting;
+	link_cb_t link_disconnected;
+};
+
+struct ep_task;
+
+/* An entry of the run queue: a link with pending work, or one entrypoint request. */
+struct task {
+	struct task *t_next;
+	struct m0_ha_link *t_link;
+	struct ep_task *t_ep;
+};
+
+/* An entrypoint request callback to run. Owns copies of its strings. */
+struct ep_task {
+	struct task et_task;
+	struct m0_uint128 et_id;
+	char *et_ep;
+	struct m0_fid et_process;
+	char *et_git;
+	uint64_t et_pid;
+	bool et_first;
+};
+
+/* A received message, from arrival until the user's delivered() (or the link's end). */
+struct rcv {
+	struct rcv *r_next;
+	uint64_t r_tag;
+	struct m0_ha_msg r_msg;
+};
+
+enum item_kind {
+	IT_MSG,              /* msg_received for i_rcv */
+	IT_CONFIRM,          /* msg_is_delivered for every unconfirmed tag <= i_tag */
+	IT_IS_DISCONNECTING, /* link_is_disconnecting */
+	IT_FINISH,           /* msg_is_not_delivered for the rest, DROP, link_disconnected */
+};
+
+struct item {
+	struct item *i_next;
+	enum item_kind i_kind;
+	uint64_t i_tag;
+	struct rcv *i_rcv;
+};
+
+struct timer {
+	struct timer *tm_next;
+	uint64_t tm_due; /* monotonic ns */
+	struct m0_ha_link *tm_link;
+	struct item *tm_item;
+};
+
+enum link_state { LS_ALIVE, LS_DISCONNECTING, LS_DEAD };
+
+struct conn;
+
+struct m0_ha_link {
+	uint64_t hl_magic;
+	struct m0_ha_link *hl_next;   /* hi->links, in creation order */
+	uint64_t hl_id;
+	bool hl_self;
+	enum link_state hl_state;
+	bool hl_disconnect_called;
+	bool hl_ready;                /* link_connected has returned */
+	bool hl_scheduled;            /* on the run queue or being run */
+	bool hl_gone;                 /* link_disconnected has returned */
+	struct m0_fid hl_process;
+	char *hl_ep;                  /* the peer's endpoint */
+	struct conn *hl_conn;         /* NULL for the self link or once the connection closed */
+	uint64_t hl_next_tag;         /* next odd tag for an HA send */
+	uint64_t hl_confirm_next;     /* first tag whose delivered/not-delivered has not fired */
+	uint64_t hl_ack_hwm;          /* highest tag whose confirmation is queued */
+	uint64_t hl_rx_tag;           /* self link: last even tag given to an own event */
+	unsigned hl_rx_queued;        /* IT_MSG items queued */
+	struct item *hl_qhead;
+	struct item *hl_qtail;
+	struct rcv *hl_rcvs;          /* received, not yet delivered() */
+	struct task hl_task;
+};
+
+struct conn {
+	struct conn *c_next;
+	uint64_t c_id;
+	int c_fd;
+	uint8_t *c_in;
+	size_t c_in_len;
+	size_t c_in_cap;
+	struct wire_buf c_out;
+	size_t c_out_off;
+	struct m0_ha_link *c_link;
+	bool c_ever_linked;
+	uint64_t c_last_rx_tag;
+	bool c_close;                 /* close it at the next I/O round */
+	bool c_close_error;
+	char c_why[160];
+};
+
+/* A pending entrypoint request (answered exactly once). */
+struct epreq {
+	struct epreq *r_next;
+	struct m0_uint128 r_id;
+	struct conn *r_conn;          /* NULL for the self request or if the connection closed */
+	bool r_self;
+	bool r_first;
+	uint64_t r_seq;
+	struct m0_fid r_process;
+	char *r_ep;
+};
+
+struct note_state {
+	struct note_state *ns_next;
+	struct m0_fid ns_fid;
+	uint32_t ns_state;
+};
+
+enum hi_state { HI_INIT, HI_STARTING, HI_STARTED, HI_STOPPING, HI_STOPPED };
+
+struct m0_halon_interface {
+	pthread_mutex_t lock;
+	pthread_cond_t loc_cv;        /* locality threads wait for work */
+	pthread_cond_t state_cv;      /* start/stop wait for progress */
+	enum hi_state state;
+	pthread_t main_thread;
+	bool log_ep;
+	bool log_link;
+	bool log_msg;
+	struct callbacks cb;
+	char *endpoint;
+	struct m0_fid process;
+	struct m0_fid ha_svc;
+	struct m0_fid rm_svc;
+	uint64_t rpc_timeout_ns;
+	int listen_fd;
+	int wake_rd;
+	int wake_wr;
+	bool wake_pending;
+	pthread_t io_thread;
+	bool io_running;
+	bool io_quit;
+	pthread_t loc[LOCALITY_NR];
+	int loc_nr;
+	bool loc_quit;
+	struct task *runq_head;
+	struct task *runq_tail;
+	struct timer *timers;
+	struct m0_ha_link *links;
+	struct m0_ha_link *links_tail;
+	uint64_t link_seq;
+	unsigned links_live;          /* links whose link_disconnected has not returned */
+	struct m0_ha_link *self_link;
+	bool self_connected;
+	struct epreq *reqs;
+	uint64_t req_seq;
+	struct conn *conns;
+	uint64_t conn_seq;
+	struct note_state *notes;
+};
+
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct m0_halon_interface *g_hi;
+static __thread bool tls_locality;
+static __thread bool tls_adopted;
+
+/* ------------------------------------------------------------------ helpers */
+
+static void slog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void slog(const char *fmt, ...)
+{
+	char buf[1024];
+	va_list ap;
+	int n = snprintf(buf, sizeof buf, "hax-standin: ");
+
+	va_start(ap, fmt);
+	vsnprintf(buf + n, sizeof buf - (size_t)n - 1, fmt, ap);
+	va_end(ap);
+	strcat(buf, "\n");
+	/* One write: lines from different threads do not interleave. */
+	if (write(STDERR_FILENO, buf, strlen(buf)) < 0) {
+		/* nothing to do */
+	}
+}
+
+static void assert_fail(const char *expr, const char *func) __attribute__((noreturn));
+static void assert_fail(const char *expr, const char *func)
+{
+	slog("Assertion failed: %s in %s() (real Motr panics here)", expr, func);
+	abort();
+}
+
+#define STANDIN_ASSERT(cond)                                 \
+	do {                                                 \
+		if (!(cond))                                 \
+			assert_fail(#cond, __func__);        \
+	} while (0)
+
+static void *xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n, size);
+
+	if (p == NULL)
+		assert_fail("memory allocation", __func__);
+	return p;
+}
+
+static char *xstrdup(const char *s)
+{
+	char *p = strdup(s == NULL ? "" : s);
+
+	if (p == NULL)
+		assert_fail("memory allocation", __func__);
+	return p;
+}
+
+static uint64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t real_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+static struct timespec abs_mono(uint64_t ns)
+{
+	struct timespec ts = { .tv_sec = (time_t)(ns / 1000000000ULL),
+			       .tv_nsec = (long)(ns % 1000000000ULL) };
+	return ts;
+}
+
+static bool fid_eq(const struct m0_fid *a, const struct m0_fid *b)
+{
+	return a->f_container == b->f_container && a->f_key == b->f_key;
+}
+
+#define FID_F "<%" PRIx64 ":%" PRIx64 ">"
+#define FID_P(f) (f)->f_container, (f)->f_key
+
+static struct m0_halon_interface *current_hi(void)
+{
+	return __atomic_load_n(&g_hi, __ATOMIC_ACQUIRE);
+}
+
+static bool hi_valid(const struct m0_halon_interface *hi)
+{
+	return hi != NULL && hi == current_hi();
+}
+
+/* Is hl one of our links? Compares pointers only (hl may be garbage). Under the lock. */
+static bool link_known(struct m0_halon_interface *hi, const struct m0_ha_link *hl)
+{
+	for (struct m0_ha_link *l = hi->links; l != NULL; l = l->hl_next) {
+		if (l == hl)
+			return true;
+	}
+	return false;
+}
+
+/* ------------------------------------------------------------------ I/O helpers (locked) */
+
+static void io_wake(struct m0_halon_interface *hi)
+{
+	if (!hi->wake_pending && hi->wake_wr >= 0) {
+		hi->wake_pending = true;
+		if (write(hi->wake_wr, "w", 1) < 0) {
+			/* a full pipe wakes the I/O thread anyway */
+		}
+	}
+}
+
+static void conn_mark_close(struct m0_halon_interface *hi, struct conn *c, bool error,
+			    const char *why)
+{
+	if (c->c_close)
+		return;
+	c->c_close = true;
+	c->c_close_error = error;
+	snprintf(c->c_why, sizeof c->c_why, "%s", why);
+	io_wake(hi);
+}
+
+/* Queues bytes for a connection (never blocks). */
+static void conn_send(struct m0_halon_interface *hi, struct conn *c, const void *p, size_t n)
+{
+	if (c == NULL || c->c_close)
+		return;
+	if (c->c_out.len - c->c_out_off + n > OUT_LIMIT) {
+		conn_mark_close(hi, c, true, "more than 8 MiB of unsent output (peer not reading)");
+		return;
+	}
+	if (wire_buf_append(&c->c_out, p, n) != 0) {
+		conn_mark_close(hi, c, true, "out of memory for output");
+		return;
+	}
+	io_wake(hi);
+}
+
+static void conn_unbind(struct conn *c)
+{
+	if (c != NULL && c->c_link != NULL) {
+		if (c->c_link->hl_conn == c)
+			c->c_link->hl_conn = NULL;
+		c->c_link = NULL;
+	}
+}
+
+/* Makes c the connection of link l (and only of l). */
+static void link_bind(struct m0_ha_link *l, struct conn *c)
+{
+	if (l->hl_conn != NULL && l->hl_conn != c && l->hl_conn->c_link == l)
+		l->hl_conn->c_link = NULL;
+	l->hl_conn = NULL;
+	if (c == NULL)
+		return;
+	conn_unbind(c);
+	c->c_link = l;
+	c->c_ever_linked = true;
+	l->hl_conn = c;
+}
+
+/* ------------------------------------------------------------------ scheduling (locked) */
+
+static void runq_push(struct m0_halon_interface *hi, struct task *t)
+{
+	t->t_next = NULL;
+	if (hi->runq_tail == NULL)
+		hi->runq_head = t;
+	else
+		hi->runq_tail->t_next = t;
+	hi->runq_tail = t;
+	pthread_cond_signal(&hi->loc_cv);
+}
+
+static struct task *runq_pop(struct m0_halon_interface *hi)
+{
+	struct task *t = hi->runq_head;
+
+	if (t != NULL) {
+		hi->runq_head = t->t_next;
+		if (hi->runq_head == NULL)
+			hi->runq_tail = NULL;
+		t->t_next = NULL;
+	}
+	return t;
+}
+
+static void link_kick(struct m0_halon_interface *hi, struct m0_ha_link *l)
+{
+	if (!l->hl_scheduled && l->hl_ready && l->hl_qhead != NULL) {
+		l->hl_scheduled = true;
+		runq_push(hi, &l->hl_task);
+	}
+}
+
+static struct item *item_new(enum item_kind kind, uint64_t tag)
+{
+	struct item *it = xcalloc(1, sizeof *it);
+
+	it->i_kind = kind;
+	it->i_tag = tag;
+	return it;
+}
+
+static void link_enqueue(struct m0_halon_interface *hi, struct m0_ha_link *l, struct item *it)
+{
+	it->i_next = NULL;
+	if (l->hl_qtail == NULL)
+		l->hl_qhead = it;
+	else
+		l->hl_qtail->i_next = it;
+	l->hl_qtail = it;
+	if (it->i_kind == IT_MSG)
+		l->hl_rx_queued++;
+	link_kick(hi, l);
+}
+
+static void timer_add(struct m0_halon_interface *hi, uint64_t due, struct m0_ha_link *l,
+		      struct item *it)
+{
+	struct timer *t = xcalloc(1, sizeof *t);
+	struct timer **pp = &hi->timers;
+
+	t->tm_due = due;
+	t->tm_link = l;
+	t->tm_item = it;
+	while (*pp != NULL && (*pp)->tm_due <= due)
+		pp = &(*pp)->tm_next;
+	t->tm_next = *pp;
+	*pp = t;
+	pthread_cond_broadcast(&hi->loc_cv);
+}
+
+static void timers_fire(struct m0_halon_interface *hi)
+{
+	uint64_t now = mono_ns();
+
+	while (hi->timers != NULL && hi->timers->tm_due <= now) {
+		struct timer *t = hi->timers;
+
+		hi->timers = t->tm_next;
+		link_enqueue(hi, t->tm_link, t->tm_item);
+		free(t);
+	}
+}
+
+static struct rcv *rcv_new(void)
+{
+	return xcalloc(1, sizeof(struct rcv));
+}
+
+/* Queues msg_received for a message; r is owned by the link from now on. */
+static void link_receive(struct m0_halon_interface *hi, struct m0_ha_link *l, struct rcv *r)
+{
+	struct item *it = item_new(IT_MSG, r->r_tag);
+
+	it->i_rcv = r;
+	r->r_next = l->hl_rcvs;
+	l->hl_rcvs = r;
+	link_enqueue(hi, l, it);
+}
+
+static void link_start_disconnect(struct m0_halon_interface *hi, struct m0_ha_link *l)
+{
+	if (l->hl_state != LS_ALIVE)
+		return;
+	l->hl_state = LS_DISCONNECTING;
+	if (hi->log_link)
+		slog("link %p (%s) starts disconnecting", (void *)l, l->hl_ep);
+	link_enqueue(hi, l, item_new(IT_IS_DISCONNECTING, 0));
+}
+
+static struct m0_ha_link *link_new(struct m0_halon_interface *hi, bool self,
+				   const struct m0_fid *process, const char *ep)
+{
+	struct m0_ha_link *l = xcalloc(1, sizeof *l);
+
+	l->hl_magic = LINK_MAGIC;
+	l->hl_id = ++hi->link_seq;
+	l->hl_self = self;
+	l->hl_state = LS_ALIVE;
+	l->hl_process = *process;
+	l->hl_ep = xstrdup(ep);
+	l->hl_next_tag = 1;
+	l->hl_confirm_next = 1;
+	l->hl_task.t_link = l;
+	if (hi->links_tail == NULL)
+		hi->links = l;
+	else
+		hi->links_tail->hl_next = l;
+	hi->links_tail = l;
+	hi->links_live++;
+	return l;
+}
+
+/* ------------------------------------------------------------------ own events (locked) */
+
+static void self_event(struct m0_halon_interface *hi, bool process, uint64_t event,
+		       uint64_t type, const struct m0_fid *svc)
+{
+	struct m0_ha_link *l = hi->self_link;
+	struct rcv *r = rcv_new();
+	struct m0_ha_msg *m = &r->r_msg;
+
+	m->hm_time = real_ns();
+	if (process) {
+		m->hm_fid = hi->process;
+		m->hm_data.hed_type = M0_HA_MSG_EVENT_PROCESS;
+		m->hm_data.u.hed_event_process.chp_event = event;
+		m->hm_data.u.hed_event_process.chp_type = type;
+		m->hm_data.u.hed_event_process.chp_pid = (uint64_t)getpid();
+	} else {
+		m->hm_fid = *svc;
+		m->hm_source_process = hi->process;
+		m->hm_data.hed_type = M0_HA_MSG_EVENT_SERVICE;
+		m->hm_data.u.hed_event_service.chs_event = event;
+		m->hm_data.u.hed_event_service.chs_type = type;
+		m->hm_data.u.hed_event_service.chs_pid = (uint64_t)getpid();
+	}
+	l->hl_rx_tag += 2;
+	r->r_tag = l->hl_rx_tag;
+	link_receive(hi, l, r);
+}
+
+enum { SVC_TYPE_RMS = 4, SVC_TYPE_HA = 6 };
+
+static void self_events_start(struct m0_halon_interface *hi)
+{
+	self_event(hi, true, M0_CONF_HA_PROCESS_STARTING, M0_CONF_HA_PROCESS_M0D, NULL);
+	self_event(hi, false, M0_CONF_HA_SERVICE_STARTING, SVC_TYPE_HA, &hi->ha_svc);
+	self_event(hi, false, M0_CONF_HA_SERVICE_STARTED, SVC_TYPE_HA, &hi->ha_svc);
+	self_event(hi, false, M0_CONF_HA_SERVICE_STARTING, SVC_TYPE_RMS, &hi->rm_svc);
+	self_event(hi, false, M0_CONF_HA_SERVICE_STARTED, SVC_TYPE_RMS, &hi->rm_svc);
+	self_event(hi, true, M0_CONF_HA_PROCESS_STARTED, M0_CONF_HA_PROCESS_M0D, NULL);
+}
+
+static void self_events_stop(struct m0_halon_interface *hi)
+{
+	self_event(hi, true, M0_CONF_HA_PROCESS_STOPPING, M0_CONF_HA_PROCESS_M0D, NULL);
+	self_event(hi, false, M0_CONF_HA_SERVICE_STOPPING, SVC_TYPE_RMS, &hi->rm_svc);
+	self_event(hi, false, M0_CONF_HA_SERVICE_STOPPED, SVC_TYPE_RMS, &hi->rm_svc);
+	self_event(hi, false, M0_CONF_HA_SERVICE_STOPPING, SVC_TYPE_HA, &hi->ha_svc);
+	self_event(hi, false, M0_CONF_HA_SERVICE_STOPPED, SVC_TYPE_HA, &hi->ha_svc);
+	self_event(hi, true, M0_CONF_HA_PROCESS_STOPPED, M0_CONF_HA_PROCESS_M0D, NULL);
+}
+
+/* An HA message sent on the self link: NVEC SET notes about processes drop their links. */
+static void self_handle(struct m0_halon_interface *hi, const struct m0_ha_msg *msg)
+{
+	const struct m0_ha_msg_nvec *nv = &msg->hm_data.u.hed_nvec;
+
+	if (msg->hm_data.hed_type != M0_HA_MSG_NVEC || nv->hmnv_type != M0_HA_NVEC_SET)
+		return;
+	for (uint64_t i = 0; i < nv->hmnv_nr; i++) {
+		const struct m0_ha_note *n = &nv->hmnv_arr.hmna_arr[i];
+		struct note_state *ns;
+
+		if ((n->no_id.f_container >> 56) != PROCESS_FID_TYPE)
+			continue;
+		for (ns = hi->notes; ns != NULL; ns = ns->ns_next) {
+			if (fid_eq(&ns->ns_fid, &n->no_id))
+				break;
+		}
+		if (ns == NULL) {
+			ns = xcalloc(1, sizeof *ns);
+			ns->ns_fid = n->no_id;
+			ns->ns_state = n->no_state;
+			ns->ns_next = hi->notes;
+			hi->notes = ns;
+			if (hi->log_link)
+				slog("first note for process " FID_F " (state %u): recorded only",
+				     FID_P(&n->no_id), n->no_state);
+			continue;
+		}
+		if (nv->hmnv_ignore_same_state && ns->ns_state == n->no_state)
+			continue;
+		ns->ns_state = n->no_state;
+		if (n->no_state != M0_NC_FAILED)
+			continue;
+		for (struct m0_ha_link *l = hi->links; l != NULL; l = l->hl_next) {
+			if (!l->hl_self && l->hl_state == LS_ALIVE &&
+			    fid_eq(&l->hl_process, &n->no_id))
+				link_start_disconnect(hi, l);
+		}
+	}
+}
+
+/* ------------------------------------------------------------------ entrypoint (locked) */
+
+static void ep_task_queue(struct m0_halon_interface *hi, const struct epreq *r,
+			  const char *git, uint64_t pid)
+{
+	struct ep_task *t = xcalloc(1, sizeof *t);
+
+	t->et_task.t_ep = t;
+	t->et_id = r->r_id;
+	t->et_ep = xstrdup(r->r_ep);
+	t->et_process = r->r_process;
+	t->et_git = xstrdup(git);
+	t->et_pid = pid;
+	t->et_first = r->r_first;
+	runq_push(hi, &t->et_task);
+}
+
+static struct epreq *epreq_new(struct m0_halon_interface *hi, struct conn *c, bool self,
+			       bool first, uint64_t seq, const struct m0_fid *process,
+			       const char *ep)
+{
+	struct epreq *r = xcalloc(1, sizeof *r);
+
+	r->r_id.u_hi = 0;
+	r->r_id.u_lo = ++hi->req_seq;
+	r->r_conn = c;
+	r->r_self = self;
+	r->r_first = first;
+	r->r_seq = seq;
+	r->r_process = *process;
+	r->r_ep = xstrdup(ep);
+	r->r_next = hi->reqs;
+	hi->reqs = r;
+	return r;
+}
+
+static void epreq_free(struct epreq *r)
+{
+	free(r->r_ep);
+	free(r);
+}
+
+static void self_request_issue(struct m0_halon_interface *hi)
+{
+	struct epreq *r = epreq_new(hi, NULL, true, true, 0, &hi->process, hi->endpoint);
+
+	ep_task_queue(hi, r, STANDIN_GIT_REV, (uint64_t)getpid());
+}
+
+/* ------------------------------------------------------------------ locality threads */
+
+static void run_item(struct m0_halon_interface *hi, struct m0_ha_link *l, struct item *it)
+{
+	uint64_t from;
+	uint64_t to;
+
+	switch (it->i_kind) {
+	case IT_MSG:
+		if (hi->log_msg)
+			slog("link %p msg_received tag=%" PRIu64 " type=%" PRIu64 " fid=" FID_F,
+			     (void *)l, it->i_rcv->r_tag, it->i_rcv->r_msg.hm_data.hed_type,
+			     FID_P(&it->i_rcv->r_msg.hm_fid));
+		/* it->i_rcv may be freed by delivered() from now on: do not touch it after. */
+		hi->cb.msg_received(hi, l, &it->i_rcv->r_msg, it->i_tag);
+		break;
+	case IT_CONFIRM:
+		pthread_mutex_lock(&hi->lock);
+		from = l->hl_confirm_next;
+		to = it->i_tag;
+		if (to >= from)
+			l->hl_confirm_next = to + 2;
+		pthread_mutex_unlock(&hi->lock);
+		for (uint64_t t = from; t <= to; t += 2) {
+			if (hi->log_msg)
+				slog("link %p msg_is_delivered tag=%" PRIu64, (void *)l, t);
+			hi->cb.msg_is_delivered(hi, l, t);
+		}
+		break;
+	case IT_IS_DISCONNECTING:
+		if (hi->log_link)
+			slog("link %p link_is_disconnecting", (void *)l);
+		hi->cb.link_is_disconnecting(hi, l);
+		break;
+	case IT_FINISH: {
+		struct rcv *rcvs;
+
+		pthread_mutex_lock(&hi->lock);
+		from = l->hl_confirm_next;
+		to = l->hl_next_tag; /* exclusive */
+		l->hl_confirm_next = to;
+		pthread_mutex_unlock(&hi->lock);
+		for (uint64_t t = from; t < to; t += 2) {
+			if (hi->log_msg)
+				slog("link %p msg_is_not_delivered tag=%" PRIu64, (void *)l, t);
+			hi->cb.msg_is_not_delivered(hi, l, t);
+		}
+		pthread_mutex_lock(&hi->lock);
+		if (l->hl_conn != NULL) {
+			struct wire_buf b = { 0 };
+
+			if (wire_enc_drop(&b) == 0)
+				conn_send(hi, l->hl_conn, b.data, b.len);
+			wire_buf_fini(&b);
+			link_bind(l, NULL);
+		}
+		l->hl_state = LS_DEAD;
+		rcvs = l->hl_rcvs;
+		l->hl_rcvs = NULL;
+		pthread_mutex_unlock(&hi->lock);
+		while (rcvs != NULL) {
+			struct rcv *n = rcvs->r_next;
+
+			free(rcvs);
+			rcvs = n;
+		}
+		if (hi->log_link)
+			slog("link %p link_disconnected", (void *)l);
+		hi->cb.link_disconnected(hi, l);
+		pthread_mutex_lock(&hi->lock);
+		l->hl_gone = true;
+		hi->links_live--;
+		pthread_cond_broadcast(&hi->state_cv);
+		pthread_mutex_unlock(&hi->lock);
+		break;
+	}
+	}
+}
+
+static void run_ep(struct m0_halon_interface *hi, struct ep_task *t)
+{
+	if (hi->log_ep)
+		slog("entrypoint_request req_id=%" PRIx64 ":%" PRIx64 " ep=%s proc=" FID_F
+		     " pid=%" PRIu64 " first=%d",
+		     t->et_id.u_hi, t->et_id.u_lo, t->et_ep, FID_P(&t->et_process), t->et_pid,
+		     t->et_first ? 1 : 0);
+	hi->cb.entrypoint_request(hi, &t->et_id, t->et_ep, &t->et_process, t->et_git, t->et_pid,
+				  t->et_first);
+}
+
+static void ep_task_free(struct ep_task *t)
+{
+	free(t->et_ep);
+	free(t->et_git);
+	free(t);
+}
+
+static void *locality_main(void *arg)
+{
+	struct m0_halon_interface *hi = arg;
+
+	tls_locality = true;
+	pthread_mutex_lock(&hi->lock);
+	while (!hi->loc_quit) {
+		struct task *t;
+
+		timers_fire(hi);
+		t = runq_pop(hi);
+		if (t == NULL) {
+			if (hi->timers != NULL) {
+				struct timespec ts = abs_mono(hi->timers->tm_due);
+
+				pthread_cond_timedwait(&hi->loc_cv, &hi->lock, &ts);
+			} else {
+				pthread_cond_wait(&hi->loc_cv, &hi->lock);
+			}
+			continue;
+		}
+		if (t->t_link != NULL) {
+			struct m0_ha_link *l = t->t_link;
+			struct item *it = l->hl_qhead;
+
+			if (it == NULL) { /* cannot happen: scheduled links have work */
+				l->hl_scheduled = false;
+				continue;
+			}
+			l->hl_qhead = it->i_next;
+			if (l->hl_qhead == NULL)
+				l->hl_qtail = NULL;
+			if (it->i_kind == IT_MSG && l->hl_rx_queued-- == RX_BACKLOG)
+				io_wake(hi); /* its connection may be read again */
+			pthread_mutex_unlock(&hi->lock);
+			run_item(hi, l, it);
+			free(it);
+			pthread_mutex_lock(&hi->lock);
+			if (l->hl_qhead != NULL && l->hl_ready)
+				runq_push(hi, &l->hl_task);
+			else
+				l->hl_scheduled = false;
+		} else {
+			pthread_mutex_unlock(&hi->lock);
+			run_ep(hi, t->t_ep);
+			ep_task_free(t->t_ep);
+			pthread_mutex_lock(&hi->lock);
+		}
+	}
+	pthread_mutex_unlock(&hi->lock);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ I/O thread (locked) */
+
+static void conn_close(struct m0_halon_interface *hi, struct conn *c)
+{
+	struct conn **pp;
+
+	if (c->c_close_error)
+		slog("closing connection %" PRIu64 ": %s", c->c_id, c->c_why);
+	else if (hi->log_link)
+		slog("connection %" PRIu64 " closed: %s", c->c_id, c->c_why);
+	for (pp = &hi->conns; *pp != NULL; pp = &(*pp)->c_next) {
+		if (*pp == c) {
+			*pp = c->c_next;
+			break;
+		}
+	}
+	for (struct m0_ha_link *l = hi->links; l != NULL; l = l->hl_next) {
+		if (l->hl_conn == c)
+			l->hl_conn = NULL;
+	}
+	for (struct epreq *r = hi->reqs; r != NULL; r = r->r_next) {
+		if (r->r_conn == c)
+			r->r_conn = NULL;
+	}
+	close(c->c_fd);
+	free(c->c_in);
+	wire_buf_fini(&c->c_out);
+	free(c);
+}
+
+static void conn_flush(struct m0_halon_interface *hi, struct conn *c)
+{
+	while (!c->c_close && c->c_out_off < c->c_out.len) {
+		ssize_t n = send(c->c_fd, c->c_out.data + c->c_out_off,
+				 c->c_out.len - c->c_out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (n > 0) {
+			c->c_out_off += (size_t)n;
+		} else if (n < 0 && errno == EINTR) {
+			continue;
+		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			break;
+		} else {
+			char why[128];
+
+			snprintf(why, sizeof why, "send: %s", n < 0 ? strerror(errno) : "0 bytes");
+			conn_mark_close(hi, c, false, why);
+		}
+	}
+	if (c->c_out_off == c->c_out.len) {
+		c->c_out.len = 0;
+		c->c_out_off = 0;
+	} else if (c->c_out_off > (1u << 20)) {
+		memmove(c->c_out.data, c->c_out.data + c->c_out_off, c->c_out.len - c->c_out_off);
+		c->c_out.len -= c->c_out_off;
+		c->c_out_off = 0;
+	}
+}
+
+static int frame_ep_req(struct m0_halon_interface *hi, struct conn *c, const uint8_t *body,
+			size_t n, const char **why)
+{
+	struct wire_ep_req *q = malloc(sizeof *q);
+	struct epreq *r;
+
+	if (q == NULL) {
+		*why = "out of memory";
+		return -ENOMEM;
+	}
+	if (wire_dec_ep_req(body, n, q, why) != 0) {
+		free(q);
+		return -EPROTO;
+	}
+	if (hi->state != HI_STARTING && hi->state != HI_STARTED) {
+		slog("entrypoint request from %s ignored: the interface is stopping", q->endpoint);
+		free(q);
+		return 0;
+	}
+	r = epreq_new(hi, c, false, q->first_request, q->seq, &q->process, q->endpoint);
+	ep_task_queue(hi, r, q->git_rev, q->pid);
+	free(q);
+	return 0;
+}
+
+static int frame_msg(struct m0_halon_interface *hi, struct conn *c, const uint8_t *body,
+		     size_t n, const char **why)
+{
+	struct rcv *r = rcv_new();
+	struct m0_ha_link *l;
+	uint64_t tag;
+
+	if (wire_dec_msg(body, n, &tag, &r->r_msg, why) != 0) {
+		free(r);
+		return -EPROTO;
+	}
+	if (tag == 0 || (tag & 1) != 0 || tag <= c->c_last_rx_tag) {
+		free(r);
+		*why = "MSG tag is not even and increasing";
+		return -EPROTO;
+	}
+	c->c_last_rx_tag = tag;
+	l = c->c_link;
+	if (l == NULL) {
+		free(r);
+		if (!c->c_ever_linked) {
+			*why = "MSG before the entrypoint reply made a link";
+			return -EPROTO;
+		}
+		slog("connection %" PRIu64 ": MSG tag %" PRIu64 " dropped: its link is gone",
+		     c->c_id, tag);
+		return 0;
+	}
+	if (l->hl_state != LS_ALIVE) {
+		free(r);
+		slog("link %p: MSG tag %" PRIu64 " dropped: the link is disconnecting", (void *)l,
+		     tag);
+		return 0;
+	}
+	r->r_tag = tag;
+	link_receive(hi, l, r);
+	return 0;
+}
+
+static int frame_ack(struct m0_halon_interface *hi, struct conn *c, const uint8_t *body,
+		     size_t n, const char **why)
+{
+	struct m0_ha_link *l = c->c_link;
+	uint64_t tag;
+
+	if (wire_dec_ack(body, n, &tag, why) != 0)
+		return -EPROTO;
+	if (l == NULL || l->hl_state != LS_ALIVE) {
+		if (hi->log_link)
+			slog("connection %" PRIu64 ": ACK %" PRIu64 " ignored: no live link", c->c_id,
+			     tag);
+		return 0;
+	}
+	if ((tag & 1) == 0 || tag >= l->hl_next_tag) {
+		slog("link %p: ACK for tag %" PRIu64 " ignored: no such HA message", (void *)l, tag);
+		return 0;
+	}
+	if (tag <= l->hl_ack_hwm)
+		return 0; /* already confirmed (a later ACK confirmed it) */
+	l->hl_ack_hwm = tag;
+	link_enqueue(hi, l, item_new(IT_CONFIRM, tag));
+	return 0;
+}
+
+/* One whole frame (kind byte + body). 0, or -errno and *why (the connection is closed). */
+static int frame_handle(struct m0_halon_interface *hi, struct conn *c, const uint8_t *p,
+			size_t n, const char **why)
+{
+	switch (p[0]) {
+	case WIRE_EP_REQ:
+		return frame_ep_req(hi, c, p + 1, n - 1, why);
+	case WIRE_MSG:
+		return frame_msg(hi, c, p + 1, n - 1, why);
+	case WIRE_ACK:
+		return frame_ack(hi, c, p + 1, n - 1, why);
+	default:
+		*why = "unknown frame kind";
+		return -EPROTO;
+	}
+}
+
+static void conn_read(struct m0_halon_interface *hi, struct conn *c)
+{
+	size_t off = 0;
+	ssize_t n;
+
+	if (c->c_in_cap - c->c_in_len < READ_CHUNK && c->c_in_cap < IN_CAP_MAX) {
+		size_t cap = c->c_in_cap == 0 ? 2 * READ_CHUNK : 2 * c->c_in_cap;
+		uint8_t *p;
+
+		if (cap > IN_CAP_MAX)
+			cap = IN_CAP_MAX;
+		p = realloc(c->c_in, cap);
+		if (p == NULL) {
+			conn_mark_close(hi, c, true, "out of memory for input");
+			return;
+		}
+		c->c_in = p;
+		c->c_in_cap = cap;
+	}
+	n = recv(c->c_fd, c->c_in + c->c_in_len, c->c_in_cap - c->c_in_len, MSG_DONTWAIT);
+	if (n < 0) {
+		char why[128];
+
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		snprintf(why, sizeof why, "recv: %s", strerror(errno));
+		conn_mark_close(hi, c, false, why);
+		return;
+	}
+	if (n == 0) {
+		conn_mark_close(hi, c, false,
+				c->c_in_len > 0 ? "peer closed mid-frame" : "peer closed");
+		return;
+	}
+	c->c_in_len += (size_t)n;
+	while (!c->c_close) {
+		const char *why = NULL;
+		size_t flen;
+		int rc = wire_frame_peek(c->c_in + off, c->c_in_len - off, &flen, &why);
+
+		if (rc < 0) {
+			conn_mark_close(hi, c, true, why);
+			break;
+		}
+		if (rc == 0)
+			break;
+		if (frame_handle(hi, c, c->c_in + off + WIRE_HDR, flen - WIRE_HDR, &why) != 0) {
+			char buf[140];
+
+			snprintf(buf, sizeof buf, "bad frame 0x%02x: %s", c->c_in[off + WIRE_HDR],
+				 why == NULL ? "?" : why);
+			conn_mark_close(hi, c, true, buf);
+			break;
+		}
+		off += flen;
+	}
+	if (off > 0) {
+		memmove(c->c_in, c->c_in + off, c->c_in_len - off);
+		c->c_in_len -= off;
+	}
+}
+
+static void listener_accept(struct m0_halon_interface *hi)
+{
+	for (;;) {
+		int fd = accept4(hi->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct conn *c;
+
+		if (fd < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			    errno != ECONNABORTED)
+				slog("accept: %s", strerror(errno));
+			return;
+		}
+		c = xcalloc(1, sizeof *c);
+		c->c_fd = fd;
+		c->c_id = ++hi->conn_seq;
+		c->c_next = hi->conns;
+		hi->conns = c;
+		if (hi->log_link)
+			slog("connection %" PRIu64 " accepted", c->c_id);
+	}
+}
+
+static void *io_main(void *arg)
+{
+	struct m0_halon_interface *hi = arg;
+	struct pollfd *pfd = NULL;
+	struct conn **pc = NULL;
+	size_t cap = 0;
+
+	pthread_mutex_lock(&hi->lock);
+	while (!hi->io_quit) {
+		size_t nr = 2;
+		size_t i;
+		struct conn *c;
+		struct conn *next;
+
+		for (c = hi->conns; c != NULL; c = next) {
+			next = c->c_next;
+			if (!c->c_close)
+				conn_flush(hi, c);
+			if (c->c_close)
+				conn_close(hi, c);
+		}
+		for (c = hi->conns; c != NULL; c = c->c_next)
+			nr++;
+		if (nr > cap) {
+			struct pollfd *np = realloc(pfd, nr * 2 * sizeof *pfd);
+			struct conn **ncp = realloc(pc, nr * 2 * sizeof *pc);
+
+			if (np != NULL)
+				pfd = np;
+			if (ncp != NULL)
+				pc = ncp;
+			if (np == NULL || ncp == NULL)
+				assert_fail("memory allocation", __func__);
+			cap = nr * 2;
+		}
+		pfd[0] = (struct pollfd){ .fd = hi->wake_rd, .events = POLLIN };
+		pfd[1] = (struct pollfd){ .fd = hi->listen_fd, .events = POLLIN };
+		for (i = 2, c = hi->conns; c != NULL; c = c->c_next, i++) {
+			bool backlog = c->c_link != NULL && c->c_link->hl_rx_queued >= RX_BACKLOG;
+
+			pc[i] = c;
+			pfd[i] = (struct pollfd){ .fd = c->c_fd };
+			if (!backlog)
+				pfd[i].events |= POLLIN;
+			if (c->c_out_off < c->c_out.len)
+				pfd[i].events |= POLLOUT;
+		}
+		pthread_mutex_unlock(&hi->lock);
+		if (poll(pfd, nr, -1) < 0 && errno != EINTR)
+			slog("poll: %s", strerror(errno));
+		pthread_mutex_lock(&hi->lock);
+		if (pfd[0].revents != 0) {
+			char buf[64];
+
+			while (read(hi->wake_rd, buf, sizeof buf) > 0) {
+			}
+			hi->wake_pending = false;
+		}
+		if (pfd[1].revents != 0)
+			listener_accept(hi);
+		/* pc[i] are still valid: only this thread frees connections. */
+		for (i = 2; i < nr; i++) {
+			c = pc[i];
+			if ((pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) != 0 && !c->c_close)
+				conn_read(hi, c);
+			if ((pfd[i].revents & POLLOUT) != 0 && !c->c_close)
+				conn_flush(hi, c);
+		}
+	}
+	/* Last chance for queued frames (DROPs), then close everything. */
+	while (hi->conns != NULL) {
+		struct conn *c = hi->conns;
+
+		conn_flush(hi, c);
+		if (!c->c_close)
+			snprintf(c->c_why, sizeof c->c_why, "interface stopped");
+		c->c_close_error = false;
+		conn_close(hi, c);
+	}
+	pthread_mutex_unlock(&hi->lock);
+	free(pfd);
+	free(pc);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ init / fini */
+
+int m0_halon_interface_init(struct m0_halon_interface **hi_out, const char *build_git_rev_id,
+			    const char *build_configure_opts, const char *debug_options,
+			    const char *node_uuid)
+{
+	struct m0_halon_interface *hi;
+	const char *dbg = debug_options == NULL ? "" : debug_options;
+	const char *env = getenv("HAX_STANDIN_LOG");
+	bool all = env != NULL && env[0] != '\0' && strcmp(env, "0") != 0;
+	pthread_condattr_t ca;
+
+	(void)node_uuid;
+	if (hi_out == NULL)
+		return -EINVAL;
+	*hi_out = NULL;
+	if (strstr(dbg, "disable-compatibility-check") == NULL &&
+	    (build_git_rev_id == NULL || strcmp(build_git_rev_id, STANDIN_GIT_REV) != 0 ||
+	     strcmp(build_configure_opts == NULL ? "" : build_configure_opts,
+		    STANDIN_CONFIGURE_OPTS) != 0)) {
+		slog("init: build strings (git rev '%s', configure options '%s') do not match the "
+		     "stand-in's ('%s', '%s'); pass disable-compatibility-check to skip the check",
+		     build_git_rev_id == NULL ? "(null)" : build_git_rev_id,
+		     build_configure_opts == NULL ? "(null)" : build_configure_opts,
+		     STANDIN_GIT_REV, STANDIN_CONFIGURE_OPTS);
+		return -EINVAL;
+	}
+	pthread_mutex_lock(&g_lock);
+	if (g_hi != NULL) {
+		pthread_mutex_unlock(&g_lock);
+		slog("init: an interface already exists in this process");
+		return -EEXIST;
+	}
+	hi = calloc(1, sizeof *hi);
+	if (hi == NULL) {
+		pthread_mutex_unlock(&g_lock);
+		return -ENOMEM;
+	}
+	pthread_mutex_init(&hi->lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&hi->loc_cv, &ca);
+	pthread_cond_init(&hi->state_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	hi->state = HI_INIT;
+	hi->main_thread = pthread_self();
+	hi->log_ep = all || strstr(dbg, "log-entrypoint") != NULL;
+	hi->log_link = all || strstr(dbg, "log-link") != NULL;
+	hi->log_msg = all || strstr(dbg, "log-msg") != NULL;
+	hi->listen_fd = -1;
+	hi->wake_rd = -1;
+	hi->wake_wr = -1;
+	__atomic_store_n(&g_hi, hi, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&g_lock);
+	*hi_out = hi;
+	if (hi->log_ep || hi->log_link || hi->log_msg)
+		slog("init done (debug options '%s')", dbg);
+	return 0;
+}
+
+static void threads_stop(struct m0_halon_interface *hi)
+{
+	pthread_mutex_lock(&hi->lock);
+	hi->io_quit = true;
+	io_wake(hi);
+	pthread_mutex_unlock(&hi->lock);
+	if (hi->io_running)
+		pthread_join(hi->io_thread, NULL);
+	hi->io_running = false;
+	pthread_mutex_lock(&hi->lock);
+	hi->loc_quit = true;
+	pthread_cond_broadcast(&hi->loc_cv);
+	pthread_mutex_unlock(&hi->lock);
+	for (int i = 0; i < hi->loc_nr; i++)
+		pthread_join(hi->loc[i], NULL);
+	hi->loc_nr = 0;
+}
+
+static void fds_close(struct m0_halon_interface *hi)
+{
+	if (hi->listen_fd >= 0)
+		close(hi->listen_fd);
+	if (hi->wake_rd >= 0)
+		close(hi->wake_rd);
+	if (hi->wake_wr >= 0)
+		close(hi->wake_wr);
+	hi->listen_fd = hi->wake_rd = hi->wake_wr = -1;
+}
+
+static void hi_free_state(struct m0_halon_interface *hi)
+{
+	struct task *t;
+
+	while ((t = runq_pop(hi)) != NULL) {
+		if (t->t_ep != NULL)
+			ep_task_free(t->t_ep);
+	}
+	while (hi->timers != NULL) {
+		struct timer *tm = hi->timers;
+
+		hi->timers = tm->tm_next;
+		free(tm->tm_item);
+		free(tm);
+	}
+	while (hi->links != NULL) {
+		struct m0_ha_link *l = hi->links;
+
+		hi->links = l->hl_next;
+		while (l->hl_qhead != NULL) {
+			struct item *it = l->hl_qhead;
+
+			l->hl_qhead = it->i_next;
+			free(it); /* its rcv, if any, is on hl_rcvs */
+		}
+		while (l->hl_rcvs != NULL) {
+			struct rcv *r = l->hl_rcvs;
+
+			l->hl_rcvs = r->r_next;
+			free(r);
+		}
+		free(l->hl_ep);
+		l->hl_magic = 0;
+		free(l);
+	}
+	hi->links_tail = NULL;
+	hi->self_link = NULL;
+	while (hi->reqs != NULL) {
+		struct epreq *r = hi->reqs;
+
+		hi->reqs = r->r_next;
+		epreq_free(r);
+	}
+	while (hi->notes != NULL) {
+		struct note_state *ns = hi->notes;
+
+		hi->notes = ns->ns_next;
+		free(ns);
+	}
+	while (hi->conns != NULL) { /* only if the I/O thread never ran */
+		struct conn *c = hi->conns;
+
+		hi->conns = c->c_next;
+		close(c->c_fd);
+		free(c->c_in);
+		wire_buf_fini(&c->c_out);
+		free(c);
+	}
+	free(hi->endpoint);
+	hi->endpoint = NULL;
+}
+
+void m0_halon_interface_fini(struct m0_halon_interface *hi)
+{
+	enum hi_state st;
+
+	if (!hi_valid(hi)) {
+		slog("fini: not the current interface (%p); ignored", (void *)hi);
+		return;
+	}
+	if (tls_locality) {
+		slog("fini called from a callback: refused (it would deadlock)");
+		return;
+	}
+	if (!pthread_equal(pthread_self(), hi->main_thread))
+		slog("fini: called on a thread other than the init thread");
+	pthread_mutex_lock(&hi->lock);
+	st = hi->state;
+	pthread_mutex_unlock(&hi->lock);
+	if (st == HI_STARTED) {
+		slog("fini without stop: stopping first");
+		m0_halon_interface_stop(hi);
+	} else if (st == HI_STARTING || st == HI_STOPPING) {
+		slog("fini while start or stop is running: refused");
+		return;
+	}
+	pthread_mutex_lock(&g_lock);
+	__atomic_store_n(&g_hi, NULL, __ATOMIC_RELEASE);
+	pthread_mutex_unlock(&g_lock);
+	threads_stop(hi); /* no-op unless stop could not run */
+	fds_close(hi);
+	hi_free_state(hi);
+	pthread_cond_destroy(&hi->loc_cv);
+	pthread_cond_destroy(&hi->state_cv);
+	pthread_mutex_destroy(&hi->lock);
+	free(hi);
+}
+
+/* ------------------------------------------------------------------ start / stop */
+
+/* "inet:tcp:127.0.0.1@PORT" -> PORT (1..65535), else -EINVAL. */
+static int endpoint_port(const char *ep)
+{
+	static const char prefix[] = "inet:tcp:127.0.0.1@";
+	const char *p;
+	long port = 0;
+
+	if (ep == NULL || strncmp(ep, prefix, sizeof prefix - 1) != 0)
+		return -EINVAL;
+	p = ep + sizeof prefix - 1;
+	if (*p == '\0' || strlen(p) > 5)
+		return -EINVAL;
+	for (; *p != '\0'; p++) {
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+		port = port * 10 + (*p - '0');
+	}
+	return port >= 1 && port <= 65535 ? (int)port : -EINVAL;
+}
+
+static int listen_on(int port, int *fd_out)
+{
+	struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+	int one = 1;
+	int fd;
+	int rc;
+
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
+	    bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 || listen(fd, 128) != 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	*fd_out = fd;
+	return 0;
+}
+
+int m0_halon_interface_start(
+	struct m0_halon_interface *hi, const char *local_rpc_endpoint,
+	const struct m0_fid *process_fid, const struct m0_fid *ha_service_fid,
+	const struct m0_fid *rm_service_fid,
+	void (*entrypoint_request_cb)(struct m0_halon_interface *hi,
+				      const struct m0_uint128 *req_id,
+				      const char *remote_rpc_endpoint,
+				      const struct m0_fid *process_fid, const char *git_rev_id,
+				      uint64_t pid, bool first_request),
+	void (*msg_received_cb)(struct m0_halon_interface *hi, struct m0_ha_link *hl,
+				const struct m0_ha_msg *msg, uint64_t tag),
+	void (*msg_is_delivered_cb)(struct m0_halon_interface *hi, struct m0_ha_link *hl,
+				    uint64_t tag),
+	void (*msg_is_not_delivered_cb)(struct m0_halon_interface *hi, struct m0_ha_link *hl,
+					uint64_t tag),
+	void (*link_connected_cb)(struct m0_halon_interface *hi, const struct m0_uint128 *req_id,
+				  struct m0_ha_link *link),
+	void (*link_reused_cb)(struct m0_halon_interface *hi, const struct m0_uint128 *req_id,
+			       struct m0_ha_link *link),
+	void (*link_absent_cb)(struct m0_halon_interface *hi, const struct m0_uint128 *req_id),
+	void (*link_is_disconnecting_cb)(struct m0_halon_interface *hi, struct m0_ha_link *hl),
+	void (*link_disconnected_cb)(struct m0_halon_interface *hi, struct m0_ha_link *link))
+{
+	const char *env = getenv("HAX_STANDIN_RPC_TIMEOUT_MS");
+	int fds[2];
+	int port;
+	int rc;
+
+	if (!hi_valid(hi)) {
+		slog("start: not the current interface");
+		return -EINVAL;
+	}
+	if (process_fid == NULL || ha_service_fid == NULL || rm_service_fid == NULL ||
+	    entrypoint_request_cb == NULL || msg_received_cb == NULL ||
+	    msg_is_delivered_cb == NULL || msg_is_not_delivered_cb == NULL ||
+	    link_connected_cb == NULL || link_reused_cb == NULL || link_absent_cb == NULL ||
+	    link_is_disconnecting_cb == NULL || link_disconnected_cb == NULL) {
+		slog("start: a fid or a callback is NULL");
+		return -EINVAL;
+	}
+	port = endpoint_port(local_rpc_endpoint);
+	if (port < 0) {
+		slog("start: unsupported endpoint '%s' (want inet:tcp:127.0.0.1@PORT)",
+		     local_rpc_endpoint == NULL ? "(null)" : local_rpc_endpoint);
+		return port;
+	}
+	if (tls_locality) {
+		slog("start called from a callback: refused");
+		return -EDEADLK;
+	}
+	pthread_mutex_lock(&hi->lock);
+	if (hi->state != HI_INIT) {
+		pthread_mutex_unlock(&hi->lock);
+		slog("start: the interface was already started");
+		return -EALREADY;
+	}
+	hi->state = HI_STARTING;
+	pthread_mutex_unlock(&hi->lock);
+	if (!pthread_equal(pthread_self(), hi->main_thread))
+		slog("start: called on a thread other than the init thread");
+
+	rc = listen_on(port, &hi->listen_fd);
+	if (rc != 0) {
+		slog("start: cannot listen on 127.0.0.1:%d: %s", port, strerror(-rc));
+		goto fail;
+	}
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+		rc = -errno;
+		goto fail;
+	}
+	hi->wake_rd = fds[0];
+	hi->wake_wr = fds[1];
+	hi->endpoint = xstrdup(local_rpc_endpoint);
+	hi->process = *process_fid;
+	hi->ha_svc = *ha_service_fid;
+	hi->rm_svc = *rm_service_fid;
+	hi->rpc_timeout_ns = (uint64_t)DEFAULT_RPC_TIMEOUT_MS * 1000000ULL;
+	if (env != NULL && env[0] != '\0')
+		hi->rpc_timeout_ns = strtoull(env, NULL, 10) * 1000000ULL;
+	hi->cb = (struct callbacks){
+		.entrypoint_request = entrypoint_request_cb,
+		.msg_received = msg_received_cb,
+		.msg_is_delivered = msg_is_delivered_cb,
+		.msg_is_not_delivered = msg_is_not_delivered_cb,
+		.link_connected = link_connected_cb,
+		.link_reused = link_reused_cb,
+		.link_absent = link_absent_cb,
+		.link_is_disconnecting = link_is_disconnecting_cb,
+		.link_disconnected = link_disconnected_cb,
+	};
+	hi->io_quit = false;
+	hi->loc_quit = false;
+	rc = -pthread_create(&hi->io_thread, NULL, io_main, hi);
+	if (rc != 0)
+		goto fail;
+	hi->io_running = true;
+	for (int i = 0; i < LOCALITY_NR; i++) {
+		rc = -pthread_create(&hi->loc[i], NULL, locality_main, hi);
+		if (rc != 0)
+			goto fail;
+		hi->loc_nr++;
+	}
+	pthread_mutex_lock(&hi->lock);
+	self_request_issue(hi);
+	while (!hi->self_connected)
+		pthread_cond_wait(&hi->state_cv, &hi->lock);
+	hi->state = HI_STARTED;
+	pthread_mutex_unlock(&hi->lock);
+	if (hi->log_ep)
+		slog("start done: %s process " FID_F, hi->endpoint, FID_P(&hi->process));
+	return 0;
+fail:
+	threads_stop(hi);
+	fds_close(hi);
+	pthread_mutex_lock(&hi->lock);
+	hi_free_state(hi);
+	hi->state = HI_INIT;
+	pthread_mutex_unlock(&hi->lock);
+	return rc;
+}
+
+/* Waits on state_cv until pred(hi) or the deadline; false on timeout. Under the lock. */
+static bool wait_until(struct m0_halon_interface *hi, bool (*pred)(struct m0_halon_interface *),
+		       uint64_t deadline)
+{
+	while (!pred(hi)) {
+		struct timespec ts = abs_mono(deadline);
+
+		if (mono_ns() >= deadline)
+			return false;
+		pthread_cond_timedwait(&hi->state_cv, &hi->lock, &ts);
+	}
+	return true;
+}
+
+static bool self_events_delivered(struct m0_halon_interface *hi)
+{
+	return hi->self_link == NULL || hi->self_link->hl_rcvs == NULL;
+}
+
+static bool all_links_gone(struct m0_halon_interface *hi)
+{
+	return hi->links_live == 0;
+}
+
+void m0_halon_interface_stop(struct m0_halon_interface *hi)
+{
+	struct m0_ha_link *self;
+
+	if (!hi_valid(hi)) {
+		slog("stop: not the current interface; ignored");
+		return;
+	}
+	if (tls_locality) {
+		slog("stop called from a callback: refused (it would deadlock)");
+		return;
+	}
+	pthread_mutex_lock(&hi->lock);
+	if (hi->state != HI_STARTED) {
+		pthread_mutex_unlock(&hi->lock);
+		slog("stop: the interface is not started (or already stopped); ignored");
+		return;
+	}
+	hi->state = HI_STOPPING;
+	if (hi->log_ep)
+		slog("stopping");
+	self = hi->self_link;
+	if (self != NULL && self->hl_state == LS_ALIVE) {
+		self_events_stop(hi);
+		if (!wait_until(hi, self_events_delivered,
+				mono_ns() + (uint64_t)STOP_EVENTS_WAIT_MS * 1000000ULL))
+			slog("stop: own STOP events not all confirmed with delivered() in %d ms",
+			     STOP_EVENTS_WAIT_MS);
+	}
+	if (self != NULL)
+		link_start_disconnect(hi, self);
+	for (struct m0_ha_link *l = hi->links; l != NULL; l = l->hl_next)
+		link_start_disconnect(hi, l);
+	if (!wait_until(hi, all_links_gone,
+			mono_ns() + hi->rpc_timeout_ns +
+				(uint64_t)STOP_LINKS_EXTRA_MS * 1000000ULL))
+		slog("stop: %u link(s) did not finish disconnecting (was disconnect() called?)",
+		     hi->links_live);
+	pthread_mutex_unlock(&hi->lock);
+	threads_stop(hi);
+	pthread_mutex_lock(&hi->lock);
+	hi->state = HI_STOPPED;
+	pthread_mutex_unlock(&hi->lock);
+	fds_close(hi);
+	if (hi->log_ep)
+		slog("stopped");
+}
+
+/* ------------------------------------------------------------------ entrypoint reply */
+
+void m0_halon_interface_entrypoint_reply(struct m0_halon_interface *hi,
+					 const struct m0_uint128 *req_id, int rc,
+					 uint32_t confd_nr, const struct m0_fid *confd_fid_data,
+					 const char **confd_eps_data, uint32_t confd_quorum,
+					 const struct m0_fid *rm_fid, const char *rm_eps)
+{
+	struct wire_buf b = { 0 };
+	struct epreq **pp;
+	struct epreq *r;
+	struct m0_ha_link *l = NULL;
+	struct m0_uint128 id;
+	uint8_t decision = WIRE_LINK_NONE;
+	int erc;
+
+	if (!hi_valid(hi) || req_id == NULL) {
+		slog("entrypoint_reply: bad interface or NULL req_id; ignored");
+		return;
+	}
+	id = *req_id;
+	/* Encode first (no lock); seq and link decision are patched in below. */
+	erc = wire_enc_ep_rep(&b, 0, rc, WIRE_LINK_NONE, confd_nr, confd_fid_data,
+			      (const char *const *)confd_eps_data, confd_quorum, rm_fid, rm_eps);
+	if (erc != 0) {
+		slog("entrypoint_reply %" PRIx64 ":%" PRIx64 ": the reply cannot be encoded (%s: "
+		     "confd_nr %u, strings up to 4096 bytes, 1 MiB in all); replying rc=%d instead",
+		     id.u_hi, id.u_lo, strerror(-erc), confd_nr, erc);
+		rc = erc;
+		erc = wire_enc_ep_rep(&b, 0, rc, WIRE_LINK_NONE, 0, NULL, NULL, 0, NULL, NULL);
+		STANDIN_ASSERT(erc == 0);
+	}
+	pthread_mutex_lock(&hi->lock);
+	for (pp = &hi->reqs; *pp != NULL; pp = &(*pp)->r_next) {
+		if ((*pp)->r_id.u_hi == id.u_hi && (*pp)->r_id.u_lo == id.u_lo)
+			break;
+	}
+	r = *pp;
+	if (r == NULL) {
+		bool old = id.u_hi == 0 && id.u_lo >= 1 && id.u_lo <= hi->req_seq;
+
+		pthread_mutex_unlock(&hi->lock);
+		wire_buf_fini(&b);
+		slog("entrypoint_reply for %s request %" PRIx64 ":%" PRIx64 " ignored",
+		     old ? "an already answered" : "an unknown", id.u_hi, id.u_lo);
+		return;
+	}
+	*pp = r->r_next;
+	if (rc == 0 && !r->r_self && hi->state != HI_STARTING && hi->state != HI_STARTED) {
+		slog("entrypoint_reply %" PRIx64 ":%" PRIx64 ": the interface is stopping; "
+		     "replying -ESHUTDOWN", id.u_hi, id.u_lo);
+		rc = -ESHUTDOWN;
+		wire_buf_fini(&b);
+		erc = wire_enc_ep_rep(&b, 0, rc, WIRE_LINK_NONE, 0, NULL, NULL, 0, NULL, NULL);
+		STANDIN_ASSERT(erc == 0);
+	}
+	if (rc == 0) {
+		if (r->r_self) {
+			l = link_new(hi, true, &r->r_process, r->r_ep);
+			hi->self_link = l;
+			decision = WIRE_LINK_CONNECTED;
+		} else {
+			struct m0_ha_link *live = NULL;
+
+			for (struct m0_ha_link *k = hi->links; k != NULL; k = k->hl_next) {
+				if (!k->hl_self && k->hl_state == LS_ALIVE &&
+				    fid_eq(&k->hl_process, &r->r_process))
+					live = k; /* the newest one */
+			}
+			if (r->r_first) {
+				l = link_new(hi, false, &r->r_process, r->r_ep);
+				link_bind(l, r->r_conn);
+				decision = WIRE_LINK_CONNECTED;
+			} else if (live != NULL) {
+				l = live;
+				link_bind(l, r->r_conn);
+				free(l->hl_ep);
+				l->hl_ep = xstrdup(r->r_ep);
+				decision = WIRE_LINK_REUSED;
+			} else {
+				decision = WIRE_LINK_ABSENT;
+			}
+		}
+	}
+	if (!r->r_self) {
+		wire_ep_rep_patch(b.data, r->r_seq, decision);
+		if (r->r_conn != NULL)
+			conn_send(hi, r->r_conn, b.data, b.len);
+		else
+			slog("entrypoint_reply %" PRIx64 ":%" PRIx64 ": the requesting connection "
+			     "is closed", id.u_hi, id.u_lo);
+	} else if (rc != 0) {
+		/* Like Motr, ask again at once; pacing is the replier's business. */
+		self_request_issue(hi);
+	}
+	pthread_mutex_unlock(&hi->lock);
+	wire_buf_fini(&b);
+	if (hi->log_ep)
+		slog("entrypoint_reply %" PRIx64 ":%" PRIx64 " rc=%d decision=%s link=%p", id.u_hi,
+		     id.u_lo, rc,
+		     (const char *[]){ "connected", "reused", "absent", "none" }[decision],
+		     (void *)l);
+
+	/* The link callbacks run here, on the caller's thread, without the lock. */
+	switch (decision) {
+	case WIRE_LINK_CONNECTED:
+		hi->cb.link_connected(hi, &id, l);
+		pthread_mutex_lock(&hi->lock);
+		l->hl_ready = true;
+		if (r->r_self) {
+			self_events_start(hi);
+			hi->self_connected = true;
+			pthread_cond_broadcast(&hi->state_cv);
+		}
+		link_kick(hi, l);
+		pthread_mutex_unlock(&hi->lock);
+		break;
+	case WIRE_LINK_REUSED:
+		hi->cb.link_reused(hi, &id, l);
+		break;
+	case WIRE_LINK_ABSENT:
+		hi->cb.link_absent(hi, &id);
+		break;
+	default:
+		break;
+	}
+	epreq_free(r);
+}
+
+/* ------------------------------------------------------------------ send / delivered */
+
+void m0_halon_interface_send(struct m0_halon_interface *hi, struct m0_ha_link *hl,
+			     const struct m0_ha_msg *msg, uint64_t *tag)
+{
+	struct wire_buf b = { 0 };
+	const char *why = NULL;
+	uint64_t t;
+
+	STANDIN_ASSERT(hi_valid(hi));
+	STANDIN_ASSERT(msg != NULL);
+	STANDIN_ASSERT(tag != NULL);
+	STANDIN_ASSERT(msg->hm_tag == 0);
+	if (msg->hm_data.hed_type == M0_HA_MSG_NVEC)
+		STANDIN_ASSERT(msg->hm_data.u.hed_nvec.hmnv_nr <= M0_HA_STATE_UPDATE_LIMIT);
+	if (msg->hm_data.hed_type == M0_HA_MSG_FAILURE_VEC_REP)
+		STANDIN_ASSERT(msg->hm_data.u.hed_fvec_rep.mfp_nr <= M0_HA_STATE_UPDATE_LIMIT);
+	if (wire_msg_check(msg, &why) != 0) {
+		slog("send: message type %" PRIu64 ": %s", msg->hm_data.hed_type, why);
+		assert_fail("the message can be encoded", __func__);
+	}
+	if (wire_enc_msg(&b, WIRE_HA_MSG, 0, msg) != 0)
+		assert_fail("the message can be encoded", __func__);
+	pthread_mutex_lock(&hi->lock);
+	if (!link_known(hi, hl))
+		assert_fail("hl is a link of this interface", __func__);
+	if (hl->hl_state == LS_DEAD || hl->hl_disconnect_called) {
+		slog("send on link %p (%s) after %s", (void *)hl, hl->hl_ep,
+		     hl->hl_state == LS_DEAD ? "link_disconnected" : "disconnect()");
+		assert_fail("the link is not disconnected", __func__);
+	}
+	t = hl->hl_next_tag;
+	hl->hl_next_tag += 2;
+	*tag = t;
+	if (hi->log_msg)
+		slog("link %p send tag=%" PRIu64 " type=%" PRIu64, (void *)hl, t,
+		     msg->hm_data.hed_type);
+	if (hl->hl_self) {
+		/* Motr handles messages to itself and confirms them (later, on a locality). */
+		self_handle(hi, msg);
+		hl->hl_ack_hwm = t;
+		link_enqueue(hi, hl, item_new(IT_CONFIRM, t));
+	} else if (hl->hl_conn != NULL) {
+		wire_msg_patch_tag(b.data, t);
+		conn_send(hi, hl->hl_conn, b.data, b.len);
+	}
+	/* else: the peer is gone; the message stays unconfirmed, as with Motr. */
+	pthread_mutex_unlock(&hi->lock);
+	wire_buf_fini(&b);
+}
+
+void m0_halon_interface_delivered(struct m0_halon_interface *hi, struct m0_ha_link *hl,
+				  const struct m0_ha_msg *msg)
+{
+	struct rcv **pp;
+	struct rcv *r;
+
+	if (!hi_valid(hi)) {
+		slog("delivered: not the current interface; ignored");
+		return;
+	}
+	pthread_mutex_lock(&hi->lock);
+	if (!link_known(hi, hl)) {
+		pthread_mutex_unlock(&hi->lock);
+		slog("delivered: unknown link %p; ignored", (void *)hl);
+		return;
+	}
+	for (pp = &hl->hl_rcvs; *pp != NULL; pp = &(*pp)->r_next) {
+		if (&(*pp)->r_msg == msg)
+			break;
+	}
+	r = *pp;
+	if (r == NULL) {
+		pthread_mutex_unlock(&hi->lock);
+		slog("delivered: link %p: not a message given by msg_received (or delivered "
+		     "twice, or the link is gone); ignored", (void *)hl);
+		return;
+	}
+	*pp = r->r_next;
+	if (hl->hl_self) {
+		if (hl->hl_rcvs == NULL)
+			pthread_cond_broadcast(&hi->state_cv);
+	} else if (hl->hl_conn != NULL) {
+		struct wire_buf b = { 0 };
+
+		if (wire_enc_ack(&b, WIRE_HA_ACK, r->r_tag) == 0)
+			conn_send(hi, hl->hl_conn, b.data, b.len);
+		wire_buf_fini(&b);
+	}
+	if (hi->log_msg)
+		slog("link %p delivered tag=%" PRIu64, (void *)hl, r->r_tag);
+	pthread_mutex_unlock(&hi->lock);
+	free(r);
+}
+
+void m0_halon_interface_disconnect(struct m0_halon_interface *hi, struct m0_ha_link *hl)
+{
+	struct item *it;
+
+	if (!hi_valid(hi)) {
+		slog("disconnect: not the current interface; ignored");
+		return;
+	}
+	pthread_mutex_lock(&hi->lock);
+	if (!link_known(hi, hl)) {
+		pthread_mutex_unlock(&hi->lock);
+		slog("disconnect: unknown link %p; ignored", (void *)hl);
+		return;
+	}
+	if (hl->hl_state != LS_DISCONNECTING || hl->hl_disconnect_called) {
+		pthread_mutex_unlock(&hi->lock);
+		slog("disconnect: link %p is %s; ignored (call it from link_is_disconnecting)",
+		     (void *)hl,
+		     hl->hl_state == LS_ALIVE ? "not disconnecting" : "already disconnected");
+		return;
+	}
+	hl->hl_disconnect_called = true;
+	it = item_new(IT_FINISH, 0);
+	if (!hl->hl_self && hl->hl_conn == NULL) {
+		/* The peer is gone: Motr waits for its RPC timeout before giving up. */
+		if (hi->log_link)
+			slog("link %p: peer gone, waiting %" PRIu64 " ms", (void *)hl,
+			     hi->rpc_timeout_ns / 1000000);
+		timer_add(hi, mono_ns() + hi->rpc_timeout_ns, hl, it);
+	} else {
+		link_enqueue(hi, hl, it);
+	}
+	pthread_mutex_unlock(&hi->lock);
+}
+
+/* ------------------------------------------------------------------ threads, endpoint */
+
+int m0_halon_interface_thread_adopt(struct m0_halon_interface *hi, struct m0_thread *thread)
+{
+	if (!hi_valid(hi) || thread == NULL)
+		return -EINVAL;
+	if (tls_adopted)
+		return -EALREADY;
+	tls_adopted = true;
+	return 0;
+}
+
+void m0_halon_interface_thread_shun(void)
+{
+	tls_adopted = false;
+}
+
+int m0_ha_link_rpc_endpoint(struct m0_ha_link *hl, char *buf, m0_bcount_t buf_len)
+{
+	struct m0_halon_interface *hi = current_hi();
+	size_t n;
+
+	if (buf == NULL || buf_len == 0)
+		return -EINVAL;
+	buf[0] = '\0';
+	if (hi == NULL || hl == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&hi->lock);
+	if (!link_known(hi, hl)) {
+		pthread_mutex_unlock(&hi->lock);
+		return -ENOENT;
+	}
+	n = strlen(hl->hl_ep);
+	if (n > buf_len - 1)
+		n = (size_t)(buf_len - 1);
+	memcpy(buf, hl->hl_ep, n);
+	buf[n] = '\0';
+	pthread_mutex_unlock(&hi->lock);
+	return 0;
+}
