@@ -34,6 +34,13 @@ pub struct Cli {
     /// Most KV writes waiting for Consul before producers are slowed.
     #[arg(long, env = "HAX_WRITE_CAPACITY", default_value_t = 100_000)]
     pub write_capacity: usize,
+    /// Re-check a failure reported by a watch delivery against current Consul health
+    /// before acting on it (deliveries can be late).
+    #[arg(long, env = "HAX_RECHECK_FAILURES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub recheck_failures: bool,
+    /// Repair lost watch deliveries from hax's own blocking query on Consul health.
+    #[arg(long, env = "HAX_RECONCILE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub reconcile: bool,
     /// Campaign for the RC leader key (off: only follow whoever holds it).
     #[arg(long, env = "HAX_CAMPAIGN", default_value_t = true, action = clap::ArgAction::Set)]
     pub campaign: bool,

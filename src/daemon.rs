@@ -59,7 +59,7 @@ async fn serve(cli: Cli) -> i32 {
 
     let writer = ConsulWriter::start(consul.clone(), cli.write_capacity);
     let model = Arc::new(SharedModel { model: RwLock::new(Default::default()), view: view.clone() });
-    let status = ProcessStatus::new(model.clone(), writer.clone(), consul.clone(), true).start();
+    let status = ProcessStatus::new(model.clone(), writer.clone(), consul.clone(), cli.reconcile, cli.recheck_failures).start();
 
     let ingest = IngestState { updates: status.clone().recipient(), limit: cli.payload_limit };
     let server = match actix_web::HttpServer::new(move || {

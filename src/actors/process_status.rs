@@ -49,10 +49,12 @@ pub struct ProcessStatus {
     coalesce: Duration,
     eq_counter: u64,
     reconcile: bool,
+    recheck: bool,
 }
 
 impl ProcessStatus {
-    pub fn new(shared: Arc<SharedModel>, writer: WriterHandle, consul: Consul, reconcile: bool) -> Self {
+    /// `reconcile`: run the reconciliation loop; `recheck`: re-check failures from watches.
+    pub fn new(shared: Arc<SharedModel>, writer: WriterHandle, consul: Consul, reconcile: bool, recheck: bool) -> Self {
         ProcessStatus {
             shared,
             writer,
@@ -63,6 +65,7 @@ impl ProcessStatus {
             coalesce: Duration::from_millis(5),
             eq_counter: 0,
             reconcile,
+            recheck,
         }
     }
 
@@ -156,7 +159,7 @@ impl Handler<HaStateUpdate> for ProcessStatus {
             let mut m = self.shared.model.write().unwrap_or_else(|e| e.into_inner());
             for h in &u.entries {
                 let newly_failed = !h.healthy && m.health(h.process) != Some(false);
-                if u.source == HealthSource::Watch && newly_failed {
+                if self.recheck && u.source == HealthSource::Watch && newly_failed {
                     // A delivery can be late: act on current health, not on the snapshot.
                     recheck.insert(h.service_name.clone());
                     continue;

@@ -70,6 +70,11 @@ pub fn parse_payload(body: &[u8]) -> Result<Parsed, PayloadError> {
         serde_json::Value::Array(a) => a,
         _ => return Err(PayloadError("expected a JSON array or null".into())),
     };
+    if items.first().is_some_and(|i| i.get("Key").is_some() && i.get("Service").is_none()) {
+        // A keyprefix watch (KV entries): not health; listed as ignored.
+        let keys = items.iter().filter_map(|i| i.get("Key").and_then(|k| k.as_str()).map(String::from)).collect();
+        return Ok(Parsed { health: vec![], ignored: keys });
+    }
     if items.first().is_some_and(|i| i.get("CheckID").is_some()) {
         let checks: Vec<Check> = serde_json::from_value(serde_json::Value::Array(items)).map_err(|e| PayloadError(e.to_string()))?;
         return Ok(from_checks(&checks));
@@ -157,6 +162,13 @@ mod tests {
         let bad: Vec<String> = p.health.iter().filter(|h| !h.healthy).map(|h| h.process.to_string()).collect();
         assert_eq!(bad, vec!["0x7200000000000001:0xc".to_string()]);
         assert_eq!(p.health.len(), 4);
+    }
+
+    #[test]
+    fn keyprefix_payloads_are_recognised_and_ignored() {
+        let p = parse_payload(&fixture("46-keyprefix-eq-kv6-eq-1.json")).unwrap();
+        assert!(p.health.is_empty());
+        assert_eq!(p.ignored, vec!["eq/1".to_string()]);
     }
 
     #[test]
