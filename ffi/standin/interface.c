@@ -32,6 +32,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -1078,6 +1079,8 @@ static void listener_accept(struct m0_halon_interface *hi)
 				slog("accept: %s", strerror(errno));
 			return;
 		}
+		/* Small request/reply frames: do not let Nagle hold them back. */
+		(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
 		c = xcalloc(1, sizeof *c);
 		c->c_fd = fd;
 		c->c_id = ++hi->conn_seq;
