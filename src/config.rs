@@ -28,6 +28,13 @@ pub struct Cli {
     /// How long a send waits for Motr's delivery report, in milliseconds.
     #[arg(long, env = "HAX_DELIVERY_TIMEOUT_MS", default_value_t = 10000)]
     pub delivery_timeout_ms: u64,
+    /// Shared secret watch POSTs must carry in the `X-Hax-Secret` header (unset: none
+    /// required). Prefer --watch-secret-file: command lines are visible to other users.
+    #[arg(long, env = "HAX_WATCH_SECRET", hide_env_values = true)]
+    pub watch_secret: Option<String>,
+    /// File holding the watch secret (first line).
+    #[arg(long, env = "HAX_WATCH_SECRET_FILE")]
+    pub watch_secret_file: Option<std::path::PathBuf>,
     /// Largest watch payload accepted, in bytes.
     #[arg(long, env = "HAX_PAYLOAD_LIMIT", default_value_t = 32 * 1024 * 1024)]
     pub payload_limit: usize,
@@ -67,6 +74,19 @@ pub enum Command {
 }
 
 impl Cli {
+    /// The watch secret from the flag or the file.
+    pub fn secret(&self) -> Result<Option<String>, String> {
+        if let Some(f) = &self.watch_secret_file {
+            let text = std::fs::read_to_string(f).map_err(|e| format!("--watch-secret-file {}: {e}", f.display()))?;
+            let line = text.lines().next().unwrap_or("").trim().to_string();
+            if line.is_empty() {
+                return Err(format!("--watch-secret-file {} is empty", f.display()));
+            }
+            return Ok(Some(line));
+        }
+        Ok(self.watch_secret.clone().filter(|s| !s.is_empty()))
+    }
+
     /// Checks what clap cannot; the message explains the problem.
     pub fn validate(&self) -> Result<(), String> {
         if self.consul.trim().is_empty() {
@@ -83,6 +103,9 @@ impl Cli {
         }
         if self.write_capacity == 0 {
             return Err("--write-capacity must be at least 1".into());
+        }
+        if self.watch_secret.is_some() && self.watch_secret_file.is_some() {
+            return Err("give --watch-secret or --watch-secret-file, not both".into());
         }
         if let Some(Command::Check { process }) = &self.command {
             crate::fid::Fid::parse_process_id(process).map_err(|e| e.to_string())?;

@@ -61,7 +61,17 @@ async fn serve(cli: Cli) -> i32 {
     let model = Arc::new(SharedModel { model: RwLock::new(Default::default()), view: view.clone() });
     let status = ProcessStatus::new(model.clone(), writer.clone(), consul.clone(), cli.reconcile, cli.recheck_failures).start();
 
-    let ingest = IngestState { updates: status.clone().recipient(), limit: cli.payload_limit };
+    let secret = match cli.secret() {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("hax: bad configuration: {e}");
+            return 64;
+        }
+    };
+    if secret.is_none() {
+        log::warn!("hax: no watch secret configured: anyone who can reach the watch endpoint can post health");
+    }
+    let ingest = IngestState { updates: status.clone().recipient(), limit: cli.payload_limit, secret };
     let server = match actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(actix_web::web::Data::new(ingest.clone()))

@@ -52,7 +52,15 @@ fn settled(p: &SimProcess) -> usize {
 }
 
 fn post(url: &str, body: &[u8]) -> (u16, String) {
-    match ureq::post(url).set("Content-Type", "application/json").send_bytes(body) {
+    post_with(url, body, None)
+}
+
+fn post_with(url: &str, body: &[u8], secret: Option<&str>) -> (u16, String) {
+    let mut req = ureq::post(url).set("Content-Type", "application/json");
+    if let Some(s) = secret {
+        req = req.set("X-Hax-Secret", s);
+    }
+    match req.send_bytes(body) {
         Ok(r) => (r.status(), r.into_string().unwrap_or_default()),
         Err(ureq::Error::Status(code, r)) => (code, r.into_string().unwrap_or_default()),
         Err(e) => panic!("POST {url}: {e}"),
@@ -211,4 +219,26 @@ fn an_m0d_like_nvec_get_of_81_objects_is_answered_from_memory_with_one_note_each
     assert!(took < Duration::from_secs(2), "GET took {took:?}");
     let fv = ios2.failure_vec_req(Fid::typed(b'o', 1, 5)).expect("failure vector answered");
     assert!(fv.is_empty(), "an empty failure vector");
+}
+
+#[test]
+fn with_a_watch_secret_posts_without_it_get_401_and_the_agents_own_watches_still_work() {
+    let secret = "s3cret-for-watches";
+    let n = SingleNode::start_with(&["--watch-secret", secret]);
+    let (_confd, _ios1, ios2) = boot_all(&n);
+    let before = settled(&ios2);
+    let forged = std::fs::read(fixture_dir().join("22-service-ios-step2-ios-0xc-critical.json")).unwrap();
+    let url = format!("{}/watcher/service/ios", n.hax.url());
+    for wrong in [None, Some("s3cret-for-watcheS"), Some("")] {
+        let (code, body) = post_with(&url, &forged, wrong);
+        assert_eq!(code, 401, "{wrong:?}: {body}");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(ios2.received_notes().len(), before, "a forged critical changed nothing");
+    // Consul's own watch carries the secret: a real failure still gets through.
+    n.client().check_fail(&format!("service:{IOS1}")).unwrap();
+    assert!(wait_heard(&ios2, IOS1, TRANSIENT), "the agent's watch delivery was refused");
+    let log = n.hax.log_text();
+    assert!(log.contains("refused: missing or wrong X-Hax-Secret"));
+    assert!(!log.contains(secret), "the secret must never be logged");
 }

@@ -18,6 +18,22 @@ pub struct IngestState {
     pub updates: Recipient<HaStateUpdate>,
     /// Largest accepted body in bytes.
     pub limit: usize,
+    /// The value `X-Hax-Secret` must carry (None: no secret required).
+    pub secret: Option<String>,
+}
+
+/// Header carrying the shared secret of watch POSTs.
+pub const SECRET_HEADER: &str = "X-Hax-Secret";
+
+/// Compares in time independent of where the inputs differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0xff);
+        diff |= usize::from(x ^ y);
+    }
+    diff == 0
 }
 
 /// Registers WatchIngest's routes on an actix-web app.
@@ -36,8 +52,30 @@ fn error(status: actix_web::http::StatusCode, msg: String) -> HttpResponse {
     HttpResponse::build(status).json(json!({"error": msg}))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn secrets_compare_equal_only_when_identical() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}
+
 async fn ingest(req: HttpRequest, mut body: web::Payload, st: web::Data<IngestState>) -> HttpResponse {
     use actix_web::http::StatusCode;
+    if let Some(secret) = &st.secret {
+        let given = req.headers().get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or(b"");
+        if !constant_time_eq(given, secret.as_bytes()) {
+            let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            log::warn!("WatchIngest: {} from {peer} refused: missing or wrong {SECRET_HEADER}", req.path());
+            return error(StatusCode::UNAUTHORIZED, format!("missing or wrong {SECRET_HEADER} header"));
+        }
+    }
     let declared = req
         .headers()
         .get("content-length")

@@ -30,12 +30,33 @@ pub struct HaxProc {
 
 impl HaxProc {
     /// Starts `hax` against `consul_addr` with extra arguments.
-    pub fn spawn(consul_addr: &str, node: &str, http_port: u16, endpoint_port: u16, dir: &std::path::Path, extra: &[&str]) -> HaxProc {
+    pub fn spawn(
+        consul_addr: &str,
+        node: &str,
+        http_port: u16,
+        endpoint_port: u16,
+        dir: &std::path::Path,
+        extra: &[&str],
+    ) -> HaxProc {
         let log = dir.join(format!("hax-{http_port}.log"));
         let out = std::fs::File::create(&log).expect("hax log file");
         let child = Command::new(env!("CARGO_BIN_EXE_hax"))
-            .args(["--consul", consul_addr, "--node", node, "--http-port", &http_port.to_string()])
-            .args(["--entrypoint-pause-ms", "200", "--leader-lock-delay-s", "1", "--shutdown-ms", "4000"])
+            .args([
+                "--consul",
+                consul_addr,
+                "--node",
+                node,
+                "--http-port",
+                &http_port.to_string(),
+            ])
+            .args([
+                "--entrypoint-pause-ms",
+                "200",
+                "--leader-lock-delay-s",
+                "1",
+                "--shutdown-ms",
+                "4000",
+            ])
             .args(extra)
             .env("HAX_LOG", "info,hax=debug")
             .env("HAX_STANDIN_RPC_TIMEOUT_MS", "1000")
@@ -43,7 +64,12 @@ impl HaxProc {
             .stderr(Stdio::from(out))
             .spawn()
             .expect("start hax");
-        HaxProc { child: Some(child), log, http_port, endpoint_port }
+        HaxProc {
+            child: Some(child),
+            log,
+            http_port,
+            endpoint_port,
+        }
     }
 
     pub fn log_text(&self) -> String {
@@ -70,7 +96,9 @@ impl HaxProc {
     /// Sends a signal; returns how long the process took to exit (None: still running).
     pub fn signal_and_wait(&mut self, sig: &str, timeout: Duration) -> Option<Duration> {
         let pid = self.pid().to_string();
-        let _ = Command::new("kill").args([&format!("-{sig}"), &pid]).status();
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &pid])
+            .status();
         let start = Instant::now();
         let child = self.child.as_mut()?;
         while start.elapsed() < timeout {
@@ -83,18 +111,29 @@ impl HaxProc {
     }
 
     pub fn exit_code(&mut self) -> Option<i32> {
-        self.child.as_mut()?.try_wait().ok().flatten().and_then(|s| s.code())
+        self.child
+            .as_mut()?
+            .try_wait()
+            .ok()
+            .flatten()
+            .and_then(|s| s.code())
     }
 
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 
 impl Drop for HaxProc {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- tail of hax log {} ----\n{}", self.log.display(), log_tail(&self.log, 60));
+            eprintln!(
+                "---- tail of hax log {} ----\n{}",
+                self.log.display(),
+                log_tail(&self.log, 60)
+            );
         }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -105,10 +144,19 @@ impl Drop for HaxProc {
 
 /// The JSON agent configuration: service watches for confd and ios POSTing to hax.
 pub fn watch_config(hax_http_port: u16) -> serde_json::Value {
+    watch_config_with_secret(hax_http_port, None)
+}
+
+/// The same, with the shared secret header the watches send (JSON: a one-element header
+/// list in HCL makes the agent refuse to start).
+pub fn watch_config_with_secret(hax_http_port: u16, secret: Option<&str>) -> serde_json::Value {
     let watch = |svc: &str| {
-        json!({"type": "service", "service": svc, "handler_type": "http",
-               "http_handler_config": {"path": format!("http://127.0.0.1:{hax_http_port}/watcher/service/{svc}"),
-                                        "method": "POST", "timeout": "10s"}})
+        let mut cfg = json!({"path": format!("http://127.0.0.1:{hax_http_port}/watcher/service/{svc}"),
+                             "method": "POST", "timeout": "10s"});
+        if let Some(s) = secret {
+            cfg["header"] = json!({"X-Hax-Secret": [s]});
+        }
+        json!({"type": "service", "service": svc, "handler_type": "http", "http_handler_config": cfg})
     };
     json!({"watches": [watch("confd"), watch("ios")]})
 }
@@ -116,9 +164,11 @@ pub fn watch_config(hax_http_port: u16) -> serde_json::Value {
 /// Registers the single-node cluster: services with TTL checks (passing) and the m0conf tree.
 pub fn register_cluster(c: &ConsulClient, node: &str, ports: &ClusterPorts) {
     let reg = |id: Fid, name: &str, port: u16| {
-        c.register_service(&json!({"ID": id.to_string(), "Name": name, "Address": EP, "Port": port,
-            "Check": {"CheckID": format!("service:{id}"), "TTL": "3600s", "Status": "passing"}}))
-            .expect("register service");
+        c.register_service(
+            &json!({"ID": id.to_string(), "Name": name, "Address": EP, "Port": port,
+            "Check": {"CheckID": format!("service:{id}"), "TTL": "3600s", "Status": "passing"}}),
+        )
+        .expect("register service");
     };
     reg(HAX, "hax", ports.hax);
     reg(CONFD, "confd", ports.confd);
@@ -126,15 +176,37 @@ pub fn register_cluster(c: &ConsulClient, node: &str, ports: &ClusterPorts) {
     reg(IOS2, "ios", ports.ios2);
     let base = format!("m0conf/nodes/{NODE_FID}");
     let kv = |k: String, v: serde_json::Value| c.kv_put(&k, v.to_string()).expect("kv put");
-    kv(base.clone(), json!({"name": node, "state": "M0_NC_UNKNOWN"}));
+    kv(
+        base.clone(),
+        json!({"name": node, "state": "M0_NC_UNKNOWN"}),
+    );
     let proc_ = |p: Fid, name: &str, port: u16, svcs: &[(Fid, &str)]| {
-        kv(format!("{base}/processes/{p}"), json!({"name": name, "endpoint": format!("{EP}{port}"), "state": "M0_NC_UNKNOWN"}));
+        kv(
+            format!("{base}/processes/{p}"),
+            json!({"name": name, "endpoint": format!("{EP}{port}"), "state": "M0_NC_UNKNOWN"}),
+        );
         for (s, t) in svcs {
-            kv(format!("{base}/processes/{p}/services/{s}"), json!({"type": t, "state": "M0_NC_UNKNOWN"}));
+            kv(
+                format!("{base}/processes/{p}/services/{s}"),
+                json!({"type": t, "state": "M0_NC_UNKNOWN"}),
+            );
         }
     };
-    proc_(HAX, "hax", ports.hax, &[(Fid::typed(b's', 1, 7), "ha"), (Fid::typed(b's', 1, 8), "rms")]);
-    proc_(CONFD, "confd", ports.confd, &[(CONFD_SVC, "confd"), (CONFD_RMS, "rms")]);
+    proc_(
+        HAX,
+        "hax",
+        ports.hax,
+        &[
+            (Fid::typed(b's', 1, 7), "ha"),
+            (Fid::typed(b's', 1, 8), "rms"),
+        ],
+    );
+    proc_(
+        CONFD,
+        "confd",
+        ports.confd,
+        &[(CONFD_SVC, "confd"), (CONFD_RMS, "rms")],
+    );
     proc_(IOS1, "ios", ports.ios1, &[(IOS1_SVC, "ios")]);
     proc_(IOS2, "ios", ports.ios2, &[(IOS2_SVC, "ios")]);
 }
@@ -150,7 +222,12 @@ pub struct ClusterPorts {
 
 impl ClusterPorts {
     pub fn allocate() -> ClusterPorts {
-        ClusterPorts { hax: free_port(), confd: free_port(), ios1: free_port(), ios2: free_port() }
+        ClusterPorts {
+            hax: free_port(),
+            confd: free_port(),
+            ios1: free_port(),
+            ios2: free_port(),
+        }
     }
 }
 
@@ -168,13 +245,25 @@ impl SingleNode {
     }
 
     pub fn start_with(extra: &[&str]) -> SingleNode {
+        let secret = extra.windows(2).find(|w| w[0] == "--watch-secret").map(|w| w[1]);
         let http_port = free_port();
-        let agent = ConsulAgent::dev_with_json(&watch_config(http_port));
+        let agent = ConsulAgent::dev_with_json(&watch_config_with_secret(http_port, secret));
         let ports = ClusterPorts::allocate();
         register_cluster(agent.client(), agent.node_name(), &ports);
-        let hax = HaxProc::spawn(&agent.http_addr(), agent.node_name(), http_port, ports.hax, agent.dir(), extra);
+        let hax = HaxProc::spawn(
+            &agent.http_addr(),
+            agent.node_name(),
+            http_port,
+            ports.hax,
+            agent.dir(),
+            extra,
+        );
         let n = SingleNode { hax, ports, agent };
-        assert!(n.hax.wait_log("hax: ready", Duration::from_secs(30)), "hax did not become ready:\n{}", log_tail(&n.hax.log, 40));
+        assert!(
+            n.hax.wait_log("hax: ready", Duration::from_secs(30)),
+            "hax did not become ready:\n{}",
+            log_tail(&n.hax.log, 40)
+        );
         n
     }
 
@@ -185,7 +274,8 @@ impl SingleNode {
     /// A simulated process configured like the cluster's (services, a pool, a GET of its
     /// configuration objects), not yet booted.
     pub fn sim(&self, fid: Fid) -> SimProcess {
-        SimProcess::connect(&self.hax.endpoint(), self.sim_config(fid)).expect("connect simulated process")
+        SimProcess::connect(&self.hax.endpoint(), self.sim_config(fid))
+            .expect("connect simulated process")
     }
 
     pub fn sim_config(&self, fid: Fid) -> SimConfig {
@@ -199,8 +289,21 @@ impl SingleNode {
         cfg.endpoint = format!("{EP}{port}");
         cfg.services = services;
         cfg.pools = vec![Fid::typed(b'o', 1, 4)];
-        cfg.get_fids = vec![CONFD, CONFD_SVC, CONFD_RMS, IOS1, IOS2, NODE_FID, Fid::typed(b't', 1, 0), Fid::typed(b'o', 1, 4)];
-        cfg.timeouts = Timeouts { reply: Duration::from_secs(15), entrypoint: Duration::from_secs(30), ..Timeouts::default() };
+        cfg.get_fids = vec![
+            CONFD,
+            CONFD_SVC,
+            CONFD_RMS,
+            IOS1,
+            IOS2,
+            NODE_FID,
+            Fid::typed(b't', 1, 0),
+            Fid::typed(b'o', 1, 4),
+        ];
+        cfg.timeouts = Timeouts {
+            reply: Duration::from_secs(15),
+            entrypoint: Duration::from_secs(30),
+            ..Timeouts::default()
+        };
         cfg
     }
 
@@ -214,7 +317,11 @@ impl SingleNode {
     pub fn wait_process_state(&self, fid: Fid, state: &str, timeout: Duration) -> bool {
         wait_until(timeout, || {
             self.process_record(fid)
-                .and_then(|v| v.get("state").and_then(|s| s.as_str()).map(|s| s.ends_with(state)))
+                .and_then(|v| {
+                    v.get("state")
+                        .and_then(|s| s.as_str())
+                        .map(|s| s.ends_with(state))
+                })
                 .filter(|ok| *ok)
         })
         .is_some()
