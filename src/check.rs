@@ -1,4 +1,6 @@
-//! `hax check <fid>`: a Consul script check. Exit 0 only when KV says the process started
+//! `hax check <fid>`: a Consul script check; `hax leader`: who holds the RC leader key.
+//!
+//! `hax check`: Exit 0 only when KV says the process started
 //! (STARTED or DTM_RECOVERED) and that pid is alive on this node; otherwise exit 2 (Consul's
 //! "critical") with a one-line reason.
 use crate::consul::kv::KvEntry;
@@ -29,4 +31,22 @@ pub async fn check(consul_cfg: &ConsulConfig, process: Fid) -> Result<String, St
         return Err(format!("{process} pid {pid} is not alive on this node"));
     }
     Ok(format!("{process} {state} pid {pid} alive"))
+}
+
+/// `hax leader`: the node holding the `leader` key and its session, like
+/// `consul kv get -detailed leader` shows them.
+pub async fn leader(consul_cfg: &ConsulConfig) -> Result<String, String> {
+    let consul = Consul::new(consul_cfg);
+    let entry = match consul.get_json::<Vec<KvEntry>>("/v1/kv/leader", None, Duration::ZERO).await {
+        Ok((Some(v), _)) => v.into_iter().next(),
+        Ok((None, _)) => None,
+        Err(e) => return Err(format!("cannot read the leader key: {e}")),
+    };
+    match entry {
+        Some(e) if e.session.as_deref().is_some_and(|s| !s.is_empty()) => {
+            Ok(format!("leader: {}\nsession: {}", e.value_string(), e.session.unwrap_or_default()))
+        }
+        Some(e) => Err(format!("no RC leader (the key holds {:?} but no session)", e.value_string())),
+        None => Err("no RC leader (no leader key)".into()),
+    }
 }

@@ -66,6 +66,21 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug, Clone)]
 pub enum Command {
+    /// Write a cluster description into Consul (services, configuration tree, watches).
+    Bootstrap {
+        /// The cluster description (YAML; see docs/cluster-description.md).
+        description: std::path::PathBuf,
+        /// Apply the differences when Consul already holds another description.
+        #[arg(long)]
+        apply: bool,
+        /// Start a local Consul agent first, with its data in this directory (single node).
+        #[arg(long)]
+        local_agent_dir: Option<std::path::PathBuf>,
+    },
+    /// Print what an entrypoint reply would carry now (principal RM and confds), as YAML.
+    GetEntrypoint,
+    /// Print the current RC leader (node and session).
+    Leader,
     /// Exit 0 when KV says the process started and its pid is alive here (a Consul check).
     Check {
         /// The process fid.

@@ -21,6 +21,27 @@ fn main() {
     }
     let code = match &cli.command {
         None => hax::daemon::run(cli.clone()),
+        Some(Command::Bootstrap { description, apply, local_agent_dir }) => hax::cluster::cmd_bootstrap(
+            description,
+            &cli.consul,
+            cli.token.as_deref(),
+            *apply,
+            local_agent_dir.as_deref(),
+        ),
+        Some(Command::GetEntrypoint) => hax::cluster::cmd_get_entrypoint(&cli.consul, cli.token.as_deref()),
+        Some(Command::Leader) => {
+            let cfg = hax::consul::ConsulConfig { addr: cli.consul.clone(), token: cli.token.clone() };
+            match actix::System::new().block_on(async move { hax::check::leader(&cfg).await }) {
+                Ok(line) => {
+                    println!("{line}");
+                    0
+                }
+                Err(reason) => {
+                    eprintln!("hax leader: {reason}");
+                    1
+                }
+            }
+        }
         Some(Command::Check { process }) => {
             let fid = hax::fid::Fid::parse_process_id(process).expect("validated");
             let cfg = hax::consul::ConsulConfig { addr: cli.consul.clone(), token: cli.token.clone() };
