@@ -7,7 +7,6 @@
 //! until its FAILED state has been broadcast (bounded by MeroLink's delivery timeout).
 use super::merolink::{EntrypointLog, MeroCmd};
 use crate::ffi;
-use crate::fid::Fid;
 use crate::motr::{EntrypointReply, EntrypointReq, HaState, Note, EAGAIN};
 use crate::view::SharedView;
 use crossbeam_channel::{after, never, select, unbounded, Receiver, Sender};
@@ -75,8 +74,10 @@ impl Responder {
         match reply {
             Ok(_) if req.first_request && !restart_handled && own != Some(req.process) => {
                 // The process may have restarted: let MeroLink drop its old link first.
-                let mut notes = vec![Note { fid: req.process, state: HaState::Failed }];
-                notes.extend(services.into_iter().map(|fid| Note { fid, state: HaState::Failed }));
+                let notes: Vec<Note> = std::iter::once(req.process)
+                    .chain(services)
+                    .map(|fid| Note { fid, state: HaState::Failed })
+                    .collect();
                 let tx = done_tx.clone();
                 let r = req.clone();
                 let cmd = MeroCmd::DropRestarted { process: req.process, notes, done: Box::new(move |_| {
@@ -125,9 +126,4 @@ fn reply_now(req: &EntrypointReq, reply: &EntrypointReply) {
     if let Err(e) = ffi::entrypoint_reply(req.req_id, reply) {
         log::error!("entrypoint: reply to {} failed: {e}", req.process);
     }
-}
-
-/// Used by tests: the note list a restart broadcasts.
-pub fn restart_notes(process: Fid, services: &[Fid]) -> Vec<Note> {
-    std::iter::once(process).chain(services.iter().copied()).map(|fid| Note { fid, state: HaState::Failed }).collect()
 }

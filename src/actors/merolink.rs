@@ -49,9 +49,6 @@ impl EntrypointLog {
     fn take(&self, id: ReqId) -> Option<(Fid, String)> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
     }
-    fn get(&self, id: ReqId) -> Option<(Fid, String)> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).get(&id).cloned()
-    }
 }
 
 /// Where MeroLink sends what it hears.
@@ -276,9 +273,8 @@ impl Worker {
                 log::debug!("MeroLink: link {:#x} reused", link.0);
             }
             MotrEvent::LinkAbsent { req_id } => {
-                let who = self.out.requests.get(req_id).or_else(|| self.out.requests.take(req_id));
-                self.out.requests.take(req_id);
-                log::info!("MeroLink: link absent for request {req_id} ({:?}): the process must restart", who);
+                let who = self.out.requests.take(req_id).map(|(p, _)| p.to_string()).unwrap_or_else(|| "?".into());
+                log::info!("MeroLink: link absent for request {req_id} (process {who}): the process must restart");
             }
             MotrEvent::LinkDisconnecting { link } => {
                 if let Some(info) = self.links.get_mut(link) {

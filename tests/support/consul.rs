@@ -355,7 +355,11 @@ impl ConsulAgent {
             }
             args.extend(ports.args());
             let mut child = spawn_consul(&args, &log);
-            let client = ConsulClient::new(&format!("http://127.0.0.1:{}", ports.http));
+            let mut client = ConsulClient::new(&format!("http://127.0.0.1:{}", ports.http));
+            // With ACLs on (default deny) the harness itself needs the management token.
+            if let Some(t) = extra_json.and_then(|j| j["acl"]["tokens"]["initial_management"].as_str()) {
+                client = client.with_token(t);
+            }
             let deadline = Instant::now() + START_TIMEOUT;
             let failure = loop {
                 if let Some(f) = exited(&mut child, &log) {
@@ -922,6 +926,7 @@ pub fn txn_kv_delete(key: &str) -> Value {
 pub struct ConsulClient {
     base: String,
     agent: ureq::Agent,
+    token: Option<String>,
 }
 
 impl ConsulClient {
@@ -939,7 +944,14 @@ impl ConsulClient {
         ConsulClient {
             base: base_url.trim_end_matches('/').to_string(),
             agent,
+            token: None,
         }
+    }
+
+    /// The same client, sending `X-Consul-Token` with every request.
+    pub fn with_token(mut self, token: &str) -> ConsulClient {
+        self.token = Some(token.to_string());
+        self
     }
 
     pub fn base_url(&self) -> &str {
@@ -954,7 +966,10 @@ impl ConsulClient {
         body: Option<&[u8]>,
     ) -> Result<HttpResponse, String> {
         let url = format!("{}{}", self.base, path);
-        let req = self.agent.request(method, &url);
+        let mut req = self.agent.request(method, &url);
+        if let Some(t) = &self.token {
+            req = req.set("X-Consul-Token", t);
+        }
         let res = match body {
             Some(b) => req.send_bytes(b),
             None => req.call(),
