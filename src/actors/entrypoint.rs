@@ -7,6 +7,7 @@
 //! until its FAILED state has been broadcast (bounded by MeroLink's delivery timeout).
 use super::merolink::{EntrypointLog, MeroCmd};
 use crate::ffi;
+use crate::fid::Fid;
 use crate::motr::{EntrypointReply, EntrypointReq, HaState, Note, EAGAIN};
 use crate::view::SharedView;
 use crossbeam_channel::{after, never, select, unbounded, Receiver, Sender};
@@ -74,10 +75,7 @@ impl Responder {
         match reply {
             Ok(_) if req.first_request && !restart_handled && own != Some(req.process) => {
                 // The process may have restarted: let MeroLink drop its old link first.
-                let notes: Vec<Note> = std::iter::once(req.process)
-                    .chain(services)
-                    .map(|fid| Note { fid, state: HaState::Failed })
-                    .collect();
+                let notes = restart_notes(req.process, &services);
                 let tx = done_tx.clone();
                 let r = req.clone();
                 let cmd = MeroCmd::DropRestarted { process: req.process, notes, done: Box::new(move |_| {
@@ -126,4 +124,9 @@ fn reply_now(req: &EntrypointReq, reply: &EntrypointReply) {
     if let Err(e) = ffi::entrypoint_reply(req.req_id, reply) {
         log::error!("entrypoint: reply to {} failed: {e}", req.process);
     }
+}
+
+/// What a restart broadcasts: the process and its services, FAILED.
+pub fn restart_notes(process: Fid, services: &[Fid]) -> Vec<Note> {
+    std::iter::once(process).chain(services.iter().copied()).map(|fid| Note { fid, state: HaState::Failed }).collect()
 }
