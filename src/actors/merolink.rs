@@ -156,12 +156,15 @@ struct Worker {
     out: MeroOutputs,
     links: LinkTable,
     deliveries: Deliveries,
+    /// Processes the self link has carried a note about: Motr ignores the first note it
+    /// sees for a process, so a FAILED meant to drop a link must not be the first.
+    noted: std::collections::HashSet<Fid>,
 }
 
 impl Worker {
     fn new(cfg: MeroLinkConfig, out: MeroOutputs) -> Self {
         let deliveries = Deliveries::new(cfg.delivery_timeout);
-        Worker { cfg, out, links: LinkTable::default(), deliveries }
+        Worker { cfg, out, links: LinkTable::default(), deliveries, noted: Default::default() }
     }
 
     fn run(mut self, events: Receiver<MotrEvent>, cmds: Receiver<MeroCmd>) {
@@ -202,6 +205,10 @@ impl Worker {
                 } else {
                     log::info!("MeroLink: {process} restarted; broadcasting its FAILED state before it is answered");
                     self.links.deactivate_process(process);
+                    if !self.noted.contains(&process) {
+                        // Motr ignores the first note about a process: make FAILED the second.
+                        self.broadcast(&[Note { fid: process, state: HaState::Transient }], Some(process), None);
+                    }
                     self.broadcast(&notes, Some(process), Some(done));
                 }
             }
@@ -228,7 +235,12 @@ impl Worker {
 
     fn send_tracked(&mut self, batch: u64, link: LinkId, id_of_get: u64, notes: &[Note]) {
         match ffi::send_nvec_set(link, id_of_get, notes) {
-            Ok(tag) => self.deliveries.sent(batch, link, tag),
+            Ok(tag) => {
+                if id_of_get == 0 && self.links.self_link() == Some(link) {
+                    self.noted.extend(notes.iter().filter(|n| n.fid.is_process()).map(|n| n.fid));
+                }
+                self.deliveries.sent(batch, link, tag)
+            }
             Err(e) => {
                 log::warn!("MeroLink: send on link {:#x} refused: {e}", link.0);
                 self.deliveries.failed(batch);

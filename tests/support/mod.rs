@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod consul;
+pub mod merolink;
 pub mod single_node;
 
 pub use consul::*;

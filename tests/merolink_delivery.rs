@@ -1,0 +1,254 @@
+//! MeroLink in-process: delivery tracking, inactive (STOPPED) links, links dropped by a
+//! FAILED note on the self link, restarted processes.
+#[allow(unused_imports)] // support re-exports the Consul helpers, unused here
+mod support;
+
+use crossbeam_channel::bounded;
+use hax::actors::entrypoint::restart_notes;
+use hax::actors::links::{LinkState, SendReport};
+use hax::actors::merolink::MeroCmd;
+use hax::motr::{HaState, ProcessEventKind};
+use hax::sim::{LinkDecision, ObjState};
+use std::time::{Duration, Instant};
+use support::merolink::*;
+
+#[test]
+fn a_send_the_process_never_confirms_is_reported_timed_out_after_the_delivery_timeout() {
+    let h = Hax::start(Duration::from_millis(300));
+    let (sim, _) = h.boot(sim_config(0x30));
+    sim.set_acking(false);
+    let x = svc_fids(0x2000, 2);
+    let t0 = Instant::now();
+    let report = h
+        .broadcast(notes(&x[..1], HaState::Online), None)
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the batch ends although the process never confirms");
+    let took = t0.elapsed();
+    assert_eq!(
+        report,
+        SendReport {
+            sent: 2,
+            delivered: 1,
+            timed_out: 1,
+            ..Default::default()
+        }
+    );
+    assert!(
+        took >= Duration::from_millis(300),
+        "given up only after the delivery timeout ({took:?})"
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "given up soon after the delivery timeout ({took:?})"
+    );
+    // The message did arrive; it was only never confirmed.
+    sim.wait_for_note(x[0], ObjState::Online, T)
+        .expect("the note arrived");
+
+    // A late confirmation of the given-up send is harmless; later sends are tracked normally.
+    sim.set_acking(true);
+    let report = h.broadcast_wait(notes(&x[1..], HaState::Online), None);
+    assert_eq!(
+        report,
+        SendReport {
+            sent: 2,
+            delivered: 2,
+            ..Default::default()
+        }
+    );
+}
+
+#[test]
+fn a_process_that_reports_stopped_gets_no_more_broadcasts() {
+    let h = Hax::start(Duration::from_secs(2));
+    let (p, q) = (pfid(0x32), pfid(0x33));
+    let (ps, _) = h.boot(sim_config(0x32));
+    let (qs, _) = h.boot(sim_config(0x33));
+
+    ps.send_stop_events().expect("p stops");
+    // MeroLink marks the link inactive before it forwards the STOPPED event.
+    h.wait_event(p, ProcessEventKind::Stopped);
+    let pl = h.links_of(p);
+    assert_eq!(pl.len(), 1);
+    assert_eq!(pl[0].1.state, LinkState::Inactive);
+    assert_eq!(h.links_of(q)[0].1.state, LinkState::Active);
+
+    let x = svc_fids(0x2100, 1)[0];
+    let report = h.broadcast_wait(notes(&[x], HaState::Online), None);
+    assert_eq!(
+        report,
+        SendReport {
+            sent: 2,
+            delivered: 2,
+            ..Default::default()
+        },
+        "self link and q only"
+    );
+    qs.wait_for_note(x, ObjState::Online, T)
+        .expect("q still gets broadcasts");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        ps.received_notes().iter().all(|n| n.fid != x),
+        "the stopped process got nothing more"
+    );
+    for tag in ps.sent_tags() {
+        ps.wait_for_ack(tag, T)
+            .unwrap_or_else(|e| panic!("p's tag {tag} not confirmed: {e}"));
+    }
+}
+
+#[test]
+fn failed_on_the_self_link_drops_the_process_link_and_nothing_is_sent_on_it_afterwards() {
+    let h = Hax::start(Duration::from_secs(2));
+    let p = pfid(0x34);
+    let (ps, _) = h.boot(sim_config(0x34));
+    let (qs, _) = h.boot(sim_config(0x35));
+    let plink = h.links_of(p)[0].0;
+
+    // Motr ignores the first note it sees for a process: ONLINE first, then FAILED.
+    let r = h.broadcast_wait(notes(&[p], HaState::Online), None);
+    assert_eq!(
+        r,
+        SendReport {
+            sent: 3,
+            delivered: 3,
+            ..Default::default()
+        }
+    );
+    assert!(!ps.is_dropped());
+    let r = h.broadcast_wait(notes(&[p], HaState::Failed), None);
+    assert_eq!(r.sent + r.failed, 3, "{r:?}");
+
+    ps.wait_dropped(T)
+        .expect("the process link is dropped (DROP frame)");
+    h.wait_links("p's link gone", |l| l.iter().all(|(id, _)| *id != plink));
+    assert!(!hax::ffi::is_sendable(plink));
+
+    // A later broadcast does not try the dropped link (a send on it would abort the process).
+    let y = svc_fids(0x2200, 1)[0];
+    let r = h.broadcast_wait(notes(&[y], HaState::Online), None);
+    assert_eq!(
+        r,
+        SendReport {
+            sent: 2,
+            delivered: 2,
+            ..Default::default()
+        },
+        "self link and q only"
+    );
+    qs.wait_for_note(y, ObjState::Online, T)
+        .expect("q still served");
+    assert!(ps.received_notes().iter().all(|n| n.fid != y));
+}
+
+#[test]
+fn drop_restarted_broadcasts_the_failed_state_and_calls_done() {
+    let h = Hax::start(Duration::from_secs(2));
+    let (p, never) = (pfid(0x36), pfid(0x3f));
+    let svc = hax::fid::Fid::typed(b's', 1, 0x3601);
+    let (ps, _) = h.boot(sim_config(0x36));
+    let (qs, _) = h.boot(sim_config(0x37));
+
+    // No link for the process: done at once, nothing sent.
+    let (tx, rx) = bounded(1);
+    h.cmd(MeroCmd::DropRestarted {
+        process: never,
+        notes: restart_notes(never, &[]),
+        done: Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    });
+    assert_eq!(
+        rx.recv_timeout(Duration::from_secs(1))
+            .expect("done at once"),
+        SendReport::default()
+    );
+
+    // A live link: its FAILED state goes to every other link (the self link included).
+    h.broadcast_wait(notes(&[p], HaState::Online), None); // as ProcessStatus would have
+    let (tx, rx) = bounded(1);
+    let t0 = Instant::now();
+    h.cmd(MeroCmd::DropRestarted {
+        process: p,
+        notes: restart_notes(p, &[svc]),
+        done: Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    });
+    let r = rx.recv_timeout(T).expect("done called");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "done once delivered, not after the timeout"
+    );
+    assert_eq!(
+        r,
+        SendReport {
+            sent: 2,
+            delivered: 2,
+            ..Default::default()
+        },
+        "self link and q; not p itself"
+    );
+    qs.wait_for_note(p, ObjState::Failed, T)
+        .expect("q hears p failed");
+    qs.wait_for_note(svc, ObjState::Failed, T)
+        .expect("q hears p's service failed");
+    // The FAILED note on the self link made Motr drop p's old link.
+    ps.wait_dropped(T).expect("p's old link dropped");
+    h.wait_links("p's link gone", |l| {
+        l.iter().all(|(_, i)| i.process != Some(p))
+    });
+    assert!(
+        ps.received_notes()
+            .iter()
+            .all(|n| n.state != ObjState::Failed.code()),
+        "p itself was skipped"
+    );
+}
+
+#[test]
+fn a_restarted_process_is_answered_after_its_old_link_is_failed() {
+    let h = Hax::start(Duration::from_secs(2));
+    let p = pfid(0x38);
+    let (mut ps, _) = h.boot(sim_config(0x38));
+    let old = h.links_of(p)[0].0;
+    h.broadcast_wait(notes(&[p], HaState::Online), None);
+
+    let mark = log_mark();
+    let report = ps.restart().expect("the restarted process boots");
+    assert_eq!(report.first_reply.link, LinkDecision::Connected);
+    assert_eq!(report.second_reply.link, LinkDecision::Reused);
+    assert!(logged_since(
+        mark,
+        "restarted; broadcasting its FAILED state"
+    ));
+    let links = h.wait_links("only p's new link", |l| {
+        let mine: Vec<_> = l.iter().filter(|(_, i)| i.process == Some(p)).collect();
+        mine.len() == 1 && mine[0].0 != old
+    });
+    let new = links
+        .iter()
+        .find(|(_, i)| i.process == Some(p))
+        .expect("new link");
+    assert_eq!(new.1.state, LinkState::Active);
+    for tag in ps.sent_tags() {
+        ps.wait_for_ack(tag, T)
+            .unwrap_or_else(|e| panic!("tag {tag} not confirmed: {e}"));
+    }
+}
+
+#[test]
+fn a_process_restarted_before_hax_ever_broadcast_about_it_still_loses_its_old_link() {
+    // Motr ignores the first note about a process: MeroLink must not let FAILED be it.
+    let h = Hax::start(Duration::from_secs(2));
+    let p = pfid(0x3b);
+    let (mut ps, _) = h.boot(sim_config(0x3b));
+    let old = h.links_of(p)[0].0;
+    let report = ps.restart().expect("the restarted process boots");
+    assert_eq!(report.first_reply.link, LinkDecision::Connected);
+    let links = h.wait_links("only p's new link", |l| {
+        let mine: Vec<_> = l.iter().filter(|(_, i)| i.process == Some(p)).collect();
+        mine.len() == 1 && mine[0].0 != old
+    });
+    assert!(links.iter().all(|(l, _)| *l != old), "the old link was dropped");
+}
