@@ -10,6 +10,9 @@ pub struct Cli {
     /// Consul ACL token (sent as X-Consul-Token).
     #[arg(long, env = "CONSUL_HTTP_TOKEN", hide_env_values = true, global = true)]
     pub token: Option<String>,
+    /// CA certificate (PEM) to verify Consul's HTTPS certificate (with an https:// --consul).
+    #[arg(long, env = "CONSUL_CACERT", global = true)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// This node's Consul node name (default: ask the local agent).
     #[arg(long, env = "HAX_NODE", global = true)]
     pub node: Option<String>,
@@ -89,6 +92,11 @@ pub enum Command {
 }
 
 impl Cli {
+    /// How to reach Consul.
+    pub fn consul_config(&self) -> crate::consul::ConsulConfig {
+        crate::consul::ConsulConfig { addr: self.consul.clone(), token: self.token.clone(), ca_file: self.ca_file.clone() }
+    }
+
     /// The watch secret from the flag or the file.
     pub fn secret(&self) -> Result<Option<String>, String> {
         if let Some(f) = &self.watch_secret_file {
@@ -106,6 +114,12 @@ impl Cli {
     pub fn validate(&self) -> Result<(), String> {
         if self.consul.trim().is_empty() {
             return Err("--consul must not be empty".into());
+        }
+        if self.consul.starts_with("https://") && self.ca_file.is_none() {
+            return Err("an https:// --consul needs --ca-file (the CA that signed Consul's certificate)".into());
+        }
+        if let Some(ca) = &self.ca_file {
+            crate::consul::tls_config(ca)?;
         }
         if self.http_addr.parse::<std::net::IpAddr>().is_err() {
             return Err(format!("--http-addr {:?} is not an IP address", self.http_addr));

@@ -8,7 +8,7 @@ use crate::actors::process_status::{AttachMero, ProcessStatus, SharedModel};
 use crate::actors::rc_leader::{campaign, resign, CampaignConfig, SessionSlot};
 use crate::actors::watch_ingest::{self, IngestState};
 use crate::config::Cli;
-use crate::consul::{Consul, ConsulConfig};
+use crate::consul::Consul;
 use crate::messages::ProcessEvent;
 use crate::motr::{ProcessEventKind, ProcessType};
 use crate::view::{ClusterView, Identity, SharedView};
@@ -32,7 +32,7 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 async fn serve(cli: Cli) -> i32 {
-    let consul_cfg = ConsulConfig { addr: cli.consul.clone(), token: cli.token.clone() };
+    let consul_cfg = cli.consul_config();
     let consul = Consul::new(&consul_cfg);
     log::info!("hax {} using Consul at {}", env!("CARGO_PKG_VERSION"), consul.base_url());
     let view: SharedView = Arc::new(RwLock::new(ClusterView::default()));

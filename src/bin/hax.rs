@@ -30,7 +30,7 @@ fn main() {
         ),
         Some(Command::GetEntrypoint) => hax::cluster::cmd_get_entrypoint(&cli.consul, cli.token.as_deref()),
         Some(Command::Leader) => {
-            let cfg = hax::consul::ConsulConfig { addr: cli.consul.clone(), token: cli.token.clone() };
+            let cfg = cli.consul_config();
             match actix::System::new().block_on(async move { hax::check::leader(&cfg).await }) {
                 Ok(line) => {
                     println!("{line}");
@@ -44,7 +44,7 @@ fn main() {
         }
         Some(Command::Check { process }) => {
             let fid = hax::fid::Fid::parse_process_id(process).expect("validated");
-            let cfg = hax::consul::ConsulConfig { addr: cli.consul.clone(), token: cli.token.clone() };
+            let cfg = cli.consul_config();
             match actix::System::new().block_on(async move { hax::check::check(&cfg, fid).await }) {
                 Ok(line) => {
                     println!("{line}");

@@ -371,10 +371,7 @@ pub async fn bootstrap(
     token: Option<&str>,
     apply: bool,
 ) -> Result<BootstrapReport, BootstrapError> {
-    let consul = Consul::new(&ConsulConfig {
-        addr: consul_url.to_string(),
-        token: token.map(str::to_string),
-    });
+    let consul = Consul::new(&ConsulConfig::with_env_ca(consul_url, token));
     let current = read_current(&consul).await?;
     let diff = Diff::compute(plan, &current);
     let mut report = BootstrapReport {
@@ -450,10 +447,7 @@ async fn agents(
             continue;
         }
         let Some(n) = plan.node(node) else { continue };
-        let c = Consul::new(&ConsulConfig {
-            addr: n.agent_url(),
-            token: token.map(str::to_string),
-        });
+        let c = Consul::new(&ConsulConfig::with_env_ca(&n.agent_url(), token));
         let found = agent_node(&c).await.map_err(|e| match e {
             ConsulError::Unreachable { addr, reason } => ConsulError::Unreachable {
                 addr,

@@ -58,10 +58,7 @@ pub async fn get_entrypoint(
     consul_url: &str,
     token: Option<&str>,
 ) -> Result<String, EntrypointError> {
-    let consul = Consul::new(&ConsulConfig {
-        addr: consul_url.to_string(),
-        token: token.map(str::to_string),
-    });
+    let consul = Consul::new(&ConsulConfig::with_env_ca(consul_url, token));
     let (entries, _) = consul
         .get_json::<Vec<CatalogEntry>>("/v1/catalog/service/confd", None, Duration::ZERO)
         .await?;

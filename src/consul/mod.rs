@@ -29,14 +29,47 @@ impl ConsulError {
 }
 
 /// Where Consul is and how to authenticate.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ConsulConfig {
-    /// `host:port` or a URL (`http://127.0.0.1:8500`).
+    /// `host:port` or a URL (`http://127.0.0.1:8500`, `https://127.0.0.1:8501`).
     pub addr: String,
     pub token: Option<String>,
+    /// PEM file of the CA that signed Consul's HTTPS certificate.
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// Builds the TLS client configuration trusting only the CA in `ca_file`.
+pub fn tls_config(ca_file: &std::path::Path) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = CertificateDer::pem_file_iter(ca_file).map_err(|e| format!("CA file {}: {e}", ca_file.display()))?;
+    for cert in certs {
+        let cert = cert.map_err(|e| format!("CA file {}: {e}", ca_file.display()))?;
+        roots.add(cert).map_err(|e| format!("CA file {}: {e}", ca_file.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("CA file {} holds no certificate", ca_file.display()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 impl ConsulConfig {
+    /// An address and token, with the CA file from `CONSUL_CACERT` when set (as Consul's own
+    /// CLI does).
+    pub fn with_env_ca(addr: &str, token: Option<&str>) -> ConsulConfig {
+        ConsulConfig {
+            addr: addr.to_string(),
+            token: token.map(str::to_string),
+            ca_file: std::env::var_os("CONSUL_CACERT").filter(|v| !v.is_empty()).map(Into::into),
+        }
+    }
+
     pub fn base_url(&self) -> String {
         if self.addr.starts_with("http://") || self.addr.starts_with("https://") {
             self.addr.trim_end_matches('/').to_string()
@@ -58,8 +91,16 @@ pub struct Consul {
 pub const MAX_CONNECTIONS: usize = 32;
 
 impl Consul {
+    /// A client for `cfg`. An unreadable CA file is reported here (checked at start-up with
+    /// `tls_config`, so this only logs).
     pub fn new(cfg: &ConsulConfig) -> Consul {
-        let connector = awc::Connector::new().limit(MAX_CONNECTIONS).timeout(Duration::from_secs(5));
+        let mut connector = awc::Connector::new().limit(MAX_CONNECTIONS).timeout(Duration::from_secs(5));
+        if let Some(ca) = &cfg.ca_file {
+            match tls_config(ca) {
+                Ok(tls) => connector = connector.rustls_0_23(std::sync::Arc::new(tls)),
+                Err(e) => log::error!("Consul client: {e}"),
+            }
+        }
         let http = awc::Client::builder().connector(connector).timeout(Duration::from_secs(15)).finish();
         Consul { base: cfg.base_url(), token: cfg.token.clone(), http }
     }
