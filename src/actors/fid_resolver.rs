@@ -151,22 +151,11 @@ where
 }
 
 async fn node_name(consul: &Consul, view: &SharedView) -> String {
-    #[derive(Deserialize)]
-    struct SelfCfg {
-        #[serde(rename = "Config")]
-        config: NodeCfg,
-    }
-    #[derive(Deserialize)]
-    struct NodeCfg {
-        #[serde(rename = "NodeName")]
-        node_name: String,
-    }
     let mut backoff = Backoff::default();
     let mut logged = false;
     loop {
-        match consul.get_json::<SelfCfg>("/v1/agent/self", None, Duration::ZERO).await {
-            Ok((Some(s), _)) => return s.config.node_name,
-            Ok((None, _)) => {}
+        match consul.agent_node_name().await {
+            Ok(n) => return n,
             Err(e) => failed(view, "the local Consul agent's node name", &e, &mut logged),
         }
         actix_rt::time::sleep(backoff.next_delay()).await;

@@ -401,26 +401,7 @@ pub async fn bootstrap(
 
 /// The node name of the agent `consul` talks to.
 async fn agent_node(consul: &Consul) -> Result<String, ConsulError> {
-    #[derive(Deserialize)]
-    struct SelfCfg {
-        #[serde(rename = "Config")]
-        config: NodeCfg,
-    }
-    #[derive(Deserialize)]
-    struct NodeCfg {
-        #[serde(rename = "NodeName")]
-        node_name: String,
-    }
-    match consul
-        .get_json::<SelfCfg>("/v1/agent/self", None, Duration::ZERO)
-        .await?
-    {
-        (Some(s), _) => Ok(s.config.node_name),
-        (None, _) => Err(ConsulError::Decode {
-            what: "GET /v1/agent/self".into(),
-            reason: "404".into(),
-        }),
-    }
+    consul.agent_node_name().await
 }
 
 /// The agents the services of `nodes` are (de)registered through: the agent at the bootstrap's

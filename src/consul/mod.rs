@@ -182,6 +182,26 @@ impl Consul {
     }
 }
 
+impl Consul {
+    /// The node name of the agent this client talks to (`/v1/agent/self`).
+    pub async fn agent_node_name(&self) -> Result<String, ConsulError> {
+        #[derive(serde::Deserialize)]
+        struct SelfCfg {
+            #[serde(rename = "Config")]
+            config: NodeCfg,
+        }
+        #[derive(serde::Deserialize)]
+        struct NodeCfg {
+            #[serde(rename = "NodeName")]
+            node_name: String,
+        }
+        match self.get_json::<SelfCfg>("/v1/agent/self", None, Duration::ZERO).await? {
+            (Some(s), _) => Ok(s.config.node_name),
+            (None, _) => Err(ConsulError::Status { status: 404, what: "GET /v1/agent/self".into(), body: String::new() }),
+        }
+    }
+}
+
 /// Percent-encodes a query value (filters contain spaces, quotes and `==`).
 pub fn encode_query(v: &str) -> String {
     let mut s = String::with_capacity(v.len() * 3);
