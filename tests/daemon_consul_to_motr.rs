@@ -29,7 +29,7 @@ fn boot_all(n: &SingleNode) -> (SimProcess, SimProcess, SimProcess) {
 
 /// The last broadcast state a process heard about `fid` (GET answers excluded).
 fn last_heard(p: &SimProcess, fid: Fid) -> Option<u32> {
-    p.received_notes().iter().filter(|n| n.fid == fid && n.id_of_get == 0).map(|n| n.state).last()
+    p.received_notes().iter().rev().find(|n| n.fid == fid && n.id_of_get == 0).map(|n| n.state)
 }
 
 fn wait_heard(p: &SimProcess, fid: Fid, state: u32) -> bool {

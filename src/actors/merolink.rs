@@ -72,6 +72,10 @@ pub enum MeroCmd {
     Stop { final_notes: Vec<Note>, wait: Duration },
 }
 
+/// What `MeroLink::spawn` hands back: the handle, the entrypoint requests for the responder,
+/// and a receiver told when `start` returned.
+pub type Spawned = (MeroLink, Receiver<EntrypointReq>, Receiver<Result<(), ffi::MotrError>>);
+
 /// A handle to the running MeroLink thread.
 pub struct MeroLink {
     cmds: Sender<MeroCmd>,
@@ -83,10 +87,7 @@ impl MeroLink {
     /// in the background until the own entrypoint is answered — together with the channel
     /// entrypoint requests arrive on (for the responder) and a receiver told when `start`
     /// returned.
-    pub fn spawn(
-        cfg: MeroLinkConfig,
-        out: MeroOutputs,
-    ) -> Result<(MeroLink, Receiver<EntrypointReq>, Receiver<Result<(), ffi::MotrError>>), ffi::MotrError> {
+    pub fn spawn(cfg: MeroLinkConfig, out: MeroOutputs) -> Result<Spawned, ffi::MotrError> {
         let (ep_tx, ep_rx) = unbounded();
         let (ev_tx, ev_rx) = unbounded();
         let (cmd_tx, cmd_rx) = unbounded();

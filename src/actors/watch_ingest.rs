@@ -52,19 +52,6 @@ fn error(status: actix_web::http::StatusCode, msg: String) -> HttpResponse {
     HttpResponse::build(status).json(json!({"error": msg}))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn secrets_compare_equal_only_when_identical() {
-        assert!(constant_time_eq(b"s3cret", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
-        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
-    }
-}
 
 async fn ingest(req: HttpRequest, mut body: web::Payload, st: web::Data<IngestState>) -> HttpResponse {
     use actix_web::http::StatusCode;
@@ -111,5 +98,19 @@ async fn ingest(req: HttpRequest, mut body: web::Payload, st: web::Data<IngestSt
             log::warn!("WatchIngest: {} refused: {e}", req.path());
             error(StatusCode::BAD_REQUEST, e.to_string())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn secrets_compare_equal_only_when_identical() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
     }
 }
