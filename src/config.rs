@@ -60,6 +60,13 @@ pub struct Cli {
     /// TTL of the leader session, in seconds (at least 10).
     #[arg(long, env = "HAX_LEADER_TTL_S", default_value_t = 10)]
     pub leader_ttl_s: u64,
+    /// Longest wait of the RC loop between two looks at the leader key, eq/ and timeout/,
+    /// in seconds (a due timeout fires at most this late).
+    #[arg(long, env = "HAX_RC_POLL_S", default_value_t = 1)]
+    pub rc_poll_s: u64,
+    /// Most eq/ entries the RC leader handles in one Consul transaction (1 to 20).
+    #[arg(long, env = "HAX_RC_BATCH", default_value_t = 16)]
+    pub rc_batch: usize,
     /// Bound on the shutdown sequence, in milliseconds.
     #[arg(long, env = "HAX_SHUTDOWN_MS", default_value_t = 5000)]
     pub shutdown_ms: u64,
@@ -84,6 +91,16 @@ pub enum Command {
     GetEntrypoint,
     /// Print the current RC leader (node and session).
     Leader,
+    /// Publish one entry to the event queue (eq) or the broadcast queue (bq); prints its key.
+    Q {
+        /// eq or bq.
+        #[arg(value_enum)]
+        queue: crate::rc::Queue,
+        /// The entry's message_type (e.g. PROCESS-STATE-UPDATE, STOB_IOQ_ERROR).
+        message_type: String,
+        /// The entry's payload, as JSON.
+        payload: String,
+    },
     /// Exit 0 when KV says the process started and its pid is alive here (a Consul check).
     Check {
         /// The process fid.
@@ -135,6 +152,18 @@ impl Cli {
         }
         if self.watch_secret.is_some() && self.watch_secret_file.is_some() {
             return Err("give --watch-secret or --watch-secret-file, not both".into());
+        }
+        if self.rc_poll_s == 0 || self.rc_poll_s > 600 {
+            return Err("--rc-poll-s must be between 1 and 600".into());
+        }
+        if self.rc_batch == 0 || self.rc_batch > 20 {
+            return Err("--rc-batch must be between 1 and 20 (64 operations per transaction)".into());
+        }
+        if let Some(Command::Q { message_type, payload, .. }) = &self.command {
+            if message_type.trim().is_empty() {
+                return Err("hax q: the message type must not be empty".into());
+            }
+            serde_json::from_str::<serde_json::Value>(payload).map_err(|e| format!("hax q: the payload is not JSON: {e}"))?;
         }
         if let Some(Command::Check { process }) = &self.command {
             crate::fid::Fid::parse_process_id(process).map_err(|e| e.to_string())?;

@@ -11,6 +11,7 @@ use crate::config::Cli;
 use crate::consul::Consul;
 use crate::messages::ProcessEvent;
 use crate::motr::{ProcessEventKind, ProcessType};
+use crate::rc::{self, QueueHandle, RcConfig, RcSetup};
 use crate::view::{ClusterView, Identity, SharedView};
 use actix::prelude::*;
 use std::sync::{Arc, RwLock};
@@ -58,8 +59,11 @@ async fn serve(cli: Cli) -> i32 {
     }
 
     let writer = ConsulWriter::start(consul.clone(), cli.write_capacity);
-    let model = Arc::new(SharedModel { model: RwLock::new(Default::default()), view: view.clone() });
-    let status = ProcessStatus::new(model.clone(), writer.clone(), consul.clone(), cli.reconcile, cli.recheck_failures).start();
+    let model = Arc::new(SharedModel::new(view.clone()));
+    let queue = QueueHandle::start(consul.clone());
+    let status = ProcessStatus::new(model.clone(), writer.clone(), consul.clone(), cli.reconcile, cli.recheck_failures)
+        .with_queue(queue.clone())
+        .start();
 
     let secret = match cli.secret() {
         Ok(s) => s,
@@ -118,6 +122,19 @@ async fn serve(cli: Cli) -> i32 {
         }
     };
     status.do_send(AttachMero(mero.sender()));
+    // The RC: the bq/ consumer on every hax, the eq/ rules while this hax holds `leader`.
+    let rc = rc::spawn(RcSetup {
+        consul: consul.clone(),
+        view: view.clone(),
+        session: cli.campaign.then(|| leader_slot.clone()),
+        status: status.clone().recipient(),
+        cfg: RcConfig {
+            node: identity.node.clone(),
+            poll: Duration::from_secs(cli.rc_poll_s),
+            batch: cli.rc_batch,
+            gc_every: Duration::from_secs(5),
+        },
+    });
     let responder = Responder {
         view: view.clone(),
         requests,
@@ -155,6 +172,7 @@ async fn serve(cli: Cli) -> i32 {
     log::info!("hax: shutting down");
     let bound = Duration::from_millis(cli.shutdown_ms);
     view.write().unwrap_or_else(|e| e.into_inner()).stopping = true;
+    rc.signal_stop();
     status.do_send(ProcessEvent {
         process: identity.process,
         event: ProcessEventKind::Stopped,
@@ -175,11 +193,17 @@ async fn serve(cli: Cli) -> i32 {
     } else {
         log::warn!("hax: Motr HA interface still stopping after {:?}; exiting without waiting", bound / 2);
     }
-    match writer.addr.send(Flush { deadline: bound / 2 }).await {
+    let (flushed, unpublished) = tokio::join!(writer.addr.send(Flush { deadline: bound / 2 }), queue.flush(bound / 2));
+    match flushed {
         Ok(0) => log::info!("hax: all KV writes flushed"),
         Ok(n) => log::error!("hax: {n} KV write(s) could not be written before exit"),
         Err(_) => log::error!("hax: KV writer gone before flush"),
     }
+    match unpublished {
+        0 => log::info!("hax: all queue entries published"),
+        n => log::error!("hax: {n} queue entries could not be published before exit"),
+    }
+    rc.stop(Duration::from_millis(300)).await;
     if cli.campaign {
         let _ = tokio::time::timeout(Duration::from_secs(1), resign(&consul, &leader_slot)).await;
     }

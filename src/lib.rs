@@ -5,6 +5,7 @@
 #![deny(unsafe_code)]
 
 pub mod actors;
+pub mod bench;
 pub mod check;
 pub mod cluster;
 pub mod config;
@@ -15,5 +16,6 @@ pub mod fid;
 pub mod hamodel;
 pub mod messages;
 pub mod motr;
+pub mod rc;
 pub mod sim;
 pub mod view;

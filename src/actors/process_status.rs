@@ -5,7 +5,9 @@
 //! broadcast through MeroLink (a process note followed by its services' notes). Health from a
 //! watch delivery that reports a new failure is re-checked against current Consul health
 //! before it is acted on; a reconciliation loop (a blocking query over all checks, at most
-//! one per second) repairs deliveries Consul lost. STOB I/O errors are queued under `eq/`.
+//! one per second) repairs deliveries Consul lost. Every process event and every STOB I/O
+//! error is also published to the RC's event queue `eq/`; states other hax reported come back
+//! through `bq/` as `RemoteStates` and are broadcast like local ones.
 use super::consul_writer::WriterHandle;
 use super::merolink::{MeroCmd, StateView};
 use crate::consul::health::{from_checks, parse_payload, Check};
@@ -13,11 +15,14 @@ use crate::consul::Consul;
 use crate::fid::Fid;
 use crate::hamodel::HaModel;
 use crate::messages::{HaStateUpdate, HealthSource, ProcessEvent, StobIoEvent};
-use crate::motr::Note;
+use crate::motr::{HaState, Note};
+use crate::rc::envelope::{self, Envelope};
+use crate::rc::rules::ProcessUpdate;
+use crate::rc::{Queue, QueueHandle, RemoteStates};
 use crate::view::SharedView;
 use actix::prelude::*;
 use crossbeam_channel::Sender;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -25,12 +30,28 @@ use std::time::Duration;
 pub struct SharedModel {
     pub model: RwLock<HaModel>,
     pub view: SharedView,
+    /// States the RC decided for objects other than processes and services (an sdev
+    /// FAILED), as last broadcast; NVEC GET answers them.
+    pub objects: RwLock<HashMap<Fid, HaState>>,
+}
+
+impl SharedModel {
+    pub fn new(view: SharedView) -> SharedModel {
+        SharedModel { model: RwLock::new(Default::default()), view, objects: RwLock::new(HashMap::new()) }
+    }
 }
 
 impl StateView for SharedModel {
     fn answer(&self, fids: &[Fid]) -> Vec<Note> {
         let cfg = self.view.read().unwrap_or_else(|e| e.into_inner()).config.clone();
-        self.model.read().unwrap_or_else(|e| e.into_inner()).answer(fids, &cfg)
+        let mut notes = self.model.read().unwrap_or_else(|e| e.into_inner()).answer(fids, &cfg);
+        let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
+        for n in notes.iter_mut() {
+            if let Some(s) = objects.get(&n.fid) {
+                n.state = *s;
+            }
+        }
+        notes
     }
 }
 
@@ -47,7 +68,7 @@ pub struct ProcessStatus {
     dirty: BTreeSet<Fid>,
     flush_scheduled: bool,
     coalesce: Duration,
-    eq_counter: u64,
+    queue: Option<QueueHandle>,
     reconcile: bool,
     recheck: bool,
 }
@@ -63,10 +84,28 @@ impl ProcessStatus {
             dirty: BTreeSet::new(),
             flush_scheduled: false,
             coalesce: Duration::from_millis(5),
-            eq_counter: 0,
+            queue: None,
             reconcile,
             recheck,
         }
+    }
+
+    /// Publishes process events and STOB I/O errors to the RC's event queue through `queue`.
+    pub fn with_queue(mut self, queue: QueueHandle) -> Self {
+        self.queue = Some(queue);
+        self
+    }
+
+    fn publish(&self, entry: Envelope) {
+        match &self.queue {
+            Some(q) => q.publish(Queue::Eq, entry),
+            None => log::warn!("ProcessStatus: no event queue attached; {} not published", entry.message_type),
+        }
+    }
+
+    fn own_node(&self) -> String {
+        let v = self.shared.view.read().unwrap_or_else(|e| e.into_inner());
+        v.identity.as_ref().map(|i| i.node.clone()).unwrap_or_default()
     }
 
     fn touch(&mut self, fid: Fid, ctx: &mut Context<Self>) {
@@ -144,6 +183,8 @@ impl Handler<ProcessEvent> for ProcessStatus {
         self.mark_special_processes();
         self.shared.model.write().unwrap_or_else(|e| e.into_inner()).on_event(&ev);
         self.touch(ev.process, ctx);
+        let payload = ProcessUpdate::payload(ev.process, ev.event, ev.process_type, &self.own_node());
+        self.publish(Envelope::new(envelope::PROCESS_STATE_UPDATE, payload));
         // Waiting here (when the writer is full) slows this mailbox: events stay in order.
         let w = self.writer.clone();
         let key = format!("processes/{}", ev.process);
@@ -193,17 +234,56 @@ impl Handler<HaStateUpdate> for ProcessStatus {
 
 impl Handler<StobIoEvent> for ProcessStatus {
     type Result = ();
-    fn handle(&mut self, ev: StobIoEvent, ctx: &mut Context<Self>) {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        self.eq_counter += 1;
-        let key = format!("eq/{:020}{:06}", now.as_nanos() / 1000, self.eq_counter % 1_000_000);
-        let value = serde_json::json!({
-            "message_type": "STOB_IOQ_ERROR",
-            "payload": { "process": ev.from_process, "error": ev.error },
-            "timestamp": now.as_secs_f64(),
-        });
-        let w = self.writer.clone();
-        ctx.wait(async move { w.write(key, Some(value.to_string().into_bytes())).await }.into_actor(self));
+    fn handle(&mut self, ev: StobIoEvent, _: &mut Context<Self>) {
+        // The STOB_IOQ fields (sdev, rc, opcode, ...) and the reporting process.
+        let mut payload = serde_json::to_value(&ev.error).unwrap_or_else(|_| serde_json::json!({}));
+        payload["process"] = serde_json::json!(ev.from_process);
+        payload["node"] = serde_json::json!(self.own_node());
+        log::info!("ProcessStatus: drive I/O error rc {} on sdev {}: to the RC", ev.error.rc, ev.error.sdev);
+        self.publish(Envelope::new(envelope::STOB_IOQ_ERROR, payload));
+    }
+}
+
+impl Handler<RemoteStates> for ProcessStatus {
+    type Result = ();
+    fn handle(&mut self, u: RemoteStates, ctx: &mut Context<Self>) {
+        if !u.processes.is_empty() {
+            self.mark_special_processes();
+            // Another node's hax is "hax itself" there: ONLINE once STARTED, here too.
+            let v = self.shared.view.read().unwrap_or_else(|e| e.into_inner());
+            let mut m = self.shared.model.write().unwrap_or_else(|e| e.into_inner());
+            for (p, _, _) in u.processes.iter().filter(|(p, _, _)| v.config.service_of_type(*p, "ha").is_some()) {
+                m.mark_special(*p);
+            }
+        }
+        for (process, event, process_type) in &u.processes {
+            let ev = ProcessEvent { process: *process, event: *event, process_type: *process_type, pid: 0, link: None };
+            self.shared.model.write().unwrap_or_else(|e| e.into_inner()).on_event(&ev);
+            self.touch(*process, ctx);
+        }
+        let changed: Vec<Note> = {
+            let mut objects = self.shared.objects.write().unwrap_or_else(|e| e.into_inner());
+            u.notes.iter().filter(|n| objects.insert(n.fid, n.state) != Some(n.state)).copied().collect()
+        };
+        if changed.is_empty() {
+            return;
+        }
+        for n in &changed {
+            log::info!("ProcessStatus: {} -> {} (from {})", n.fid, n.state, u.source);
+        }
+        match &self.mero {
+            Some(m) => {
+                let count = changed.len();
+                let source = u.source.clone();
+                let done = Box::new(move |r: super::links::SendReport| {
+                    if !r.all_delivered() {
+                        log::warn!("ProcessStatus: broadcast of {count} note(s) from {source}: {r:?}");
+                    }
+                });
+                let _ = m.send(MeroCmd::Broadcast { notes: changed, skip_process: None, done: Some(done) });
+            }
+            None => log::debug!("ProcessStatus: {} note(s) from {} not broadcast: MeroLink not attached yet", changed.len(), u.source),
+        }
     }
 }
 

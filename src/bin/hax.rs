@@ -42,6 +42,10 @@ fn main() {
                 }
             }
         }
+        Some(Command::Q { queue, message_type, payload }) => {
+            let cfg = cli.consul_config();
+            hax::rc::cmd_q(&cfg, *queue, message_type, payload)
+        }
         Some(Command::Check { process }) => {
             let fid = hax::fid::Fid::parse_process_id(process).expect("validated");
             let cfg = cli.consul_config();
