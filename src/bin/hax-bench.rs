@@ -1,0 +1,227 @@
+//! `hax-bench`: runs hax's load scenarios against a real Consul dev agent and the real `hax`
+//! binary with simulated Motr processes, and writes BENCHMARKS.md, the plot data and the raw
+//! results. `scripts/bench` builds and runs it; see `hax-bench --help`. The work is done in
+//! `hax::bench`.
+use clap::Parser;
+use hax::bench::{self, report, Config};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "hax-bench",
+    version,
+    about = "Load scenarios and benchmarks of hax (real Consul, real hax, simulated Motr processes)"
+)]
+struct Args {
+    /// CI mode: small sizes, one run, checks that every figure was produced.
+    #[arg(long)]
+    short: bool,
+    /// The consul binary (default: what scripts/install-consul prints).
+    #[arg(long, env = "HAX_CONSUL_BIN")]
+    consul_bin: Option<PathBuf>,
+    /// The hax binary (default: `hax` next to this program).
+    #[arg(long)]
+    hax_bin: Option<PathBuf>,
+    /// Scratch directory (default: a new one under $TMPDIR).
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Keep the scratch directory (Consul and hax logs).
+    #[arg(long)]
+    keep: bool,
+    /// Runs of each scenario (memory runs once).
+    #[arg(long)]
+    runs: Option<usize>,
+    /// Cluster sizes of the boot storm and failure propagation, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    sizes: Option<Vec<usize>>,
+    /// Repetitions of each failure-propagation case.
+    #[arg(long)]
+    fail_reps: Option<usize>,
+    /// Seconds of link churn in the memory scenario.
+    #[arg(long)]
+    churn_secs: Option<f64>,
+    /// Profile hax with `perf record` during the biggest boot storm, failure propagation and
+    /// payload of the first run (top symbols go into the report).
+    #[arg(long)]
+    perf: bool,
+    /// Write the report (Markdown) here.
+    #[arg(long)]
+    markdown: Option<PathBuf>,
+    /// Write the latency-against-size table (gnuplot data) here.
+    #[arg(long)]
+    plot_data: Option<PathBuf>,
+    /// Write every result (JSON) here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Do not run anything: write the report and plot data again from a results file written
+    /// by `--json` (to change the report's wording without measuring again).
+    #[arg(long)]
+    from_json: Option<PathBuf>,
+    /// The command line to name in the report.
+    #[arg(long, default_value = "scripts/bench")]
+    command: String,
+}
+
+fn consul_from_script() -> Result<PathBuf, String> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/install-consul");
+    let out = std::process::Command::new(&script)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    let path = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if !out.status.success() || path.is_empty() {
+        return Err(format!(
+            "{} failed: {}",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(PathBuf::from(path))
+}
+
+fn consul_version(bin: &std::path::Path) -> String {
+    std::process::Command::new(bin)
+        .arg("version")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .map(|l| l.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The report and plot data again from `--json` output.
+fn from_json(a: &Args, path: &std::path::Path) -> ExitCode {
+    #[derive(serde::Deserialize)]
+    struct Saved {
+        config: Config,
+        results: bench::Results,
+    }
+    let saved: Saved = match std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hax-bench: {}: {e}", path.display());
+            return ExitCode::from(66);
+        }
+    };
+    let version = consul_version(&saved.config.consul_bin);
+    if let Some(p) = &a.markdown {
+        let _ = std::fs::write(
+            p,
+            report::markdown(&saved.config, &saved.results, &version, &a.command),
+        );
+    }
+    if let Some(p) = &a.plot_data {
+        let _ = std::fs::write(p, report::plot_data(&saved.config, &saved.results));
+    }
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let a = Args::parse();
+    if let Some(p) = &a.from_json {
+        return from_json(&a, p);
+    }
+    let consul_bin = match a
+        .consul_bin
+        .clone()
+        .map(Ok)
+        .unwrap_or_else(consul_from_script)
+    {
+        Ok(p) if p.is_file() => p,
+        Ok(p) => {
+            eprintln!("hax-bench: consul binary {} not found", p.display());
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("hax-bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let hax_bin = a.hax_bin.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d.join("hax")))
+            .unwrap_or_else(|| PathBuf::from("hax"))
+    });
+    if !hax_bin.is_file() {
+        eprintln!(
+            "hax-bench: hax binary {} not found (cargo build --release --bins)",
+            hax_bin.display()
+        );
+        return ExitCode::from(2);
+    }
+    let work = a
+        .work
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("hax-bench.{}", std::process::id())));
+    let mut cfg = if a.short {
+        Config::short(consul_bin, hax_bin, work)
+    } else {
+        Config::full(consul_bin, hax_bin, work)
+    };
+    cfg.keep = a.keep;
+    cfg.perf = a.perf;
+    if let Some(r) = a.runs {
+        cfg.runs = r.max(1);
+    }
+    if let Some(s) = a.sizes.clone() {
+        cfg.sizes = s.into_iter().filter(|n| *n > 0).collect();
+    }
+    if let Some(r) = a.fail_reps {
+        cfg.fail_reps = r.max(1);
+    }
+    if let Some(s) = a.churn_secs {
+        cfg.churn_secs = s.clamp(1.0, 600.0);
+    }
+    let version = consul_version(&cfg.consul_bin);
+    bench::scenarios::say(format!(
+        "{} mode, {} run(s), sizes {:?}; {version}; hax {}",
+        if cfg.short { "short" } else { "full" },
+        cfg.runs,
+        cfg.sizes,
+        cfg.hax_bin.display()
+    ));
+    let res = bench::run_all(&cfg);
+    let write = |path: &Option<PathBuf>, text: String| {
+        if let Some(p) = path {
+            if let Some(d) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                let _ = std::fs::create_dir_all(d);
+            }
+            if let Err(e) = std::fs::write(p, text) {
+                eprintln!("hax-bench: cannot write {}: {e}", p.display());
+            }
+        }
+    };
+    write(
+        &a.markdown,
+        report::markdown(&cfg, &res, &version, &a.command),
+    );
+    write(&a.plot_data, report::plot_data(&cfg, &res));
+    write(
+        &a.json,
+        serde_json::to_string_pretty(&serde_json::json!({"config": cfg, "results": res}))
+            .unwrap_or_default(),
+    );
+    let missing = report::missing_figures(&cfg, &res);
+    for m in &missing {
+        eprintln!("hax-bench: MISSING: {m}");
+    }
+    bench::scenarios::say(format!("done in {:.0} s", res.seconds));
+    if missing.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
