@@ -3,7 +3,7 @@
 use crate::actors::consul_writer::{ConsulWriter, Flush};
 use crate::actors::entrypoint::{self, Responder};
 use crate::actors::fid_resolver::FidResolver;
-use crate::actors::merolink::{failed, EntrypointLog, MeroLink, MeroLinkConfig, MeroOutputs};
+use crate::actors::merolink::{failed, EntrypointLog, LinkedProcesses, MeroLink, MeroLinkConfig, MeroOutputs};
 use crate::actors::process_status::{AttachMero, ProcessStatus, SharedModel};
 use crate::actors::rc_leader::{campaign, resign, CampaignConfig, SessionSlot};
 use crate::actors::watch_ingest::{self, IngestState};
@@ -100,6 +100,7 @@ async fn serve(cli: Cli) -> i32 {
     actix::spawn(server);
 
     let requests = EntrypointLog::default();
+    let linked = LinkedProcesses::default();
     let mero_cfg = MeroLinkConfig {
         endpoint: identity.endpoint.clone(),
         process: identity.process,
@@ -113,6 +114,7 @@ async fn serve(cli: Cli) -> i32 {
         stob_errors: Some(status.clone().recipient()),
         view: model.clone(),
         requests: requests.clone(),
+        linked: linked.clone(),
     };
     let (mero, ep_rx, started) = match MeroLink::spawn(mero_cfg, outputs) {
         Ok(x) => x,
@@ -138,6 +140,7 @@ async fn serve(cli: Cli) -> i32 {
     let responder = Responder {
         view: view.clone(),
         requests,
+        linked,
         mero: mero.sender(),
         pause: Duration::from_millis(cli.entrypoint_pause_ms),
     };

@@ -5,7 +5,7 @@
 //! asks again at once otherwise); when it becomes ready before the pause ends, the answer is
 //! a real one. A first request from a process hax still holds a link to (a restart) waits
 //! until its FAILED state has been broadcast (bounded by MeroLink's delivery timeout).
-use super::merolink::{EntrypointLog, MeroCmd};
+use super::merolink::{EntrypointLog, LinkedProcesses, MeroCmd};
 use crate::ffi;
 use crate::fid::Fid;
 use crate::motr::{EntrypointReply, EntrypointReq, HaState, Note, EAGAIN};
@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 pub struct Responder {
     pub view: SharedView,
     pub requests: EntrypointLog,
+    /// Processes MeroLink holds links to: only those can be restarts.
+    pub linked: LinkedProcesses,
     pub mero: Sender<MeroCmd>,
     /// How long an EAGAIN answer waits.
     pub pause: Duration,
@@ -73,7 +75,7 @@ impl Responder {
             (v.entrypoint(), own, v.config.services_of(req.process))
         };
         match reply {
-            Ok(_) if req.first_request && !restart_handled && own != Some(req.process) => {
+            Ok(_) if req.first_request && !restart_handled && own != Some(req.process) && self.linked.contains(req.process) => {
                 // The process may have restarted: let MeroLink drop its old link first.
                 let notes = restart_notes(req.process, &services);
                 let tx = done_tx.clone();

@@ -51,12 +51,37 @@ impl EntrypointLog {
     }
 }
 
+/// Processes MeroLink holds at least one live link to, readable from other threads (the
+/// entrypoint responder asks it before sending a restart through MeroLink's queue).
+#[derive(Clone, Default)]
+pub struct LinkedProcesses(Arc<std::sync::RwLock<HashMap<Fid, usize>>>);
+
+impl LinkedProcesses {
+    pub fn contains(&self, p: Fid) -> bool {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).contains_key(&p)
+    }
+    fn add(&self, p: Fid) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()).entry(p).or_insert(0) += 1;
+    }
+    fn remove(&self, p: Fid) {
+        let mut m = self.0.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&p) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&p);
+            }
+        }
+    }
+}
+
 /// Where MeroLink sends what it hears.
 pub struct MeroOutputs {
     pub process_events: Option<Recipient<ProcessEvent>>,
     pub stob_errors: Option<Recipient<StobIoEvent>>,
     pub view: Arc<dyn StateView>,
     pub requests: EntrypointLog,
+    /// Kept up to date by MeroLink (may be a fresh default when nobody reads it).
+    pub linked: LinkedProcesses,
 }
 
 /// Commands to MeroLink.
@@ -170,6 +195,7 @@ impl Worker {
 
     fn run(mut self, events: Receiver<MotrEvent>, cmds: Receiver<MeroCmd>) {
         let tick = Duration::from_millis(200);
+        let mut last_expiry = Instant::now();
         loop {
             select! {
                 recv(events) -> ev => match ev {
@@ -190,9 +216,13 @@ impl Worker {
                 },
                 recv(after(tick)) -> _ => {},
             }
-            let expired = self.deliveries.expire(Instant::now());
-            if expired > 0 {
-                log::warn!("MeroLink: {expired} send(s) got no delivery report within {:?}", self.cfg.delivery_timeout);
+            // Scanning every pending send is O(links); do it once per tick, not per event.
+            if last_expiry.elapsed() >= tick {
+                last_expiry = Instant::now();
+                let expired = self.deliveries.expire(last_expiry);
+                if expired > 0 {
+                    log::warn!("MeroLink: {expired} send(s) got no delivery report within {:?}", self.cfg.delivery_timeout);
+                }
             }
         }
     }
@@ -271,6 +301,9 @@ impl Worker {
                     peer_ep,
                     if is_self { " (self link)" } else { "" }
                 );
+                if let Some(p) = process {
+                    self.out.linked.add(p);
+                }
                 self.links.connect(link, LinkInfo { process, peer_ep, state: LinkState::Active, is_self });
             }
             MotrEvent::LinkReused { req_id, link } => {
@@ -281,6 +314,9 @@ impl Worker {
                     }
                     if info.process.is_none() {
                         info.process = who.map(|(p, _)| p);
+                        if let Some(p) = info.process {
+                            self.out.linked.add(p);
+                        }
                     }
                 }
                 log::debug!("MeroLink: link {:#x} reused", link.0);
@@ -296,7 +332,9 @@ impl Worker {
                 log::info!("MeroLink: link {:#x} disconnecting", link.0);
             }
             MotrEvent::LinkDisconnected { link } => {
-                self.links.remove(link);
+                if let Some(p) = self.links.remove(link).and_then(|i| i.process) {
+                    self.out.linked.remove(p);
+                }
                 log::info!("MeroLink: link {:#x} disconnected ({} links left)", link.0, self.links.len());
             }
         }

@@ -62,25 +62,30 @@ pub struct Parsed {
 #[error("malformed health payload: {0}")]
 pub struct PayloadError(pub String);
 
-/// Parses a `service` watch body (or a `/v1/health/service` answer) or a `checks` watch body.
+/// A keyprefix watch entry (KV): only its key matters here.
+#[derive(Deserialize)]
+struct KeyOnly {
+    #[serde(rename = "Key")]
+    key: String,
+}
+
+/// Parses a `service` watch body (or a `/v1/health/service` answer), a `checks` watch body,
+/// or a keyprefix body (recognised and ignored). The common shape is decoded straight into
+/// typed entries; the others are tried only when that fails.
 pub fn parse_payload(body: &[u8]) -> Result<Parsed, PayloadError> {
-    let v: serde_json::Value = serde_json::from_slice(body).map_err(|e| PayloadError(e.to_string()))?;
-    let items = match v {
-        serde_json::Value::Null => return Ok(Parsed { health: vec![], ignored: vec![] }),
-        serde_json::Value::Array(a) => a,
-        _ => return Err(PayloadError("expected a JSON array or null".into())),
+    let entries_err = match serde_json::from_slice::<Option<Vec<HealthEntry>>>(body) {
+        Ok(entries) => return Ok(from_entries(&entries.unwrap_or_default())),
+        Err(e) => e,
     };
-    if items.first().is_some_and(|i| i.get("Key").is_some() && i.get("Service").is_none()) {
-        // A keyprefix watch (KV entries): not health; listed as ignored.
-        let keys = items.iter().filter_map(|i| i.get("Key").and_then(|k| k.as_str()).map(String::from)).collect();
-        return Ok(Parsed { health: vec![], ignored: keys });
+    if let Ok(checks) = serde_json::from_slice::<Vec<Check>>(body) {
+        if !checks.is_empty() {
+            return Ok(from_checks(&checks));
+        }
     }
-    if items.first().is_some_and(|i| i.get("CheckID").is_some()) {
-        let checks: Vec<Check> = serde_json::from_value(serde_json::Value::Array(items)).map_err(|e| PayloadError(e.to_string()))?;
-        return Ok(from_checks(&checks));
+    if let Ok(keys) = serde_json::from_slice::<Vec<KeyOnly>>(body) {
+        return Ok(Parsed { health: vec![], ignored: keys.into_iter().map(|k| k.key).collect() });
     }
-    let entries: Vec<HealthEntry> = serde_json::from_value(serde_json::Value::Array(items)).map_err(|e| PayloadError(e.to_string()))?;
-    Ok(from_entries(&entries))
+    Err(PayloadError(entries_err.to_string()))
 }
 
 /// A service instance is healthy when every check of its entry is passing.

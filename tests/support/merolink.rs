@@ -9,7 +9,7 @@ use actix::{Actor, Context, Handler, Recipient};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use hax::actors::entrypoint::{self, Responder};
 use hax::actors::links::{LinkInfo, SendReport};
-use hax::actors::merolink::{
+use hax::actors::merolink::{LinkedProcesses, 
     EntrypointLog, MeroCmd, MeroLink, MeroLinkConfig, MeroOutputs, StateView,
 };
 use hax::fid::Fid;
@@ -270,17 +270,20 @@ impl Hax {
                 node_uuid: "00000000-0000-0000-0000-000000000001".into(),
                 delivery_timeout,
             };
+            let linked = LinkedProcesses::default();
             let out = MeroOutputs {
                 process_events: Some(ev_rcp.clone()),
                 stob_errors: Some(stob_rcp.clone()),
                 view: Arc::new(TestView),
                 requests: requests.clone(),
+                linked: linked.clone(),
             };
             let (mero, ep_rx, started) = MeroLink::spawn(cfg, out).expect("MeroLink init");
             let responder = entrypoint::spawn(
                 Responder {
                     view: view.clone(),
                     requests,
+                    linked,
                     mero: mero.sender(),
                     pause: Duration::from_millis(100),
                 },
