@@ -113,11 +113,13 @@ fn failed(view: &SharedView, what: &str, e: &ConsulError, logged: &mut bool) {
     }
 }
 
-/// Runs a blocking-query loop on `path`, calling `apply` with each new answer.
+/// Runs a blocking-query loop on `path`, calling `apply` with each new answer. When `apply`
+/// returns false (the answer is not usable yet, e.g. an empty list right after a server came
+/// back), the next read is a plain one a second later instead of a long blocking wait.
 async fn watch<T, F>(consul: Consul, view: SharedView, what: &'static str, path: String, wait: Duration, mut apply: F)
 where
     T: serde::de::DeserializeOwned,
-    F: FnMut(Option<T>, &SharedView),
+    F: FnMut(Option<T>, &SharedView) -> bool,
 {
     let mut index = 0u64;
     let mut backoff = Backoff::default();
@@ -132,7 +134,11 @@ where
                 }
                 backoff.reset();
                 set(&view, |v| v.consul_up = true);
-                apply(value, &view);
+                if !apply(value, &view) {
+                    index = 0;
+                    actix_rt::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
                 // The index must never go backwards nor be 0 in a blocking query.
                 index = if idx < index { 0 } else { idx.max(1) };
             }
@@ -177,13 +183,13 @@ async fn watch_identity(consul: Consul, view: SharedView, node: Option<String>, 
                 log::warn!("FidResolver: no `hax` service registered on node {node} yet; waiting");
                 warned = true;
             }
-            return;
+            return false;
         };
         let process = match Fid::parse_process_id(&e.service_id) {
             Ok(p) => p,
             Err(err) => {
                 log::error!("FidResolver: hax's ServiceID is not a process fid: {err}");
-                return;
+                return true;
             }
         };
         set(view, |v| {
@@ -195,6 +201,7 @@ async fn watch_identity(consul: Consul, view: SharedView, node: Option<String>, 
                 v.identity = Some(id);
             }
         });
+        true
     })
     .await
 }
@@ -214,12 +221,16 @@ async fn watch_confds(consul: Consul, view: SharedView, wait: Duration) {
             })
             .collect();
         confds.sort_by_key(|c| c.fid);
+        let any = !confds.is_empty();
         set(view, |v| {
             if v.confds.as_ref() != Some(&confds) {
                 log::info!("FidResolver: {} confd(s) registered", confds.len());
                 v.confds = Some(confds);
             }
         });
+        // No confd at all is either a cluster still being registered or a server that just
+        // came back: look again soon rather than block on that answer.
+        any
     })
     .await
 }
@@ -298,6 +309,7 @@ async fn watch_config(consul: Consul, view: SharedView, wait: Duration) {
                 v.config = tree;
             }
         });
+        true
     })
     .await
 }

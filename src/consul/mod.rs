@@ -118,35 +118,42 @@ impl Consul {
     }
 
     /// GET returning the body and `X-Consul-Index`. With `index` it is a blocking query
-    /// waiting up to `wait` for a change.
+    /// waiting up to `wait` for a change. The whole exchange (send and body) has a deadline:
+    /// a connection to a paused or half-dead server must not hang a caller forever.
     pub async fn get_raw(&self, path: &str, index: Option<u64>, wait: Duration) -> Result<(Option<Vec<u8>>, u64), ConsulError> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let (url, timeout) = match index {
             Some(i) if i > 0 => (format!("{path}{sep}index={i}&wait={}s", wait.as_secs().max(1)), wait + wait / 16 + Duration::from_secs(5)),
             _ => (path.to_string(), Duration::from_secs(10)),
         };
-        let mut resp = self
-            .request(awc::http::Method::GET, &url, timeout)
-            .send()
+        let exchange = async {
+            let mut resp = self
+                .request(awc::http::Method::GET, &url, timeout)
+                .send()
+                .await
+                .map_err(|e| self.unreachable(e.to_string()))?;
+            let index = resp
+                .headers()
+                .get("X-Consul-Index")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let status = resp.status().as_u16();
+            let body = resp.body().limit(64 * 1024 * 1024).await.map_err(|e| self.unreachable(e.to_string()))?;
+            Ok::<_, ConsulError>((status, index, body))
+        };
+        let (status, index, body) = tokio::time::timeout(timeout + Duration::from_secs(2), exchange)
             .await
-            .map_err(|e| ConsulError::Unreachable { addr: self.base.clone(), reason: e.to_string() })?;
-        let index = resp
-            .headers()
-            .get("X-Consul-Index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let status = resp.status().as_u16();
-        let body = resp
-            .body()
-            .limit(64 * 1024 * 1024)
-            .await
-            .map_err(|e| ConsulError::Unreachable { addr: self.base.clone(), reason: e.to_string() })?;
+            .map_err(|_| self.unreachable(format!("no complete answer to GET {path} within {timeout:?}")))??;
         match status {
             200 => Ok((Some(body.to_vec()), index)),
             404 => Ok((None, index)),
             s => Err(ConsulError::Status { status: s, what: format!("GET {path}"), body: String::from_utf8_lossy(&body).chars().take(300).collect() }),
         }
+    }
+
+    fn unreachable(&self, reason: String) -> ConsulError {
+        ConsulError::Unreachable { addr: self.base.clone(), reason }
     }
 
     /// GET a JSON document (`None` for 404).
@@ -160,20 +167,23 @@ impl Consul {
         }
     }
 
-    /// PUT a JSON body, returning the response body.
+    /// PUT a JSON body, returning the response body (with the same overall deadline).
     pub async fn put(&self, path: &str, body: Vec<u8>) -> Result<Vec<u8>, ConsulError> {
-        let mut resp = self
-            .request(awc::http::Method::PUT, path, Duration::from_secs(15))
-            .insert_header(("Content-Type", "application/json"))
-            .send_body(body)
+        let timeout = Duration::from_secs(15);
+        let exchange = async {
+            let mut resp = self
+                .request(awc::http::Method::PUT, path, timeout)
+                .insert_header(("Content-Type", "application/json"))
+                .send_body(body)
+                .await
+                .map_err(|e| self.unreachable(e.to_string()))?;
+            let status = resp.status().as_u16();
+            let b = resp.body().limit(16 * 1024 * 1024).await.map_err(|e| self.unreachable(e.to_string()))?;
+            Ok::<_, ConsulError>((status, b))
+        };
+        let (status, b) = tokio::time::timeout(timeout + Duration::from_secs(2), exchange)
             .await
-            .map_err(|e| ConsulError::Unreachable { addr: self.base.clone(), reason: e.to_string() })?;
-        let status = resp.status().as_u16();
-        let b = resp
-            .body()
-            .limit(16 * 1024 * 1024)
-            .await
-            .map_err(|e| ConsulError::Unreachable { addr: self.base.clone(), reason: e.to_string() })?;
+            .map_err(|_| self.unreachable(format!("no complete answer to PUT {path} within {timeout:?}")))??;
         if status == 200 {
             Ok(b.to_vec())
         } else {

@@ -1,0 +1,300 @@
+//! Fault: hax SIGKILLed in the middle of a burst of process events, then restarted.
+//!
+//! The new hax rebuilds its state from Consul (identity, RC leader, configuration: the same
+//! entrypoint reply as before), the processes reconnect (a real m0d re-runs its entrypoint
+//! when its HA link breaks) and re-send what hax did not confirm, and KV ends complete.
+//! hax confirms (ACKs) a message when it receives it, before the KV write: events ACKed but
+//! not yet written when hax dies are lost (a known gap, see RELIABILITY.md): the processes do
+//! not re-send them, so their records stay stale until their next event. The test measures
+//! how many and prints the figure; it fails if a re-sent event or the next event after the
+//! restart does not reach KV, or if the state is not rebuilt.
+#[path = "faults_common.rs"]
+mod common;
+mod support;
+
+use common::*;
+use hax::fid::Fid;
+use hax::sim::ProcessEvent;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use support::single_node::*;
+use support::*;
+
+const PROCESSES: u64 = 50;
+const ROUNDS: u64 = 40;
+
+fn event(seq: u64) -> ProcessEvent {
+    if seq % 2 == 1 {
+        ProcessEvent::Starting
+    } else {
+        ProcessEvent::Started
+    }
+}
+
+fn fid(i: u64) -> Fid {
+    Fid::typed(b'r', 2, 0x3000 + i)
+}
+
+/// A burst paced at ~1000 events/s (hax keeps up), killed once half of it was sent.
+#[test]
+fn hax_killed_mid_paced_burst_and_restarted_rebuilds_from_consul_and_kv_ends_complete() {
+    killed_mid_burst(Some(Duration::from_millis(50)));
+}
+
+/// The whole burst written at once (hax behind), killed once it confirmed half of it: the
+/// case where events ACKed but not yet in KV are most likely.
+#[test]
+fn hax_killed_mid_flat_out_burst_and_restarted_rebuilds_from_consul_and_kv_ends_complete() {
+    killed_mid_burst(None);
+}
+
+fn killed_mid_burst(pace: Option<Duration>) {
+    let scenario = match pace {
+        Some(_) => "b1: hax SIGKILL mid-burst (paced, 1000 ev/s) + restart",
+        None => "b2: hax SIGKILL mid-burst (flat out) + restart",
+    };
+    let mut n = SingleNode::start_with(&["--leader-ttl-s", "10"]);
+    let consul = n.agent.http_url();
+    let c = n.client().clone();
+    let leader_holder = |c: &ConsulClient| {
+        c.kv_get_pair("leader")
+            .ok()
+            .flatten()
+            .filter(|p| p.session.as_deref().is_some_and(|s| !s.is_empty()))
+            .map(|p| p.value_str())
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || leader_holder(&c)).is_some(),
+        "no RC leader"
+    );
+    let probe = RawPeer::connect(&n.hax.endpoint(), Fid::typed(b'r', 3, 1));
+    let before = probe
+        .entrypoint_until_ok(Duration::from_secs(20))
+        .expect("entrypoint before the kill");
+    drop(probe);
+
+    let peers: Vec<RawPeer> = (0..PROCESSES)
+        .map(|i| {
+            let p = RawPeer::connect(&n.hax.endpoint(), fid(i));
+            p.entrypoint_until_ok(Duration::from_secs(20))
+                .expect("entrypoint");
+            p
+        })
+        .collect();
+    let sent: Vec<AtomicU64> = (0..PROCESSES).map(|_| AtomicU64::new(0)).collect();
+    let total = PROCESSES * ROUNDS;
+    let (killed_at, kill_time) = std::thread::scope(|s| {
+        s.spawn(|| {
+            // The burst: a round (one event per process) every `pace` (or flat out), until hax
+            // is gone.
+            'burst: for seq in 1..=ROUNDS {
+                for (p, count) in peers.iter().zip(&sent) {
+                    if p.send_event(event(seq), seq).is_err() {
+                        break 'burst;
+                    }
+                    count.store(seq, Ordering::SeqCst);
+                }
+                if let Some(p) = pace {
+                    std::thread::sleep(p);
+                }
+            }
+        });
+        // SIGKILL once half of the burst is out (paced) or confirmed (flat out); bounded wait.
+        let sent_so_far = || sent.iter().map(|c| c.load(Ordering::SeqCst)).sum::<u64>();
+        let acked_so_far = || {
+            peers
+                .iter()
+                .map(|p| p.with_state(|s| s.acked / 2))
+                .sum::<u64>()
+        };
+        let _ = wait_until(Duration::from_secs(30), || match pace {
+            Some(_) => (sent_so_far() >= total / 2).then_some(()),
+            None => (acked_so_far() >= total / 2).then_some(()),
+        });
+        let at = sent_so_far();
+        let t = n
+            .hax
+            .signal_and_wait("KILL", Duration::from_secs(5))
+            .expect("hax killed");
+        (at, t)
+    });
+    // What each process knows: the events HA confirmed before the connection broke.
+    assert!(
+        wait_until(Duration::from_secs(5), || peers
+            .iter()
+            .all(|p| p.with_state(|s| s.closed.is_some()))
+            .then_some(()))
+        .is_some(),
+        "the processes did not see hax die"
+    );
+    let acked: Vec<u64> = peers
+        .iter()
+        .map(|p| p.with_state(|s| s.acked / 2))
+        .collect();
+    let sent_before: Vec<u64> = sent.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    drop(peers);
+    let at_kill: Vec<u64> = (0..PROCESSES)
+        .map(|i| kv_seq(&consul, fid(i)).unwrap_or(0))
+        .collect();
+    let acked_total: u64 = acked.iter().sum();
+    let lost: u64 = acked
+        .iter()
+        .zip(&at_kill)
+        .map(|(a, k)| a.saturating_sub(*k))
+        .sum();
+    let behind = acked.iter().zip(&at_kill).filter(|(a, k)| k < a).count();
+    let unacked_in_kv: u64 = acked
+        .iter()
+        .zip(&at_kill)
+        .map(|(a, k)| k.saturating_sub(*a))
+        .sum();
+    eprintln!(
+        "killed after {killed_at} of {total} events were sent (kill took {kill_time:?}); sent before the connections broke: {}; \
+         ACKed: {acked_total}; in KV at the kill: {}; ACKed but not in KV: {lost} events of {behind} processes; in KV but not ACKed: {unacked_in_kv}",
+        sent_before.iter().sum::<u64>(),
+        at_kill.iter().sum::<u64>()
+    );
+
+    // Restart on the same ports; the state comes back from Consul alone.
+    let old_log = n.hax.log_text();
+    let t_restart = Instant::now();
+    n.hax = HaxProc::spawn(
+        &n.agent.http_addr(),
+        n.agent.node_name(),
+        n.hax.http_port,
+        n.ports.hax,
+        n.agent.dir(),
+        &["--leader-ttl-s", "10"],
+    );
+    let log = n.hax.log.clone();
+    let leader_wait = std::thread::spawn(move || {
+        wait_until(Duration::from_secs(45), || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("is the RC leader")
+                .then_some(t_restart.elapsed())
+        })
+    });
+    assert!(
+        n.hax.wait_log("hax: ready", Duration::from_secs(30)),
+        "restarted hax not ready"
+    );
+    let ready = t_restart.elapsed();
+    assert!(
+        n.hax
+            .log_text()
+            .contains(&format!("FidResolver: hax is {HAX}")),
+        "identity not rebuilt"
+    );
+    let probe = RawPeer::connect(&n.hax.endpoint(), Fid::typed(b'r', 3, 2));
+    let after = probe
+        .entrypoint_until_ok(Duration::from_secs(30))
+        .expect("entrypoint after the restart");
+    let first_ep = t_restart.elapsed();
+    drop(probe);
+    assert_eq!(
+        (
+            after.confds.clone(),
+            after.quorum,
+            after.rm_fid,
+            after.rm_ep.clone()
+        ),
+        (
+            before.confds.clone(),
+            before.quorum,
+            before.rm_fid,
+            before.rm_ep.clone()
+        )
+    );
+
+    // The processes reconnect and re-send what was not confirmed (at-least-once).
+    let mut resent = 0;
+    let mut duplicates = 0;
+    let peers: Vec<RawPeer> = (0..PROCESSES)
+        .map(|i| {
+            let p = RawPeer::connect(&n.hax.endpoint(), fid(i));
+            p.entrypoint_until_ok(Duration::from_secs(20))
+                .expect("entrypoint after the restart");
+            let from = acked[i as usize] + 1;
+            for seq in from..=ROUNDS {
+                p.send_event(event(seq), seq).expect("re-send");
+                resent += 1;
+                if seq <= at_kill[i as usize] {
+                    duplicates += 1;
+                }
+            }
+            p
+        })
+        .collect();
+    let links = t_restart.elapsed();
+    // Every re-sent event is confirmed and written; the processes whose events were all ACKed
+    // re-sent nothing, and those whose ACKed events were lost keep a stale record.
+    for (i, p) in peers.iter().enumerate() {
+        let resent_here = ROUNDS - acked[i];
+        if resent_here > 0 {
+            assert!(
+                p.wait(Duration::from_secs(10), |s| (s.acked >= 2 * resent_here)
+                    .then_some(()))
+                    .is_some(),
+                "re-sent events not confirmed"
+            );
+        }
+    }
+    let settled = wait_until(Duration::from_secs(30), || {
+        (0..PROCESSES as usize)
+            .all(|i| acked[i] == ROUNDS || kv_seq(&consul, fid(i as u64)) == Some(ROUNDS))
+            .then_some(())
+    });
+    assert!(
+        settled.is_some(),
+        "re-sent events did not reach KV:\n{}",
+        log_tail(&n.hax.log, 30)
+    );
+    let stale = (0..PROCESSES)
+        .filter(|i| kv_seq(&consul, fid(*i)) != Some(ROUNDS))
+        .count();
+    // The next event of every process repairs its record.
+    for p in &peers {
+        p.send_event(event(ROUNDS + 1), ROUNDS + 1)
+            .expect("next event");
+    }
+    let complete = wait_until(Duration::from_secs(60), || {
+        (0..PROCESSES)
+            .all(|i| kv_seq(&consul, fid(i)) == Some(ROUNDS + 1))
+            .then_some(())
+    });
+    let kv_done = t_restart.elapsed();
+    // The new hax takes the leader key once the dead one's session expires (TTL 10 s, which
+    // Consul may stretch to 2 x TTL).
+    let leader = leader_wait.join().expect("leader wait");
+    let holder = leader_holder(&c);
+    eprintln!(
+        "restart: ready {ready:?}, first entrypoint {first_ep:?}, {PROCESSES} links back {links:?}, KV complete {kv_done:?} \
+         ({resent} re-sent, {duplicates} already in KV; {stale} records stale until the next event), leader key re-acquired \
+         {leader:?} (holder {holder:?})"
+    );
+    if lost > 0 {
+        eprintln!("KNOWN GAP: {lost} events hax had ACKed were not in KV when it died ({behind} processes' records stale until their next event)");
+    }
+    figure(
+        scenario,
+        &format!(
+            "sent {} | ACKed {acked_total} | in KV at kill {} | ACKed-not-in-KV {lost} ({behind} procs) | re-sent {resent}, dup {duplicates}, stale {stale} | \
+             ready {ready:?}, entrypoint {first_ep:?}, KV complete {kv_done:?}, leader {leader:?}",
+            sent_before.iter().sum::<u64>(),
+            at_kill.iter().sum::<u64>()
+        ),
+    );
+    assert!(
+        complete.is_some(),
+        "the next events did not reach KV:\n{}",
+        log_tail(&n.hax.log, 30)
+    );
+    assert!(
+        leader.is_some(),
+        "the restarted hax never became the RC leader again:\n{}",
+        log_tail(&n.hax.log, 30)
+    );
+    assert_eq!(holder.as_deref(), Some(n.agent.node_name()));
+    assert!(old_log.contains("hax: ready"));
+}
