@@ -51,7 +51,9 @@ fn main() {
         .allowlist_var("HAX_.*")
         .derive_default(true)
         .generate()
-        .expect("bindgen could not read ffi/hax_shim.h (is libclang-dev installed? run scripts/setup)");
+        .expect(
+            "bindgen could not read ffi/hax_shim.h (is libclang-dev installed? run scripts/setup)",
+        );
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("shim_bindings.rs");
     bindings.write_to_file(out).expect("write bindings");
 }

@@ -13,14 +13,19 @@ use std::time::Duration;
 pub async fn check(consul_cfg: &ConsulConfig, process: Fid) -> Result<String, String> {
     let consul = Consul::new(consul_cfg);
     let key = format!("/v1/kv/processes/{process}");
-    let entry = match consul.get_json::<Vec<KvEntry>>(&key, None, Duration::ZERO).await {
+    let entry = match consul
+        .get_json::<Vec<KvEntry>>(&key, None, Duration::ZERO)
+        .await
+    {
         Ok((Some(v), _)) => v.into_iter().next(),
         Ok((None, _)) => None,
         Err(e) => return Err(format!("cannot read KV: {e}")),
     };
-    let Some(entry) = entry else { return Err(format!("no processes/{process} record in KV")) };
-    let v: serde_json::Value =
-        serde_json::from_str(&entry.value_string()).map_err(|e| format!("processes/{process} is not JSON: {e}"))?;
+    let Some(entry) = entry else {
+        return Err(format!("no processes/{process} record in KV"));
+    };
+    let v: serde_json::Value = serde_json::from_str(&entry.value_string())
+        .map_err(|e| format!("processes/{process} is not JSON: {e}"))?;
     let state = v.get("state").and_then(|s| s.as_str()).unwrap_or("");
     let pid = v.get("pid").and_then(|p| p.as_u64()).unwrap_or(0);
     match ProcessEventKind::from_motr_name(state) {
@@ -37,16 +42,24 @@ pub async fn check(consul_cfg: &ConsulConfig, process: Fid) -> Result<String, St
 /// `consul kv get -detailed leader` shows them.
 pub async fn leader(consul_cfg: &ConsulConfig) -> Result<String, String> {
     let consul = Consul::new(consul_cfg);
-    let entry = match consul.get_json::<Vec<KvEntry>>("/v1/kv/leader", None, Duration::ZERO).await {
+    let entry = match consul
+        .get_json::<Vec<KvEntry>>("/v1/kv/leader", None, Duration::ZERO)
+        .await
+    {
         Ok((Some(v), _)) => v.into_iter().next(),
         Ok((None, _)) => None,
         Err(e) => return Err(format!("cannot read the leader key: {e}")),
     };
     match entry {
-        Some(e) if e.session.as_deref().is_some_and(|s| !s.is_empty()) => {
-            Ok(format!("leader: {}\nsession: {}", e.value_string(), e.session.unwrap_or_default()))
-        }
-        Some(e) => Err(format!("no RC leader (the key holds {:?} but no session)", e.value_string())),
+        Some(e) if e.session.as_deref().is_some_and(|s| !s.is_empty()) => Ok(format!(
+            "leader: {}\nsession: {}",
+            e.value_string(),
+            e.session.unwrap_or_default()
+        )),
+        Some(e) => Err(format!(
+            "no RC leader (the key holds {:?} but no session)",
+            e.value_string()
+        )),
         None => Err("no RC leader (no leader key)".into()),
     }
 }

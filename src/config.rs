@@ -2,10 +2,19 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "hax", version, about = "HA eXchange: bridges Motr processes and Consul")]
+#[command(
+    name = "hax",
+    version,
+    about = "HA eXchange: bridges Motr processes and Consul"
+)]
 pub struct Cli {
     /// Consul agent HTTP address (host:port or URL).
-    #[arg(long, env = "CONSUL_HTTP_ADDR", default_value = "127.0.0.1:8500", global = true)]
+    #[arg(
+        long,
+        env = "CONSUL_HTTP_ADDR",
+        default_value = "127.0.0.1:8500",
+        global = true
+    )]
     pub consul: String,
     /// Consul ACL token (sent as X-Consul-Token).
     #[arg(long, env = "CONSUL_HTTP_TOKEN", hide_env_values = true, global = true)]
@@ -111,13 +120,18 @@ pub enum Command {
 impl Cli {
     /// How to reach Consul.
     pub fn consul_config(&self) -> crate::consul::ConsulConfig {
-        crate::consul::ConsulConfig { addr: self.consul.clone(), token: self.token.clone(), ca_file: self.ca_file.clone() }
+        crate::consul::ConsulConfig {
+            addr: self.consul.clone(),
+            token: self.token.clone(),
+            ca_file: self.ca_file.clone(),
+        }
     }
 
     /// The watch secret from the flag or the file.
     pub fn secret(&self) -> Result<Option<String>, String> {
         if let Some(f) = &self.watch_secret_file {
-            let text = std::fs::read_to_string(f).map_err(|e| format!("--watch-secret-file {}: {e}", f.display()))?;
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| format!("--watch-secret-file {}: {e}", f.display()))?;
             let line = text.lines().next().unwrap_or("").trim().to_string();
             if line.is_empty() {
                 return Err(format!("--watch-secret-file {} is empty", f.display()));
@@ -133,19 +147,27 @@ impl Cli {
             return Err("--consul must not be empty".into());
         }
         if self.consul.starts_with("https://") && self.ca_file.is_none() {
-            return Err("an https:// --consul needs --ca-file (the CA that signed Consul's certificate)".into());
+            return Err(
+                "an https:// --consul needs --ca-file (the CA that signed Consul's certificate)"
+                    .into(),
+            );
         }
         if let Some(ca) = &self.ca_file {
             crate::consul::tls_config(ca)?;
         }
         if self.http_addr.parse::<std::net::IpAddr>().is_err() {
-            return Err(format!("--http-addr {:?} is not an IP address", self.http_addr));
+            return Err(format!(
+                "--http-addr {:?} is not an IP address",
+                self.http_addr
+            ));
         }
         if self.payload_limit < 1024 {
             return Err("--payload-limit must be at least 1024 bytes".into());
         }
         if self.leader_ttl_s < 10 || self.leader_ttl_s > 86400 {
-            return Err("--leader-ttl-s must be between 10 and 86400 (Consul's session TTL range)".into());
+            return Err(
+                "--leader-ttl-s must be between 10 and 86400 (Consul's session TTL range)".into(),
+            );
         }
         if self.write_capacity == 0 {
             return Err("--write-capacity must be at least 1".into());
@@ -157,13 +179,21 @@ impl Cli {
             return Err("--rc-poll-s must be between 1 and 600".into());
         }
         if self.rc_batch == 0 || self.rc_batch > 20 {
-            return Err("--rc-batch must be between 1 and 20 (64 operations per transaction)".into());
+            return Err(
+                "--rc-batch must be between 1 and 20 (64 operations per transaction)".into(),
+            );
         }
-        if let Some(Command::Q { message_type, payload, .. }) = &self.command {
+        if let Some(Command::Q {
+            message_type,
+            payload,
+            ..
+        }) = &self.command
+        {
             if message_type.trim().is_empty() {
                 return Err("hax q: the message type must not be empty".into());
             }
-            serde_json::from_str::<serde_json::Value>(payload).map_err(|e| format!("hax q: the payload is not JSON: {e}"))?;
+            serde_json::from_str::<serde_json::Value>(payload)
+                .map_err(|e| format!("hax q: the payload is not JSON: {e}"))?;
         }
         if let Some(Command::Check { process }) = &self.command {
             crate::fid::Fid::parse_process_id(process).map_err(|e| e.to_string())?;

@@ -3,7 +3,9 @@
 use crate::actors::consul_writer::{ConsulWriter, Flush};
 use crate::actors::entrypoint::{self, Responder};
 use crate::actors::fid_resolver::FidResolver;
-use crate::actors::merolink::{failed, EntrypointLog, LinkedProcesses, MeroLink, MeroLinkConfig, MeroOutputs};
+use crate::actors::merolink::{
+    failed, EntrypointLog, LinkedProcesses, MeroLink, MeroLinkConfig, MeroOutputs,
+};
 use crate::actors::process_status::{AttachMero, ProcessStatus, SharedModel};
 use crate::actors::rc_leader::{campaign, resign, CampaignConfig, SessionSlot};
 use crate::actors::watch_ingest::{self, IngestState};
@@ -19,7 +21,12 @@ use std::time::Duration;
 
 async fn wait_for_identity(view: &SharedView) -> Identity {
     loop {
-        if let Some(id) = view.read().unwrap_or_else(|e| e.into_inner()).identity.clone() {
+        if let Some(id) = view
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .identity
+            .clone()
+        {
             return id;
         }
         actix_rt::time::sleep(Duration::from_millis(100)).await;
@@ -35,7 +42,11 @@ pub fn run(cli: Cli) -> i32 {
 async fn serve(cli: Cli) -> i32 {
     let consul_cfg = cli.consul_config();
     let consul = Consul::new(&consul_cfg);
-    log::info!("hax {} using Consul at {}", env!("CARGO_PKG_VERSION"), consul.base_url());
+    log::info!(
+        "hax {} using Consul at {}",
+        env!("CARGO_PKG_VERSION"),
+        consul.base_url()
+    );
     let view: SharedView = Arc::new(RwLock::new(ClusterView::default()));
     FidResolver::new(consul.clone(), view.clone(), cli.node.clone()).start();
 
@@ -61,9 +72,15 @@ async fn serve(cli: Cli) -> i32 {
     let writer = ConsulWriter::start(consul.clone(), cli.write_capacity);
     let model = Arc::new(SharedModel::new(view.clone()));
     let queue = QueueHandle::start(consul.clone());
-    let status = ProcessStatus::new(model.clone(), writer.clone(), consul.clone(), cli.reconcile, cli.recheck_failures)
-        .with_queue(queue.clone())
-        .start();
+    let status = ProcessStatus::new(
+        model.clone(),
+        writer.clone(),
+        consul.clone(),
+        cli.reconcile,
+        cli.recheck_failures,
+    )
+    .with_queue(queue.clone())
+    .start();
 
     let secret = match cli.secret() {
         Ok(s) => s,
@@ -75,7 +92,11 @@ async fn serve(cli: Cli) -> i32 {
     if secret.is_none() {
         log::warn!("hax: no watch secret configured: anyone who can reach the watch endpoint can post health");
     }
-    let ingest = IngestState { updates: status.clone().recipient(), limit: cli.payload_limit, secret };
+    let ingest = IngestState {
+        updates: status.clone().recipient(),
+        limit: cli.payload_limit,
+        secret,
+    };
     let server = match actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(actix_web::web::Data::new(ingest.clone()))
@@ -160,12 +181,19 @@ async fn serve(cli: Cli) -> i32 {
     };
     let code = match start_result {
         Some(Ok(())) => {
-            log::info!("hax: ready (process {}, endpoint {})", identity.process, identity.endpoint);
+            log::info!(
+                "hax: ready (process {}, endpoint {})",
+                identity.process,
+                identity.endpoint
+            );
             shutdown_signal().await;
             0
         }
         Some(Err(e)) => {
-            log::error!("hax: Motr HA interface start failed at {}: {e}", identity.endpoint);
+            log::error!(
+                "hax: Motr HA interface start failed at {}: {e}",
+                identity.endpoint
+            );
             70
         }
         None => 0,
@@ -194,9 +222,17 @@ async fn serve(cli: Cli) -> i32 {
     if stopper.is_finished() {
         let _ = responder_thread.join();
     } else {
-        log::warn!("hax: Motr HA interface still stopping after {:?}; exiting without waiting", bound / 2);
+        log::warn!(
+            "hax: Motr HA interface still stopping after {:?}; exiting without waiting",
+            bound / 2
+        );
     }
-    let (flushed, unpublished) = tokio::join!(writer.addr.send(Flush { deadline: bound / 2 }), queue.flush(bound / 2));
+    let (flushed, unpublished) = tokio::join!(
+        writer.addr.send(Flush {
+            deadline: bound / 2
+        }),
+        queue.flush(bound / 2)
+    );
     match flushed {
         Ok(0) => log::info!("hax: all KV writes flushed"),
         Ok(n) => log::error!("hax: {n} KV write(s) could not be written before exit"),
@@ -218,7 +254,10 @@ async fn serve(cli: Cli) -> i32 {
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         std::future::pending::<()>().await;
         return;
     };

@@ -43,7 +43,10 @@ pub struct FidParseError {
 }
 
 impl Fid {
-    pub const ZERO: Fid = Fid { container: 0, key: 0 };
+    pub const ZERO: Fid = Fid {
+        container: 0,
+        key: 0,
+    };
 
     pub const fn new(container: u64, key: u64) -> Fid {
         Fid { container, key }
@@ -51,7 +54,10 @@ impl Fid {
 
     /// A fid of object type `t` (a type letter such as `b'r'`), container number `c`, key `k`.
     pub const fn typed(t: u8, c: u64, key: u64) -> Fid {
-        Fid { container: ((t as u64) << 56) | (c & 0x00ff_ffff_ffff_ffff), key }
+        Fid {
+            container: ((t as u64) << 56) | (c & 0x00ff_ffff_ffff_ffff),
+            key,
+        }
     }
 
     /// The type byte (top byte of the container word).
@@ -61,9 +67,12 @@ impl Fid {
 
     pub fn obj_type(&self) -> Option<ObjType> {
         use ObjType::*;
-        [Root, Profile, Pool, Pver, Node, Process, Service, Sdev, Site, Rack, Enclosure, Controller, Drive]
-            .into_iter()
-            .find(|t| *t as u8 == self.type_byte())
+        [
+            Root, Profile, Pool, Pver, Node, Process, Service, Sdev, Site, Rack, Enclosure,
+            Controller, Drive,
+        ]
+        .into_iter()
+        .find(|t| *t as u8 == self.type_byte())
     }
 
     pub fn is_process(&self) -> bool {
@@ -97,11 +106,17 @@ impl Fid {
 }
 
 fn err(input: &str, reason: &'static str) -> FidParseError {
-    FidParseError { input: input.chars().take(80).collect(), reason }
+    FidParseError {
+        input: input.chars().take(80).collect(),
+        reason,
+    }
 }
 
 fn hex_word(input: &str, w: &str) -> Result<u64, FidParseError> {
-    let digits = w.strip_prefix("0x").or_else(|| w.strip_prefix("0X")).unwrap_or(w);
+    let digits = w
+        .strip_prefix("0x")
+        .or_else(|| w.strip_prefix("0X"))
+        .unwrap_or(w);
     if digits.is_empty() || digits.len() > 16 {
         return Err(err(input, "each part must be 1 to 16 hex digits"));
     }
@@ -117,8 +132,13 @@ impl FromStr for Fid {
             (None, false) => t,
             _ => return Err(err(s, "unbalanced angle brackets")),
         };
-        let (c, k) = t.split_once(':').ok_or_else(|| err(s, "expected container:key"))?;
-        Ok(Fid { container: hex_word(s, c)?, key: hex_word(s, k)? })
+        let (c, k) = t
+            .split_once(':')
+            .ok_or_else(|| err(s, "expected container:key"))?;
+        Ok(Fid {
+            container: hex_word(s, c)?,
+            key: hex_word(s, k)?,
+        })
     }
 }
 
@@ -163,12 +183,25 @@ mod tests {
     #[test]
     fn bare_decimal_key_means_a_process_in_container_one() {
         assert_eq!(Fid::parse_process_id("6").unwrap(), Fid::typed(b'r', 1, 6));
-        assert_eq!(Fid::parse_process_id("0x7200000000000001:0x7d").unwrap(), Fid::typed(b'r', 1, 0x7d));
+        assert_eq!(
+            Fid::parse_process_id("0x7200000000000001:0x7d").unwrap(),
+            Fid::typed(b'r', 1, 0x7d)
+        );
     }
 
     #[test]
     fn garbage_is_refused_with_a_reason_not_a_panic() {
-        for bad in ["", ":", "0x1", "zz:1", "<1:2", "1:2>", "0x11112222333344445:1", "1:2:3", "\u{0}:1"] {
+        for bad in [
+            "",
+            ":",
+            "0x1",
+            "zz:1",
+            "<1:2",
+            "1:2>",
+            "0x11112222333344445:1",
+            "1:2:3",
+            "\u{0}:1",
+        ] {
             assert!(bad.parse::<Fid>().is_err(), "{bad:?} should not parse");
         }
         assert!(Fid::parse_process_id("99999999999999999999999").is_err());

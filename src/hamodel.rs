@@ -53,7 +53,8 @@ impl HaModel {
         if p.healthy == Some(false) {
             return Some(HaState::Transient);
         }
-        let online_at_start = self.special.contains(&process) || p.ptype == Some(ProcessType::M0mkfs);
+        let online_at_start =
+            self.special.contains(&process) || p.ptype == Some(ProcessType::M0mkfs);
         match p.event? {
             ProcessEventKind::Started if online_at_start => Some(HaState::Online),
             ProcessEventKind::Started => Some(HaState::DtmRecovering),
@@ -64,7 +65,11 @@ impl HaModel {
 
     /// Notes for processes whose state differs from what was last broadcast (each process
     /// note followed by its services' notes); records them as sent.
-    pub fn changes(&mut self, dirty: impl IntoIterator<Item = Fid>, config: &ConfigTree) -> Vec<Note> {
+    pub fn changes(
+        &mut self,
+        dirty: impl IntoIterator<Item = Fid>,
+        config: &ConfigTree,
+    ) -> Vec<Note> {
         let mut out = Vec::new();
         for p in dirty {
             let Some(s) = self.state_of(p) else { continue };
@@ -73,7 +78,12 @@ impl HaModel {
             }
             self.sent.insert(p, s);
             out.push(Note { fid: p, state: s });
-            out.extend(config.services_of(p).into_iter().map(|fid| Note { fid, state: s }));
+            out.extend(
+                config
+                    .services_of(p)
+                    .into_iter()
+                    .map(|fid| Note { fid, state: s }),
+            );
         }
         out
     }
@@ -95,7 +105,10 @@ impl HaModel {
                         None => HaState::Online,
                     }
                 } else if fid.is_node() {
-                    match config.node_name_of(fid).and_then(|n| self.nodes_healthy.get(n)) {
+                    match config
+                        .node_name_of(fid)
+                        .and_then(|n| self.nodes_healthy.get(n))
+                    {
                         Some(false) => HaState::Transient,
                         _ => HaState::Online,
                     }
@@ -120,10 +133,22 @@ mod tests {
     use super::*;
 
     fn ev(p: Fid, e: ProcessEventKind, t: ProcessType) -> ProcessEvent {
-        ProcessEvent { process: p, event: e, process_type: t, pid: 1, link: None }
+        ProcessEvent {
+            process: p,
+            event: e,
+            process_type: t,
+            pid: 1,
+            link: None,
+        }
     }
     fn health(p: Fid, ok: bool) -> ServiceHealth {
-        ServiceHealth { process: p, service_name: "ios".into(), node: "n1".into(), healthy: ok, node_healthy: true }
+        ServiceHealth {
+            process: p,
+            service_name: "ios".into(),
+            node: "n1".into(),
+            healthy: ok,
+            node_healthy: true,
+        }
     }
 
     #[test]
@@ -167,7 +192,13 @@ mod tests {
         m.on_health(&health(p, true));
         assert!(m.changes([p], &cfg).is_empty());
         m.on_health(&health(p, false));
-        assert_eq!(m.changes([p], &cfg), vec![Note { fid: p, state: HaState::Transient }]);
+        assert_eq!(
+            m.changes([p], &cfg),
+            vec![Note {
+                fid: p,
+                state: HaState::Transient
+            }]
+        );
     }
 
     #[test]
@@ -177,8 +208,19 @@ mod tests {
         m.on_event(&ev(p, ProcessEventKind::DtmRecovered, ProcessType::M0d));
         let unknown = Fid::typed(b'r', 1, 0x99);
         let pool = Fid::typed(b'o', 1, 4);
-        let a = m.answer(&[p, unknown, pool, Fid::new(0xff00_0000_0000_0000, 1)], &ConfigTree::default());
+        let a = m.answer(
+            &[p, unknown, pool, Fid::new(0xff00_0000_0000_0000, 1)],
+            &ConfigTree::default(),
+        );
         let states: Vec<HaState> = a.iter().map(|n| n.state).collect();
-        assert_eq!(states, vec![HaState::Online, HaState::Transient, HaState::Online, HaState::Online]);
+        assert_eq!(
+            states,
+            vec![
+                HaState::Online,
+                HaState::Transient,
+                HaState::Online,
+                HaState::Online
+            ]
+        );
     }
 }

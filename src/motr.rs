@@ -24,9 +24,18 @@ pub enum HaState {
 impl HaState {
     pub fn from_u32(v: u32) -> Option<HaState> {
         use HaState::*;
-        [Unknown, Online, Failed, Transient, Repair, Repaired, Rebalance, DtmRecovering]
-            .into_iter()
-            .find(|s| *s as u32 == v)
+        [
+            Unknown,
+            Online,
+            Failed,
+            Transient,
+            Repair,
+            Repaired,
+            Rebalance,
+            DtmRecovering,
+        ]
+        .into_iter()
+        .find(|s| *s as u32 == v)
     }
     pub fn name(&self) -> &'static str {
         match self {
@@ -81,11 +90,16 @@ impl ProcessEventKind {
     }
     pub fn from_motr_name(s: &str) -> Option<Self> {
         use ProcessEventKind::*;
-        [Starting, Started, Stopping, Stopped, DtmRecovered].into_iter().find(|k| k.motr_name() == s)
+        [Starting, Started, Stopping, Stopped, DtmRecovered]
+            .into_iter()
+            .find(|k| k.motr_name() == s)
     }
     /// STARTED or DTM_RECOVERED: the process is up.
     pub fn is_started(&self) -> bool {
-        matches!(self, ProcessEventKind::Started | ProcessEventKind::DtmRecovered)
+        matches!(
+            self,
+            ProcessEventKind::Started | ProcessEventKind::DtmRecovered
+        )
     }
 }
 
@@ -166,17 +180,42 @@ pub struct EntrypointReply {
 /// A received HA message, owned and typed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HaMsg {
-    ProcessEvent { process: Fid, event: u64, process_type: u64, pid: u64 },
-    ServiceEvent { service: Fid, process: Fid, event: u64, service_type: u64, pid: u64 },
-    NvecGet { id_of_get: u64, fids: Vec<Fid> },
-    NvecSet { notes: Vec<(Fid, u32)> },
-    FailureVecReq { pool: Fid, cookie: (u64, u64) },
+    ProcessEvent {
+        process: Fid,
+        event: u64,
+        process_type: u64,
+        pid: u64,
+    },
+    ServiceEvent {
+        service: Fid,
+        process: Fid,
+        event: u64,
+        service_type: u64,
+        pid: u64,
+    },
+    NvecGet {
+        id_of_get: u64,
+        fids: Vec<Fid>,
+    },
+    NvecSet {
+        notes: Vec<(Fid, u32)>,
+    },
+    FailureVecReq {
+        pool: Fid,
+        cookie: (u64, u64),
+    },
     StobIoq(StobIoError),
-    RpcEvent { service: Fid, attempts: u64, state: u64 },
+    RpcEvent {
+        service: Fid,
+        attempts: u64,
+        state: u64,
+    },
     BeIoErr,
     SnsErr,
     Keepalive,
-    Other { raw_type: u64 },
+    Other {
+        raw_type: u64,
+    },
 }
 
 /// A drive I/O error reported by a Motr process (STOB_IOQ).
@@ -196,14 +235,37 @@ pub struct StobIoError {
 /// Everything the HA interface tells hax, as owned data (no C pointer survives a callback).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MotrEvent {
-    Received { link: LinkId, tag: u64, msg: HaMsg },
-    Delivered { link: LinkId, tag: u64 },
-    NotDelivered { link: LinkId, tag: u64 },
-    LinkConnected { req_id: ReqId, link: LinkId, peer_ep: String },
-    LinkReused { req_id: ReqId, link: LinkId },
-    LinkAbsent { req_id: ReqId },
-    LinkDisconnecting { link: LinkId },
-    LinkDisconnected { link: LinkId },
+    Received {
+        link: LinkId,
+        tag: u64,
+        msg: HaMsg,
+    },
+    Delivered {
+        link: LinkId,
+        tag: u64,
+    },
+    NotDelivered {
+        link: LinkId,
+        tag: u64,
+    },
+    LinkConnected {
+        req_id: ReqId,
+        link: LinkId,
+        peer_ep: String,
+    },
+    LinkReused {
+        req_id: ReqId,
+        link: LinkId,
+    },
+    LinkAbsent {
+        req_id: ReqId,
+    },
+    LinkDisconnecting {
+        link: LinkId,
+    },
+    LinkDisconnected {
+        link: LinkId,
+    },
 }
 
 /// Error code Motr processes understand as "ask again later".

@@ -47,8 +47,12 @@ impl ConfigTree {
     /// skipped with a log line.
     pub fn from_kv(entries: &[(String, String)]) -> ConfigTree {
         let mut t = ConfigTree::default();
-        let json = |v: &str| serde_json::from_str::<serde_json::Value>(v).unwrap_or(serde_json::Value::Null);
-        let field = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+        let json = |v: &str| {
+            serde_json::from_str::<serde_json::Value>(v).unwrap_or(serde_json::Value::Null)
+        };
+        let field = |v: &serde_json::Value, k: &str| {
+            v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string()
+        };
         for (key, value) in entries {
             let parts: Vec<&str> = key.trim_end_matches('/').split('/').collect();
             let fid = |i: usize| parts.get(i).and_then(|p| p.parse::<Fid>().ok());
@@ -85,16 +89,27 @@ impl ConfigTree {
     }
 
     pub fn services_of(&self, process: Fid) -> Vec<Fid> {
-        self.processes.get(&process).map(|p| p.services.iter().map(|(s, _)| *s).collect()).unwrap_or_default()
+        self.processes
+            .get(&process)
+            .map(|p| p.services.iter().map(|(s, _)| *s).collect())
+            .unwrap_or_default()
     }
 
     pub fn service_of_type(&self, process: Fid, ty: &str) -> Option<Fid> {
-        self.processes.get(&process)?.services.iter().find(|(_, t)| t == ty).map(|(s, _)| *s)
+        self.processes
+            .get(&process)?
+            .services
+            .iter()
+            .find(|(_, t)| t == ty)
+            .map(|(s, _)| *s)
     }
 
     /// The process a service belongs to.
     pub fn process_of_service(&self, service: Fid) -> Option<Fid> {
-        self.processes.iter().find(|(_, p)| p.services.iter().any(|(s, _)| *s == service)).map(|(f, _)| *f)
+        self.processes
+            .iter()
+            .find(|(_, p)| p.services.iter().any(|(s, _)| *s == service))
+            .map(|(f, _)| *f)
     }
 
     pub fn node_name_of(&self, node: Fid) -> Option<&str> {
@@ -129,7 +144,10 @@ impl ClusterView {
             Some(c) if !c.is_empty() => c,
             _ => return Err("no confd service is registered".into()),
         };
-        let leader = self.leader_node.as_deref().ok_or("no RC leader holds the leader key")?;
+        let leader = self
+            .leader_node
+            .as_deref()
+            .ok_or("no RC leader holds the leader key")?;
         let principal = confds
             .iter()
             .find(|c| c.node == leader)
@@ -137,7 +155,12 @@ impl ClusterView {
         let rm_fid = self
             .config
             .service_of_type(principal.fid, "rms")
-            .ok_or_else(|| format!("the configuration tree has no rms service for confd {}", principal.fid))?;
+            .ok_or_else(|| {
+                format!(
+                    "the configuration tree has no rms service for confd {}",
+                    principal.fid
+                )
+            })?;
         Ok(EntrypointReply {
             rc: 0,
             confds: confds.iter().map(|c| (c.fid, c.endpoint.clone())).collect(),
@@ -179,15 +202,33 @@ mod tests {
 
     #[test]
     fn both_endpoint_forms_of_the_seeds() {
-        assert_eq!(endpoint_of("127.0.0.1", "inet:tcp:127.0.0.1@", 22001), "inet:tcp:127.0.0.1@22001");
-        assert_eq!(endpoint_of("192.168.180.162", "@tcp:12345:44", 101), "192.168.180.162@tcp:12345:44:101");
+        assert_eq!(
+            endpoint_of("127.0.0.1", "inet:tcp:127.0.0.1@", 22001),
+            "inet:tcp:127.0.0.1@22001"
+        );
+        assert_eq!(
+            endpoint_of("192.168.180.162", "@tcp:12345:44", 101),
+            "192.168.180.162@tcp:12345:44:101"
+        );
     }
 
     #[test]
     fn entrypoint_carries_confds_quorum_and_the_leaders_rm() {
-        let mut v = ClusterView { consul_up: true, config: tree(), ..Default::default() };
-        let confd = |n: &str, k| Confd { node: n.into(), fid: Fid::typed(b'r', 1, k), endpoint: format!("ep-{k}") };
-        v.confds = Some(vec![confd("node-1", 9), confd("node-2", 20), confd("node-3", 30)]);
+        let mut v = ClusterView {
+            consul_up: true,
+            config: tree(),
+            ..Default::default()
+        };
+        let confd = |n: &str, k| Confd {
+            node: n.into(),
+            fid: Fid::typed(b'r', 1, k),
+            endpoint: format!("ep-{k}"),
+        };
+        v.confds = Some(vec![
+            confd("node-1", 9),
+            confd("node-2", 20),
+            confd("node-3", 30),
+        ]);
         assert!(v.entrypoint().unwrap_err().contains("leader"));
         v.leader_node = Some("node-1".into());
         let r = v.entrypoint().unwrap();
@@ -196,7 +237,10 @@ mod tests {
         assert_eq!(r.rm_fid, Fid::typed(b's', 1, 0xb));
         assert_eq!(r.rm_ep, "ep-9");
         v.leader_node = Some("node-2".into());
-        assert!(v.entrypoint().unwrap_err().contains("rms"), "no rms known for node-2's confd");
+        assert!(
+            v.entrypoint().unwrap_err().contains("rms"),
+            "no rms known for node-2's confd"
+        );
         v.stopping = true;
         assert_eq!(v.entrypoint().unwrap(), EntrypointReply::default());
     }

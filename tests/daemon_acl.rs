@@ -19,16 +19,44 @@ fn with_acls_default_deny_hax_works_with_a_token_and_waits_clearly_without_one()
     register_cluster(agent.client(), agent.node_name(), &ports);
     // Anonymous reads see nothing: the catalog entry hax needs is hidden.
     let anon = ConsulClient::new(&agent.http_url());
-    assert_eq!(anon.get("/v1/catalog/service/hax").unwrap().text().trim(), "[]");
+    assert_eq!(
+        anon.get("/v1/catalog/service/hax").unwrap().text().trim(),
+        "[]"
+    );
 
-    let without = HaxProc::spawn(&agent.http_addr(), agent.node_name(), free_port(), free_port(), agent.dir(), &[]);
-    assert!(without.wait_log("no `hax` service registered", Duration::from_secs(20)), "{}", without.log_text());
+    let without = HaxProc::spawn(
+        &agent.http_addr(),
+        agent.node_name(),
+        free_port(),
+        free_port(),
+        agent.dir(),
+        &[],
+    );
+    assert!(
+        without.wait_log("no `hax` service registered", Duration::from_secs(20)),
+        "{}",
+        without.log_text()
+    );
     assert!(!without.log_text().contains("hax: ready"));
     drop(without);
 
-    let with = HaxProc::spawn(&agent.http_addr(), agent.node_name(), http_port, ports.hax, agent.dir(), &["--token", ROOT]);
-    assert!(with.wait_log("hax: ready", Duration::from_secs(30)), "{}", with.log_text());
-    assert!(!with.log_text().contains(ROOT), "the token must never be logged");
+    let with = HaxProc::spawn(
+        &agent.http_addr(),
+        agent.node_name(),
+        http_port,
+        ports.hax,
+        agent.dir(),
+        &["--token", ROOT],
+    );
+    assert!(
+        with.wait_log("hax: ready", Duration::from_secs(30)),
+        "{}",
+        with.log_text()
+    );
+    assert!(
+        !with.log_text().contains(ROOT),
+        "the token must never be logged"
+    );
     let p = hax::sim::SimProcess::connect(&with.endpoint(), {
         let mut c = hax::sim::SimConfig::new(CONFD);
         c.endpoint = format!("{EP}{}", ports.confd);
@@ -37,7 +65,12 @@ fn with_acls_default_deny_hax_works_with_a_token_and_waits_clearly_without_one()
     .unwrap();
     p.boot().expect("boots with ACLs on");
     let rec = wait_until(Duration::from_secs(20), || {
-        agent.client().kv_get(&format!("processes/{CONFD}")).ok().flatten().filter(|v| String::from_utf8_lossy(v).contains("DTM_RECOVERED"))
+        agent
+            .client()
+            .kv_get(&format!("processes/{CONFD}"))
+            .ok()
+            .flatten()
+            .filter(|v| String::from_utf8_lossy(v).contains("DTM_RECOVERED"))
     });
     assert!(rec.is_some(), "hax wrote processes/ with its token");
 }

@@ -22,14 +22,21 @@ fn boot_all(n: &SingleNode) -> (SimProcess, SimProcess, SimProcess) {
     let ios2 = n.sim(IOS2);
     ios2.boot().expect("ios2 boots");
     for f in [CONFD, IOS1, IOS2] {
-        assert!(n.wait_process_state(f, "DTM_RECOVERED", T), "{f} did not reach DTM_RECOVERED");
+        assert!(
+            n.wait_process_state(f, "DTM_RECOVERED", T),
+            "{f} did not reach DTM_RECOVERED"
+        );
     }
     (confd, ios1, ios2)
 }
 
 /// The last broadcast state a process heard about `fid` (GET answers excluded).
 fn last_heard(p: &SimProcess, fid: Fid) -> Option<u32> {
-    p.received_notes().iter().rev().find(|n| n.fid == fid && n.id_of_get == 0).map(|n| n.state)
+    p.received_notes()
+        .iter()
+        .rev()
+        .find(|n| n.fid == fid && n.id_of_get == 0)
+        .map(|n| n.state)
 }
 
 fn wait_heard(p: &SimProcess, fid: Fid, state: u32) -> bool {
@@ -73,15 +80,32 @@ fn a_ttl_check_going_critical_reaches_every_process_as_transient_and_passing_aga
     let (confd, ios1, ios2) = boot_all(&n);
     n.client().check_fail(&format!("service:{IOS1}")).unwrap();
     for p in [&confd, &ios2, &ios1] {
-        assert!(wait_heard(p, IOS1, TRANSIENT), "{} never heard {IOS1} TRANSIENT: {:?}", p.fid(), last_heard(p, IOS1));
-        assert!(wait_heard(p, IOS1_SVC, TRANSIENT), "{} never heard the ios service TRANSIENT", p.fid());
+        assert!(
+            wait_heard(p, IOS1, TRANSIENT),
+            "{} never heard {IOS1} TRANSIENT: {:?}",
+            p.fid(),
+            last_heard(p, IOS1)
+        );
+        assert!(
+            wait_heard(p, IOS1_SVC, TRANSIENT),
+            "{} never heard the ios service TRANSIENT",
+            p.fid()
+        );
     }
     n.client().check_pass(&format!("service:{IOS1}")).unwrap();
     for p in [&confd, &ios2] {
-        assert!(wait_heard(p, IOS1, ONLINE), "{} never heard {IOS1} ONLINE again", p.fid());
+        assert!(
+            wait_heard(p, IOS1, ONLINE),
+            "{} never heard {IOS1} ONLINE again",
+            p.fid()
+        );
     }
     // Each change went out once: no duplicate TRANSIENT broadcasts for the one failure.
-    let transients = ios2.received_notes().iter().filter(|x| x.fid == IOS1 && x.state == TRANSIENT && x.id_of_get == 0).count();
+    let transients = ios2
+        .received_notes()
+        .iter()
+        .filter(|x| x.fid == IOS1 && x.state == TRANSIENT && x.id_of_get == 0)
+        .count();
     assert_eq!(transients, 1, "one failure, one broadcast");
 }
 
@@ -94,13 +118,31 @@ fn a_process_killed_abruptly_and_restarted_is_failed_everywhere_and_its_old_link
     assert!(wait_heard(&ios2, IOS1, TRANSIENT));
     // The process comes back: hax must make Motr drop the old link before answering it.
     ios1.restart().expect("ios1 boots again");
-    assert!(wait_heard(&confd, IOS1, FAILED) || confd.received_notes().iter().any(|x| x.fid == IOS1 && x.state == FAILED));
-    assert!(ios2.received_notes().iter().any(|x| x.fid == IOS1 && x.state == FAILED), "ios2 never heard {IOS1} FAILED");
+    assert!(
+        wait_heard(&confd, IOS1, FAILED)
+            || confd
+                .received_notes()
+                .iter()
+                .any(|x| x.fid == IOS1 && x.state == FAILED)
+    );
+    assert!(
+        ios2.received_notes()
+            .iter()
+            .any(|x| x.fid == IOS1 && x.state == FAILED),
+        "ios2 never heard {IOS1} FAILED"
+    );
     assert!(n.hax.wait_log(&format!("{IOS1} restarted"), T));
-    assert!(n.hax.wait_log("disconnected", T), "the old link was not disconnected:\n{}", n.hax.log_text());
+    assert!(
+        n.hax.wait_log("disconnected", T),
+        "the old link was not disconnected:\n{}",
+        n.hax.log_text()
+    );
     n.client().check_pass(&format!("service:{IOS1}")).unwrap();
     assert!(n.wait_process_state(IOS1, "DTM_RECOVERED", T));
-    assert!(wait_heard(&ios2, IOS1, ONLINE), "after the restart {IOS1} is ONLINE again");
+    assert!(
+        wait_heard(&ios2, IOS1, ONLINE),
+        "after the restart {IOS1} is ONLINE again"
+    );
 }
 
 #[test]
@@ -110,12 +152,22 @@ fn a_watch_delivery_hax_missed_is_repaired_by_reconciliation() {
     let agent = ConsulAgent::dev_with_json(&watch_config(free_port()));
     let ports = ClusterPorts::allocate();
     register_cluster(agent.client(), agent.node_name(), &ports);
-    let hax = HaxProc::spawn(&agent.http_addr(), agent.node_name(), http_port, ports.hax, agent.dir(), &[]);
+    let hax = HaxProc::spawn(
+        &agent.http_addr(),
+        agent.node_name(),
+        http_port,
+        ports.hax,
+        agent.dir(),
+        &[],
+    );
     assert!(hax.wait_log("hax: ready", T));
     let n = SingleNode { hax, ports, agent };
     let (_confd, _ios1, ios2) = boot_all(&n);
     n.client().check_fail(&format!("service:{IOS1}")).unwrap();
-    assert!(wait_heard(&ios2, IOS1, TRANSIENT), "reconciliation did not repair the lost delivery");
+    assert!(
+        wait_heard(&ios2, IOS1, TRANSIENT),
+        "reconciliation did not repair the lost delivery"
+    );
 }
 
 fn fixture_dir() -> std::path::PathBuf {
@@ -129,13 +181,29 @@ fn replaying_every_captured_watch_payload_gives_the_expected_notes() {
     let (_confd, _ios1, ios2) = boot_all(&n);
     let headers = std::fs::read_to_string(fixture_dir().join("headers.jsonl")).unwrap();
     let mut expect: Vec<(&str, Fid, u32)> = vec![
-        ("22-service-ios-step2-ios-0xc-critical.json", IOS1, TRANSIENT),
+        (
+            "22-service-ios-step2-ios-0xc-critical.json",
+            IOS1,
+            TRANSIENT,
+        ),
         ("25-service-ios-step4-ios-0xc-passing.json", IOS1, ONLINE),
-        ("28-service-ios-step5-burst-confd-ios-0xf-critical.json", IOS2, TRANSIENT),
-        ("29-service-confd-step5-burst-confd-ios-0xf-critical.json", CONFD, TRANSIENT),
+        (
+            "28-service-ios-step5-burst-confd-ios-0xf-critical.json",
+            IOS2,
+            TRANSIENT,
+        ),
+        (
+            "29-service-confd-step5-burst-confd-ios-0xf-critical.json",
+            CONFD,
+            TRANSIENT,
+        ),
         ("32-service-confd-step6-all-passing.json", CONFD, ONLINE),
         ("33-service-ios-step6-all-passing.json", IOS2, ONLINE),
-        ("37-service-ios-step8-ios-0xc-critical-answered-500.json", IOS1, TRANSIENT),
+        (
+            "37-service-ios-step8-ios-0xc-critical-answered-500.json",
+            IOS1,
+            TRANSIENT,
+        ),
         ("39-service-ios-step9-ios-0xc-passing.json", IOS1, ONLINE),
     ];
     expect.reverse();
@@ -143,11 +211,18 @@ fn replaying_every_captured_watch_payload_gives_the_expected_notes() {
         let h: serde_json::Value = serde_json::from_str(line).unwrap();
         let file = h["file"].as_str().unwrap();
         let body = std::fs::read(fixture_dir().join(file)).unwrap();
-        let (code, answer) = post(&format!("{}{}", n.hax.url(), h["path"].as_str().unwrap()), &body);
+        let (code, answer) = post(
+            &format!("{}{}", n.hax.url(), h["path"].as_str().unwrap()),
+            &body,
+        );
         assert_eq!(code, 200, "{file}: {answer}");
         if expect.last().is_some_and(|(f, _, _)| *f == file) {
             let (_, fid, state) = expect.pop().unwrap();
-            assert!(wait_heard(&ios2, fid, state), "after {file}: {fid} should be {state}, ios2 heard {:?}", last_heard(&ios2, fid));
+            assert!(
+                wait_heard(&ios2, fid, state),
+                "after {file}: {fid} should be {state}, ios2 heard {:?}",
+                last_heard(&ios2, fid)
+            );
         }
     }
     assert!(expect.is_empty());
@@ -158,7 +233,12 @@ fn malformed_and_oversized_bodies_get_400_and_413_and_change_nothing() {
     let n = SingleNode::start_with(&["--payload-limit", "4096", "--recheck-failures", "false"]);
     let (_confd, _ios1, ios2) = boot_all(&n);
     let before = settled(&ios2);
-    for bad in [&b"{not json"[..], b"{}", b"[{\"Node\": 7}]", b"\xff\xfe\x00"] {
+    for bad in [
+        &b"{not json"[..],
+        b"{}",
+        b"[{\"Node\": 7}]",
+        b"\xff\xfe\x00",
+    ] {
         let (code, body) = post(&format!("{}/", n.hax.url()), bad);
         assert_eq!(code, 400, "{:?} -> {body}", String::from_utf8_lossy(bad));
         let err: serde_json::Value = serde_json::from_str(&body).expect("error body is JSON");
@@ -170,8 +250,14 @@ fn malformed_and_oversized_bodies_get_400_and_413_and_change_nothing() {
     let (code, body) = post(&format!("{}/watcher/service/ios", n.hax.url()), &huge);
     assert_eq!(code, 413, "{body}");
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(ios2.received_notes().len(), before, "refused bodies changed nothing");
-    let live = ureq::get(&format!("{}/healthz", n.hax.url())).call().unwrap();
+    assert_eq!(
+        ios2.received_notes().len(),
+        before,
+        "refused bodies changed nothing"
+    );
+    let live = ureq::get(&format!("{}/healthz", n.hax.url()))
+        .call()
+        .unwrap();
     assert_eq!(live.status(), 200);
 }
 
@@ -185,11 +271,18 @@ fn a_thousand_and_twenty_five_changed_fids_go_out_as_two_messages() {
         .map(|f| json!({"Node": {"Node": "n1"}, "Service": {"ID": f.to_string(), "Service": "ios"},
                         "Checks": [{"CheckID": format!("service:{f}"), "Status": "critical", "ServiceID": f.to_string()}]}))
         .collect();
-    let (code, body) = post(&format!("{}/", n.hax.url()), serde_json::to_string(&entries).unwrap().as_bytes());
+    let (code, body) = post(
+        &format!("{}/", n.hax.url()),
+        serde_json::to_string(&entries).unwrap().as_bytes(),
+    );
     assert_eq!(code, 200, "{body}");
     let set: std::collections::HashSet<Fid> = fids.iter().copied().collect();
     let got = wait_until(T, || {
-        let notes: Vec<_> = ios2.received_notes().into_iter().filter(|x| set.contains(&x.fid)).collect();
+        let notes: Vec<_> = ios2
+            .received_notes()
+            .into_iter()
+            .filter(|x| set.contains(&x.fid))
+            .collect();
         (notes.len() >= 1025).then_some(notes)
     })
     .expect("all 1025 notes arrive");
@@ -204,7 +297,15 @@ fn a_thousand_and_twenty_five_changed_fids_go_out_as_two_messages() {
 fn an_m0d_like_nvec_get_of_81_objects_is_answered_from_memory_with_one_note_each() {
     let n = SingleNode::start();
     let (_confd, _ios1, ios2) = boot_all(&n);
-    let mut fids: Vec<Fid> = vec![CONFD, CONFD_SVC, CONFD_RMS, IOS1, IOS1_SVC, NODE_FID, Fid::typed(b'r', 1, 0x999)];
+    let mut fids: Vec<Fid> = vec![
+        CONFD,
+        CONFD_SVC,
+        CONFD_RMS,
+        IOS1,
+        IOS1_SVC,
+        NODE_FID,
+        Fid::typed(b'r', 1, 0x999),
+    ];
     fids.extend((0..74).map(|i| Fid::typed(b'd', 1, 0x100 + i)));
     let t0 = std::time::Instant::now();
     let answer = ios2.nvec_get(&fids).expect("answered");
@@ -214,10 +315,19 @@ fn an_m0d_like_nvec_get_of_81_objects_is_answered_from_memory_with_one_note_each
     let state = |f: Fid| answer.iter().find(|x| x.fid == f).unwrap().state;
     assert_eq!(state(CONFD), ONLINE);
     assert_eq!(state(IOS1_SVC), ONLINE);
-    assert_eq!(state(Fid::typed(b'r', 1, 0x999)), TRANSIENT, "unknown process");
-    assert!(answer.iter().filter(|x| x.fid.type_byte() == b'd').all(|x| x.state == ONLINE));
+    assert_eq!(
+        state(Fid::typed(b'r', 1, 0x999)),
+        TRANSIENT,
+        "unknown process"
+    );
+    assert!(answer
+        .iter()
+        .filter(|x| x.fid.type_byte() == b'd')
+        .all(|x| x.state == ONLINE));
     assert!(took < Duration::from_secs(2), "GET took {took:?}");
-    let fv = ios2.failure_vec_req(Fid::typed(b'o', 1, 5)).expect("failure vector answered");
+    let fv = ios2
+        .failure_vec_req(Fid::typed(b'o', 1, 5))
+        .expect("failure vector answered");
     assert!(fv.is_empty(), "an empty failure vector");
 }
 
@@ -227,17 +337,25 @@ fn with_a_watch_secret_posts_without_it_get_401_and_the_agents_own_watches_still
     let n = SingleNode::start_with(&["--watch-secret", secret]);
     let (_confd, _ios1, ios2) = boot_all(&n);
     let before = settled(&ios2);
-    let forged = std::fs::read(fixture_dir().join("22-service-ios-step2-ios-0xc-critical.json")).unwrap();
+    let forged =
+        std::fs::read(fixture_dir().join("22-service-ios-step2-ios-0xc-critical.json")).unwrap();
     let url = format!("{}/watcher/service/ios", n.hax.url());
     for wrong in [None, Some("s3cret-for-watcheS"), Some("")] {
         let (code, body) = post_with(&url, &forged, wrong);
         assert_eq!(code, 401, "{wrong:?}: {body}");
     }
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(ios2.received_notes().len(), before, "a forged critical changed nothing");
+    assert_eq!(
+        ios2.received_notes().len(),
+        before,
+        "a forged critical changed nothing"
+    );
     // Consul's own watch carries the secret: a real failure still gets through.
     n.client().check_fail(&format!("service:{IOS1}")).unwrap();
-    assert!(wait_heard(&ios2, IOS1, TRANSIENT), "the agent's watch delivery was refused");
+    assert!(
+        wait_heard(&ios2, IOS1, TRANSIENT),
+        "the agent's watch delivery was refused"
+    );
     let log = n.hax.log_text();
     assert!(log.contains("refused: missing or wrong X-Hax-Secret"));
     assert!(!log.contains(secret), "the secret must never be logged");

@@ -11,9 +11,18 @@ const PROCESSES: u64 = 100;
 const ROUNDS: u64 = 10;
 
 fn event_with_seq(p: &SimProcess, seq: u64) -> u64 {
-    let event = if seq % 2 == 1 { ProcessEvent::Starting } else { ProcessEvent::Started };
-    let body = MsgBody::EventProcess { event, process_type: ProcessType::M0d, pid: seq };
-    p.send_msg(HaMsg::new(p.fid(), Fid::ZERO, Fid::ZERO, body)).expect("send event")
+    let event = if seq % 2 == 1 {
+        ProcessEvent::Starting
+    } else {
+        ProcessEvent::Started
+    };
+    let body = MsgBody::EventProcess {
+        event,
+        process_type: ProcessType::M0d,
+        pid: seq,
+    };
+    p.send_msg(HaMsg::new(p.fid(), Fid::ZERO, Fid::ZERO, body))
+        .expect("send event")
 }
 
 #[test]
@@ -25,13 +34,29 @@ fn consul_killed_while_a_thousand_process_events_arrive_and_restarted_loses_none
     let dir = std::env::temp_dir().join(format!("hax-faults-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let consul0 = cluster.http_url(0);
-    let hax = HaxProc::spawn(&consul0, cluster.node_name(0), http_port, ports.hax, &dir, &[]);
-    assert!(hax.wait_log("hax: ready", Duration::from_secs(30)), "{}", hax.log_text());
+    let hax = HaxProc::spawn(
+        &consul0,
+        cluster.node_name(0),
+        http_port,
+        ports.hax,
+        &dir,
+        &[],
+    );
+    assert!(
+        hax.wait_log("hax: ready", Duration::from_secs(30)),
+        "{}",
+        hax.log_text()
+    );
 
     let sims: Vec<SimProcess> = (0..PROCESSES)
         .map(|i| {
-            let p = SimProcess::connect(&hax.endpoint(), SimConfig::new(Fid::typed(b'r', 2, 0x1000 + i))).unwrap();
-            p.entrypoint_until_ok(true, Instant::now() + Duration::from_secs(20)).expect("entrypoint");
+            let p = SimProcess::connect(
+                &hax.endpoint(),
+                SimConfig::new(Fid::typed(b'r', 2, 0x1000 + i)),
+            )
+            .unwrap();
+            p.entrypoint_until_ok(true, Instant::now() + Duration::from_secs(20))
+                .expect("entrypoint");
             p
         })
         .collect();
@@ -46,9 +71,14 @@ fn consul_killed_while_a_thousand_process_events_arrive_and_restarted_loses_none
     }
     // hax took every event from Motr even though Consul was down.
     for (p, tag) in sims.iter().zip(&last_tags) {
-        p.wait_for_ack(*tag, Duration::from_secs(10)).expect("hax confirms every message while Consul is down");
+        p.wait_for_ack(*tag, Duration::from_secs(10))
+            .expect("hax confirms every message while Consul is down");
     }
-    assert!(hax.wait_log("retrying", Duration::from_secs(10)), "the writer should be retrying:\n{}", hax.log_text());
+    assert!(
+        hax.wait_log("retrying", Duration::from_secs(10)),
+        "the writer should be retrying:\n{}",
+        hax.log_text()
+    );
     std::thread::sleep(Duration::from_secs(1));
     let down_for = Instant::now();
     cluster.restart(0);
@@ -63,11 +93,24 @@ fn consul_killed_while_a_thousand_process_events_arrive_and_restarted_loses_none
         });
         done.then_some(())
     });
-    assert!(all_final.is_some(), "not every process's last event reached KV:\n{}", log_tail(&hax.log, 30));
-    eprintln!("all {} events' final states in KV {:?} after Consul came back", PROCESSES * ROUNDS, down_for.elapsed());
+    assert!(
+        all_final.is_some(),
+        "not every process's last event reached KV:\n{}",
+        log_tail(&hax.log, 30)
+    );
+    eprintln!(
+        "all {} events' final states in KV {:?} after Consul came back",
+        PROCESSES * ROUNDS,
+        down_for.elapsed()
+    );
     // Nothing older overwrote anything newer: every record holds its process's last event.
     for p in &sims {
-        let v: serde_json::Value = serde_json::from_slice(&c.kv_get(&format!("processes/{}", p.fid())).unwrap().unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(
+            &c.kv_get(&format!("processes/{}", p.fid()))
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(v["pid"].as_u64(), Some(ROUNDS));
         assert_eq!(v["state"], "M0_CONF_HA_PROCESS_STARTED");
     }

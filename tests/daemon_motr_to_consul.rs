@@ -10,21 +10,30 @@ use support::*;
 const T: Duration = Duration::from_secs(20);
 
 fn state(n: &SingleNode, fid: hax::fid::Fid) -> String {
-    n.process_record(fid).and_then(|v| v["state"].as_str().map(String::from)).unwrap_or_default()
+    n.process_record(fid)
+        .and_then(|v| v["state"].as_str().map(String::from))
+        .unwrap_or_default()
 }
 
 #[test]
 fn a_simulated_m0d_boots_to_dtm_recovered_and_its_kv_record_follows_every_step() {
     let n = SingleNode::start();
     let p = n.sim(CONFD);
-    let ep = p.entrypoint_until_ok(true, Instant::now() + T).expect("first entrypoint").0;
+    let ep = p
+        .entrypoint_until_ok(true, Instant::now() + T)
+        .expect("first entrypoint")
+        .0;
     assert_eq!(ep.rc, 0);
     for (event, expect) in [
         (ProcessEvent::Starting, "M0_CONF_HA_PROCESS_STARTING"),
         (ProcessEvent::Started, "M0_CONF_HA_PROCESS_STARTED"),
-        (ProcessEvent::DtmRecovered, "M0_CONF_HA_PROCESS_DTM_RECOVERED"),
+        (
+            ProcessEvent::DtmRecovered,
+            "M0_CONF_HA_PROCESS_DTM_RECOVERED",
+        ),
     ] {
-        p.send_process_event(event, ProcessType::M0d).expect("send event");
+        p.send_process_event(event, ProcessType::M0d)
+            .expect("send event");
         assert!(
             wait_until(T, || (state(&n, CONFD) == expect).then_some(())).is_some(),
             "processes/{CONFD} never became {expect}; it is {:?}",
@@ -47,9 +56,14 @@ fn the_full_m0d_boot_sequence_is_answered_failure_vectors_and_nvec_get_included(
     let ios = n.sim(IOS1);
     ios.boot().expect("ios boots");
     // The ios asked about the confd process and its services: the confd is up, so ONLINE.
-    let answer = ios.nvec_get(&[CONFD, CONFD_SVC, IOS1]).expect("NVEC GET answered");
+    let answer = ios
+        .nvec_get(&[CONFD, CONFD_SVC, IOS1])
+        .expect("NVEC GET answered");
     let states: Vec<u32> = answer.iter().map(|n| n.state).collect();
-    assert_eq!(answer.iter().map(|n| n.fid).collect::<Vec<_>>(), vec![CONFD, CONFD_SVC, IOS1]);
+    assert_eq!(
+        answer.iter().map(|n| n.fid).collect::<Vec<_>>(),
+        vec![CONFD, CONFD_SVC, IOS1]
+    );
     assert_eq!(states[0], 1, "confd ONLINE: {answer:?}");
     assert_eq!(states[1], 1, "confd's service ONLINE: {answer:?}");
     assert!(n.wait_process_state(IOS1, "DTM_RECOVERED", T));
@@ -82,8 +96,19 @@ fn without_a_leader_entrypoints_get_paced_eagain_then_succeed_once_one_is_electe
     let agent = ConsulAgent::dev_with_json(&watch_config(http_port));
     let ports = ClusterPorts::allocate();
     register_cluster(agent.client(), agent.node_name(), &ports);
-    let hax = HaxProc::spawn(&agent.http_addr(), agent.node_name(), http_port, ports.hax, agent.dir(), &["--campaign", "false"]);
-    assert!(hax.wait_log("no RC leader", T), "hax never said it had no leader:\n{}", hax.log_text());
+    let hax = HaxProc::spawn(
+        &agent.http_addr(),
+        agent.node_name(),
+        http_port,
+        ports.hax,
+        agent.dir(),
+        &["--campaign", "false"],
+    );
+    assert!(
+        hax.wait_log("no RC leader", T),
+        "hax never said it had no leader:\n{}",
+        hax.log_text()
+    );
     // hax's own start is blocked on its own entrypoint: it is not ready.
     assert!(!hax.log_text().contains("hax: ready"));
     let cfg = {
@@ -97,12 +122,25 @@ fn without_a_leader_entrypoints_get_paced_eagain_then_succeed_once_one_is_electe
     let r2 = p.entrypoint(true).unwrap();
     let spent = t0.elapsed();
     assert_eq!((r1.rc, r2.rc), (11, 11), "EAGAIN while there is no leader");
-    assert!(spent >= Duration::from_millis(350), "two EAGAIN replies came {spent:?} apart: not paced");
+    assert!(
+        spent >= Duration::from_millis(350),
+        "two EAGAIN replies came {spent:?} apart: not paced"
+    );
     // Elect a leader by hand: the next request succeeds and hax finishes starting.
     let c = agent.client();
-    let sid: serde_json::Value = c.put_json("/v1/session/create", &serde_json::json!({"Name": "leader"})).unwrap().json().unwrap();
+    let sid: serde_json::Value = c
+        .put_json("/v1/session/create", &serde_json::json!({"Name": "leader"}))
+        .unwrap()
+        .json()
+        .unwrap();
     let sid = sid["ID"].as_str().unwrap().to_string();
-    let acquired = c.put(&format!("/v1/kv/leader?acquire={sid}"), agent.node_name().as_bytes()).unwrap().text();
+    let acquired = c
+        .put(
+            &format!("/v1/kv/leader?acquire={sid}"),
+            agent.node_name().as_bytes(),
+        )
+        .unwrap()
+        .text();
     assert_eq!(acquired.trim(), "true");
     let ok = p.entrypoint_until_ok(true, Instant::now() + T).unwrap().0;
     assert_eq!(ok.rc, 0);
@@ -114,11 +152,26 @@ fn hax_started_before_its_service_is_registered_waits_and_then_works() {
     let http_port = free_port();
     let agent = ConsulAgent::dev_with_json(&watch_config(http_port));
     let ports = ClusterPorts::allocate();
-    let hax = HaxProc::spawn(&agent.http_addr(), agent.node_name(), http_port, ports.hax, agent.dir(), &[]);
-    assert!(hax.wait_log("no `hax` service registered", T), "{}", hax.log_text());
+    let hax = HaxProc::spawn(
+        &agent.http_addr(),
+        agent.node_name(),
+        http_port,
+        ports.hax,
+        agent.dir(),
+        &[],
+    );
+    assert!(
+        hax.wait_log("no `hax` service registered", T),
+        "{}",
+        hax.log_text()
+    );
     std::thread::sleep(Duration::from_millis(500));
     register_cluster(agent.client(), agent.node_name(), &ports);
-    assert!(hax.wait_log("hax: ready", T), "hax did not start once registered:\n{}", hax.log_text());
+    assert!(
+        hax.wait_log("hax: ready", T),
+        "hax did not start once registered:\n{}",
+        hax.log_text()
+    );
 }
 
 #[test]
@@ -128,8 +181,19 @@ fn hax_started_before_consul_waits_and_then_works() {
     let dir = std::env::temp_dir().join(format!("hax-before-consul-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ports = ClusterPorts::allocate();
-    let hax = HaxProc::spawn(&format!("127.0.0.1:{consul_port}"), "later-node", http_port, ports.hax, &dir, &[]);
-    assert!(hax.wait_log("waiting for", T), "hax should say what it waits for:\n{}", hax.log_text());
+    let hax = HaxProc::spawn(
+        &format!("127.0.0.1:{consul_port}"),
+        "later-node",
+        http_port,
+        ports.hax,
+        &dir,
+        &[],
+    );
+    assert!(
+        hax.wait_log("waiting for", T),
+        "hax should say what it waits for:\n{}",
+        hax.log_text()
+    );
     std::thread::sleep(Duration::from_secs(1));
     let mut hax = hax;
     assert!(hax.is_running(), "hax must not exit while Consul is down");
@@ -137,18 +201,28 @@ fn hax_started_before_consul_waits_and_then_works() {
     cfg["ports"] = serde_json::json!({"http": consul_port});
     let agent = ConsulAgent::dev_with_json_named(&cfg, "later-node");
     register_cluster(agent.client(), agent.node_name(), &ports);
-    assert!(hax.wait_log("hax: ready", Duration::from_secs(40)), "{}", hax.log_text());
+    assert!(
+        hax.wait_log("hax: ready", Duration::from_secs(40)),
+        "{}",
+        hax.log_text()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn sigterm_exits_cleanly_and_releases_leadership() {
     let mut n = SingleNode::start();
-    let took = n.hax.signal_and_wait("TERM", Duration::from_secs(10)).expect("hax exits after SIGTERM");
+    let took = n
+        .hax
+        .signal_and_wait("TERM", Duration::from_secs(10))
+        .expect("hax exits after SIGTERM");
     assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
     assert_eq!(n.hax.exit_code(), Some(0));
     let log = n.hax.log_text();
-    assert!(log.contains("hax: stopped") && log.contains("session") && log.contains("destroyed"), "{log}");
+    assert!(
+        log.contains("hax: stopped") && log.contains("session") && log.contains("destroyed"),
+        "{log}"
+    );
 }
 
 #[test]
@@ -156,32 +230,69 @@ fn sigterm_while_consul_is_down_exits_within_its_bound() {
     let mut n = SingleNode::start();
     n.agent.kill();
     std::thread::sleep(Duration::from_millis(300));
-    let took = n.hax.signal_and_wait("TERM", Duration::from_secs(15)).expect("hax exits while Consul is down");
-    assert!(took < Duration::from_secs(7), "shutdown with Consul down took {took:?} (bound 4 s + margin)");
+    let took = n
+        .hax
+        .signal_and_wait("TERM", Duration::from_secs(15))
+        .expect("hax exits while Consul is down");
+    assert!(
+        took < Duration::from_secs(7),
+        "shutdown with Consul down took {took:?} (bound 4 s + margin)"
+    );
 }
 
 fn hax_check(consul: &str, fid: &str) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hax")).args(["--consul", consul, "check", fid]).output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).trim().to_string())
+    let out = Command::new(env!("CARGO_BIN_EXE_hax"))
+        .args(["--consul", consul, "check", fid])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
 }
 
 #[test]
 fn hax_check_passes_only_for_a_started_process_whose_pid_is_alive() {
     let agent = shared_dev_agent();
     let c = agent.client();
-    let prefix_fid = |k: u64| hax::fid::Fid::typed(b'r', 0x77, k + (std::process::id() as u64 % 1000) * 10).to_string();
-    let (alive, dead, starting, missing): (String, String, String, String) = (prefix_fid(1), prefix_fid(2), prefix_fid(3), prefix_fid(4));
-    let rec = |state: &str, pid: u32| serde_json::json!({"state": state, "type": "M0_CONF_HA_PROCESS_M0D", "pid": pid}).to_string();
-    c.kv_put(&format!("processes/{alive}"), rec("M0_CONF_HA_PROCESS_DTM_RECOVERED", std::process::id())).unwrap();
-    c.kv_put(&format!("processes/{dead}"), rec("M0_CONF_HA_PROCESS_STARTED", 4_000_000)).unwrap();
-    c.kv_put(&format!("processes/{starting}"), rec("M0_CONF_HA_PROCESS_STARTING", std::process::id())).unwrap();
+    let prefix_fid = |k: u64| {
+        hax::fid::Fid::typed(b'r', 0x77, k + (std::process::id() as u64 % 1000) * 10).to_string()
+    };
+    let (alive, dead, starting, missing): (String, String, String, String) =
+        (prefix_fid(1), prefix_fid(2), prefix_fid(3), prefix_fid(4));
+    let rec = |state: &str, pid: u32| {
+        serde_json::json!({"state": state, "type": "M0_CONF_HA_PROCESS_M0D", "pid": pid})
+            .to_string()
+    };
+    c.kv_put(
+        &format!("processes/{alive}"),
+        rec("M0_CONF_HA_PROCESS_DTM_RECOVERED", std::process::id()),
+    )
+    .unwrap();
+    c.kv_put(
+        &format!("processes/{dead}"),
+        rec("M0_CONF_HA_PROCESS_STARTED", 4_000_000),
+    )
+    .unwrap();
+    c.kv_put(
+        &format!("processes/{starting}"),
+        rec("M0_CONF_HA_PROCESS_STARTING", std::process::id()),
+    )
+    .unwrap();
     let addr = agent.http_addr();
     let (code, line) = hax_check(&addr, &alive);
     assert_eq!(code, 0, "{line}");
-    for (fid, why) in [(&dead, "not alive"), (&starting, "not started"), (&missing, "no processes/")] {
+    for (fid, why) in [
+        (&dead, "not alive"),
+        (&starting, "not started"),
+        (&missing, "no processes/"),
+    ] {
         let (code, line) = hax_check(&addr, fid);
         assert_ne!(code, 0, "{fid}: {line}");
-        assert!(line.contains(why), "{fid}: reason {line:?} should say {why:?}");
+        assert!(
+            line.contains(why),
+            "{fid}: reason {line:?} should say {why:?}"
+        );
         assert_eq!(line.lines().count(), 1);
     }
     let (code, line) = hax_check("127.0.0.1:1", &alive);
@@ -191,8 +302,16 @@ fn hax_check_passes_only_for_a_started_process_whose_pid_is_alive() {
 
 #[test]
 fn bad_configuration_exits_64_with_a_clear_message() {
-    for args in [&["--http-addr", "not-an-ip"][..], &["--leader-ttl-s", "3"], &["--no-such-flag"], &["check", "zz:1"]] {
-        let out = Command::new(env!("CARGO_BIN_EXE_hax")).args(args).output().unwrap();
+    for args in [
+        &["--http-addr", "not-an-ip"][..],
+        &["--leader-ttl-s", "3"],
+        &["--no-such-flag"],
+        &["check", "zz:1"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hax"))
+            .args(args)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(64), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!err.trim().is_empty(), "{args:?} printed no reason");

@@ -33,14 +33,25 @@ fn layout(cluster: &ConsulCluster, i: usize) -> Node {
 
 fn register(c: &ConsulClient, n: &Node) {
     for (id, name, port) in [(n.hax, "hax", n.hax_port), (n.confd, "confd", n.confd_port)] {
-        c.register_service(&json!({"ID": id.to_string(), "Name": name, "Address": EP, "Port": port,
-            "Check": {"CheckID": format!("service:{id}"), "TTL": "3600s", "Status": "passing"}}))
-            .unwrap();
+        c.register_service(
+            &json!({"ID": id.to_string(), "Name": name, "Address": EP, "Port": port,
+            "Check": {"CheckID": format!("service:{id}"), "TTL": "3600s", "Status": "passing"}}),
+        )
+        .unwrap();
     }
     let base = format!("m0conf/nodes/{}", n.node_fid);
-    c.kv_put(&base, json!({"name": n.name}).to_string()).unwrap();
-    c.kv_put(&format!("{base}/processes/{}", n.confd), json!({"name": "confd", "endpoint": format!("{EP}{}", n.confd_port)}).to_string()).unwrap();
-    c.kv_put(&format!("{base}/processes/{}/services/{}", n.confd, n.rms), json!({"type": "rms"}).to_string()).unwrap();
+    c.kv_put(&base, json!({"name": n.name}).to_string())
+        .unwrap();
+    c.kv_put(
+        &format!("{base}/processes/{}", n.confd),
+        json!({"name": "confd", "endpoint": format!("{EP}{}", n.confd_port)}).to_string(),
+    )
+    .unwrap();
+    c.kv_put(
+        &format!("{base}/processes/{}/services/{}", n.confd, n.rms),
+        json!({"type": "rms"}).to_string(),
+    )
+    .unwrap();
 }
 
 fn leader_value(c: &ConsulClient) -> Option<String> {
@@ -61,22 +72,51 @@ fn when_the_leaders_hax_dies_the_other_takes_over_and_entrypoints_follow_the_new
     let mut haxes: Vec<HaxProc> = nodes
         .iter()
         .enumerate()
-        .map(|(i, n)| HaxProc::spawn(&cluster.http_url(i), &n.name, free_port(), n.hax_port, &dir, &[]))
+        .map(|(i, n)| {
+            HaxProc::spawn(
+                &cluster.http_url(i),
+                &n.name,
+                free_port(),
+                n.hax_port,
+                &dir,
+                &[],
+            )
+        })
         .collect();
     for h in &haxes {
-        assert!(h.wait_log("hax: ready", Duration::from_secs(30)), "{}", h.log_text());
+        assert!(
+            h.wait_log("hax: ready", Duration::from_secs(30)),
+            "{}",
+            h.log_text()
+        );
     }
     let c = cluster.client(2);
-    let first = wait_until(Duration::from_secs(20), || leader_value(c)).expect("a leader is elected");
-    let holders: Vec<usize> = haxes.iter().enumerate().filter(|(_, h)| h.log_text().contains("is the RC leader")).map(|(i, _)| i).collect();
+    let first =
+        wait_until(Duration::from_secs(20), || leader_value(c)).expect("a leader is elected");
+    let holders: Vec<usize> = haxes
+        .iter()
+        .enumerate()
+        .filter(|(_, h)| h.log_text().contains("is the RC leader"))
+        .map(|(i, _)| i)
+        .collect();
     assert_eq!(holders.len(), 1, "exactly one hax holds the leader key");
-    let (leader, other) = if first == nodes[0].name { (0, 1) } else { (1, 0) };
+    let (leader, other) = if first == nodes[0].name {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
     assert_eq!(holders, vec![leader]);
 
     // A process asking the surviving hax gets the leader's confd RM.
     let ask = |h: &HaxProc| {
-        let p = SimProcess::connect(&h.endpoint(), SimConfig::new(Fid::typed(b'r', 3, 0x40 + rand_key()))).unwrap();
-        p.entrypoint_until_ok(true, Instant::now() + Duration::from_secs(45)).unwrap().0
+        let p = SimProcess::connect(
+            &h.endpoint(),
+            SimConfig::new(Fid::typed(b'r', 3, 0x40 + rand_key())),
+        )
+        .unwrap();
+        p.entrypoint_until_ok(true, Instant::now() + Duration::from_secs(45))
+            .unwrap()
+            .0
     };
     let before = ask(&haxes[other]);
     assert_eq!(before.rm_fid, nodes[leader].rms);
@@ -84,10 +124,22 @@ fn when_the_leaders_hax_dies_the_other_takes_over_and_entrypoints_follow_the_new
     assert_eq!(before.quorum, 2);
 
     let t0 = Instant::now();
-    haxes[leader].signal_and_wait("KILL", Duration::from_secs(5)).expect("killed");
-    let second = wait_until(Duration::from_secs(45), || leader_value(c).filter(|v| *v == nodes[other].name));
-    assert!(second.is_some(), "the surviving hax did not take over:\n{}", haxes[other].log_text());
-    eprintln!("leadership moved to {} {:?} after the leader's hax was killed", nodes[other].name, t0.elapsed());
+    haxes[leader]
+        .signal_and_wait("KILL", Duration::from_secs(5))
+        .expect("killed");
+    let second = wait_until(Duration::from_secs(45), || {
+        leader_value(c).filter(|v| *v == nodes[other].name)
+    });
+    assert!(
+        second.is_some(),
+        "the surviving hax did not take over:\n{}",
+        haxes[other].log_text()
+    );
+    eprintln!(
+        "leadership moved to {} {:?} after the leader's hax was killed",
+        nodes[other].name,
+        t0.elapsed()
+    );
     let after = wait_until(Duration::from_secs(20), || {
         let r = ask(&haxes[other]);
         (r.rm_fid == nodes[other].rms).then_some(r)
@@ -98,5 +150,8 @@ fn when_the_leaders_hax_dies_the_other_takes_over_and_entrypoints_follow_the_new
 }
 
 fn rand_key() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_micros() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_micros() as u64
 }

@@ -250,5 +250,8 @@ fn a_process_restarted_before_hax_ever_broadcast_about_it_still_loses_its_old_li
         let mine: Vec<_> = l.iter().filter(|(_, i)| i.process == Some(p)).collect();
         mine.len() == 1 && mine[0].0 != old
     });
-    assert!(links.iter().all(|(l, _)| *l != old), "the old link was dropped");
+    assert!(
+        links.iter().all(|(l, _)| *l != old),
+        "the old link was dropped"
+    );
 }

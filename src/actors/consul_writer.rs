@@ -94,7 +94,10 @@ impl ConsulWriter {
             stats: WriterStats::default(),
         }
         .start();
-        WriterHandle { addr, slots: Arc::new(Semaphore::new(capacity.max(1))) }
+        WriterHandle {
+            addr,
+            slots: Arc::new(Semaphore::new(capacity.max(1))),
+        }
     }
 
     fn take_batch(&mut self) -> Vec<(String, Entry)> {
@@ -102,7 +105,13 @@ impl ConsulWriter {
         let mut bytes = 0;
         while batch.len() < TXN_MAX_OPS {
             let Some(key) = self.order.front() else { break };
-            let size = key.len() + self.latest.get(key).and_then(|e| e.value.as_ref()).map_or(0, |v| v.len() * 4 / 3 + 4) + 48;
+            let size = key.len()
+                + self
+                    .latest
+                    .get(key)
+                    .and_then(|e| e.value.as_ref())
+                    .map_or(0, |v| v.len() * 4 / 3 + 4)
+                + 48;
             if !batch.is_empty() && bytes + size > TXN_MAX_BYTES {
                 break;
             }
@@ -134,35 +143,41 @@ impl ConsulWriter {
         let body = serde_json::to_vec(&ops).unwrap_or_default();
         let consul = self.consul.clone();
         let fut = async move { consul.put("/v1/txn", body).await };
-        ctx.spawn(fut.into_actor(self).map(move |r: Result<Vec<u8>, ConsulError>, act, ctx| {
-            act.in_flight = false;
-            act.stats.txns += 1;
-            match r {
-                Ok(_) => {
-                    act.stats.written += batch.len() as u64;
-                    act.backoff.reset();
-                    act.pump(ctx);
-                }
-                Err(e) => {
-                    act.stats.retries += 1;
-                    // Put the batch back in front, unless a newer write superseded a key.
-                    for (k, e) in batch.into_iter().rev() {
-                        if act.latest.contains_key(&k) {
-                            act.stats.superseded += 1;
-                        } else {
-                            act.latest.insert(k.clone(), e);
-                            act.order.push_front(k);
+        ctx.spawn(
+            fut.into_actor(self)
+                .map(move |r: Result<Vec<u8>, ConsulError>, act, ctx| {
+                    act.in_flight = false;
+                    act.stats.txns += 1;
+                    match r {
+                        Ok(_) => {
+                            act.stats.written += batch.len() as u64;
+                            act.backoff.reset();
+                            act.pump(ctx);
+                        }
+                        Err(e) => {
+                            act.stats.retries += 1;
+                            // Put the batch back in front, unless a newer write superseded a key.
+                            for (k, e) in batch.into_iter().rev() {
+                                if act.latest.contains_key(&k) {
+                                    act.stats.superseded += 1;
+                                } else {
+                                    act.latest.insert(k.clone(), e);
+                                    act.order.push_front(k);
+                                }
+                            }
+                            if act.stopping {
+                                return;
+                            }
+                            let d = act.backoff.next_delay();
+                            log::warn!(
+                                "ConsulWriter: {} write(s) pending; retrying in {d:?}: {e}",
+                                act.latest.len()
+                            );
+                            ctx.run_later(d, |act, ctx| act.pump(ctx));
                         }
                     }
-                    if act.stopping {
-                        return;
-                    }
-                    let d = act.backoff.next_delay();
-                    log::warn!("ConsulWriter: {} write(s) pending; retrying in {d:?}: {e}", act.latest.len());
-                    ctx.run_later(d, |act, ctx| act.pump(ctx));
-                }
-            }
-        }));
+                }),
+        );
     }
 }
 
@@ -173,7 +188,10 @@ impl Actor for ConsulWriter {
 impl Handler<KvWrite> for ConsulWriter {
     type Result = ();
     fn handle(&mut self, w: KvWrite, ctx: &mut Context<Self>) {
-        let entry = Entry { value: w.value, _permit: w.permit };
+        let entry = Entry {
+            value: w.value,
+            _permit: w.permit,
+        };
         if self.latest.insert(w.key.clone(), entry).is_some() {
             // The older unsent write is superseded; the key keeps its place in the order.
             self.stats.superseded += 1;
@@ -187,7 +205,10 @@ impl Handler<KvWrite> for ConsulWriter {
 impl Handler<StatsReq> for ConsulWriter {
     type Result = WriterStats;
     fn handle(&mut self, _: StatsReq, _: &mut Context<Self>) -> WriterStats {
-        WriterStats { pending: self.latest.len() + usize::from(self.in_flight), ..self.stats }
+        WriterStats {
+            pending: self.latest.len() + usize::from(self.in_flight),
+            ..self.stats
+        }
     }
 }
 

@@ -26,7 +26,10 @@ pub struct Responder {
 
 /// Starts the responder thread; it ends when `requests` closes (MeroLink finalised).
 pub fn spawn(r: Responder, requests: Receiver<EntrypointReq>) -> std::thread::JoinHandle<()> {
-    std::thread::Builder::new().name("hax-entrypoint".into()).spawn(move || r.run(requests)).expect("spawn entrypoint thread")
+    std::thread::Builder::new()
+        .name("hax-entrypoint".into())
+        .spawn(move || r.run(requests))
+        .expect("spawn entrypoint thread")
 }
 
 impl Responder {
@@ -75,14 +78,23 @@ impl Responder {
             (v.entrypoint(), own, v.config.services_of(req.process))
         };
         match reply {
-            Ok(_) if req.first_request && !restart_handled && own != Some(req.process) && self.linked.contains(req.process) => {
+            Ok(_)
+                if req.first_request
+                    && !restart_handled
+                    && own != Some(req.process)
+                    && self.linked.contains(req.process) =>
+            {
                 // The process may have restarted: let MeroLink drop its old link first.
                 let notes = restart_notes(req.process, &services);
                 let tx = done_tx.clone();
                 let r = req.clone();
-                let cmd = MeroCmd::DropRestarted { process: req.process, notes, done: Box::new(move |_| {
-                    let _ = tx.send(r);
-                }) };
+                let cmd = MeroCmd::DropRestarted {
+                    process: req.process,
+                    notes,
+                    done: Box::new(move |_| {
+                        let _ = tx.send(r);
+                    }),
+                };
                 if self.mero.send(cmd).is_err() {
                     self.answer_or_eagain(req, last_reason);
                 }
@@ -90,7 +102,11 @@ impl Responder {
             Ok(reply) => reply_now(&req, &reply),
             Err(why) => {
                 if *last_reason != why {
-                    log::warn!("entrypoint: cannot answer {} yet ({why}); EAGAIN after {:?}", req.process, self.pause);
+                    log::warn!(
+                        "entrypoint: cannot answer {} yet ({why}); EAGAIN after {:?}",
+                        req.process,
+                        self.pause
+                    );
                     *last_reason = why;
                 }
                 deferred.push_back((Instant::now() + self.pause, req));
@@ -99,13 +115,23 @@ impl Responder {
     }
 
     fn answer_or_eagain(&self, req: EntrypointReq, last_reason: &mut String) {
-        let reply = self.view.read().unwrap_or_else(|e| e.into_inner()).entrypoint();
+        let reply = self
+            .view
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .entrypoint();
         match reply {
             Ok(r) => reply_now(&req, &r),
             Err(why) => {
                 log::debug!("entrypoint: EAGAIN to {} ({why})", req.process);
                 *last_reason = why;
-                reply_now(&req, &EntrypointReply { rc: EAGAIN, ..Default::default() });
+                reply_now(
+                    &req,
+                    &EntrypointReply {
+                        rc: EAGAIN,
+                        ..Default::default()
+                    },
+                );
             }
         }
     }
@@ -130,5 +156,11 @@ fn reply_now(req: &EntrypointReq, reply: &EntrypointReply) {
 
 /// What a restart broadcasts: the process and its services, FAILED.
 pub fn restart_notes(process: Fid, services: &[Fid]) -> Vec<Note> {
-    std::iter::once(process).chain(services.iter().copied()).map(|fid| Note { fid, state: HaState::Failed }).collect()
+    std::iter::once(process)
+        .chain(services.iter().copied())
+        .map(|fid| Note {
+            fid,
+            state: HaState::Failed,
+        })
+        .collect()
 }

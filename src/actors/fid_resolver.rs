@@ -53,7 +53,12 @@ pub struct FidResolver {
 impl FidResolver {
     /// `node`: this node's Consul name (None: ask the agent).
     pub fn new(consul: Consul, view: SharedView, node: Option<String>) -> Self {
-        FidResolver { consul, view, node, wait: Duration::from_secs(30) }
+        FidResolver {
+            consul,
+            view,
+            node,
+            wait: Duration::from_secs(30),
+        }
     }
 }
 
@@ -80,7 +85,9 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { next: Duration::from_millis(250) }
+        Backoff {
+            next: Duration::from_millis(250),
+        }
     }
 }
 
@@ -97,7 +104,10 @@ impl Backoff {
 
 /// A number in [0, 1) from the clock: enough to spread retries of many hax instances.
 pub fn jitter() -> f64 {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
     (n.wrapping_mul(2654435761) % 1000) as f64 / 1000.0
 }
 
@@ -116,8 +126,14 @@ fn failed(view: &SharedView, what: &str, e: &ConsulError, logged: &mut bool) {
 /// Runs a blocking-query loop on `path`, calling `apply` with each new answer. When `apply`
 /// returns false (the answer is not usable yet, e.g. an empty list right after a server came
 /// back), the next read is a plain one a second later instead of a long blocking wait.
-async fn watch<T, F>(consul: Consul, view: SharedView, what: &'static str, path: String, wait: Duration, mut apply: F)
-where
+async fn watch<T, F>(
+    consul: Consul,
+    view: SharedView,
+    what: &'static str,
+    path: String,
+    wait: Duration,
+    mut apply: F,
+) where
     T: serde::de::DeserializeOwned,
     F: FnMut(Option<T>, &SharedView) -> bool,
 {
@@ -174,64 +190,105 @@ async fn watch_identity(consul: Consul, view: SharedView, node: Option<String>, 
         None => node_name(&consul, &view).await,
     };
     log::info!("FidResolver: this is node {node}; looking for its hax service");
-    let path = format!("/v1/catalog/service/hax?filter={}", filter_eq("Node", &node));
+    let path = format!(
+        "/v1/catalog/service/hax?filter={}",
+        filter_eq("Node", &node)
+    );
     let mut warned = false;
-    watch::<Vec<CatalogEntry>, _>(consul, view, "hax's catalog entry", path, wait, move |entries, view| {
-        let entry = entries.unwrap_or_default().into_iter().next();
-        let Some(e) = entry else {
-            if !warned {
-                log::warn!("FidResolver: no `hax` service registered on node {node} yet; waiting");
-                warned = true;
-            }
-            return false;
-        };
-        let process = match Fid::parse_process_id(&e.service_id) {
-            Ok(p) => p,
-            Err(err) => {
-                log::error!("FidResolver: hax's ServiceID is not a process fid: {err}");
-                return true;
-            }
-        };
-        set(view, |v| {
-            let ha = v.config.service_of_type(process, "ha").unwrap_or_else(|| derived_ha(process));
-            let rm = v.config.service_of_type(process, "rms").unwrap_or_else(|| derived_rm(process));
-            let id = Identity { node: node.clone(), process, ha_service: ha, rm_service: rm, endpoint: e.endpoint() };
-            if v.identity.as_ref() != Some(&id) {
-                log::info!("FidResolver: hax is {} (HA {}, RM {}) at {}", id.process, id.ha_service, id.rm_service, id.endpoint);
-                v.identity = Some(id);
-            }
-        });
-        true
-    })
+    watch::<Vec<CatalogEntry>, _>(
+        consul,
+        view,
+        "hax's catalog entry",
+        path,
+        wait,
+        move |entries, view| {
+            let entry = entries.unwrap_or_default().into_iter().next();
+            let Some(e) = entry else {
+                if !warned {
+                    log::warn!(
+                        "FidResolver: no `hax` service registered on node {node} yet; waiting"
+                    );
+                    warned = true;
+                }
+                return false;
+            };
+            let process = match Fid::parse_process_id(&e.service_id) {
+                Ok(p) => p,
+                Err(err) => {
+                    log::error!("FidResolver: hax's ServiceID is not a process fid: {err}");
+                    return true;
+                }
+            };
+            set(view, |v| {
+                let ha = v
+                    .config
+                    .service_of_type(process, "ha")
+                    .unwrap_or_else(|| derived_ha(process));
+                let rm = v
+                    .config
+                    .service_of_type(process, "rms")
+                    .unwrap_or_else(|| derived_rm(process));
+                let id = Identity {
+                    node: node.clone(),
+                    process,
+                    ha_service: ha,
+                    rm_service: rm,
+                    endpoint: e.endpoint(),
+                };
+                if v.identity.as_ref() != Some(&id) {
+                    log::info!(
+                        "FidResolver: hax is {} (HA {}, RM {}) at {}",
+                        id.process,
+                        id.ha_service,
+                        id.rm_service,
+                        id.endpoint
+                    );
+                    v.identity = Some(id);
+                }
+            });
+            true
+        },
+    )
     .await
 }
 
 async fn watch_confds(consul: Consul, view: SharedView, wait: Duration) {
     let path = "/v1/catalog/service/confd".to_string();
-    watch::<Vec<CatalogEntry>, _>(consul, view, "the confd list", path, wait, |entries, view| {
-        let mut confds: Vec<Confd> = entries
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|e| match Fid::parse_process_id(&e.service_id) {
-                Ok(fid) => Some(Confd { node: e.node.clone(), fid, endpoint: e.endpoint() }),
-                Err(err) => {
-                    log::warn!("FidResolver: confd entry ignored: {err}");
-                    None
+    watch::<Vec<CatalogEntry>, _>(
+        consul,
+        view,
+        "the confd list",
+        path,
+        wait,
+        |entries, view| {
+            let mut confds: Vec<Confd> = entries
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|e| match Fid::parse_process_id(&e.service_id) {
+                    Ok(fid) => Some(Confd {
+                        node: e.node.clone(),
+                        fid,
+                        endpoint: e.endpoint(),
+                    }),
+                    Err(err) => {
+                        log::warn!("FidResolver: confd entry ignored: {err}");
+                        None
+                    }
+                })
+                .collect();
+            confds.sort_by_key(|c| c.fid);
+            let any = !confds.is_empty();
+            set(view, |v| {
+                if v.confds.as_ref() != Some(&confds) {
+                    log::info!("FidResolver: {} confd(s) registered", confds.len());
+                    v.confds = Some(confds);
                 }
-            })
-            .collect();
-        confds.sort_by_key(|c| c.fid);
-        let any = !confds.is_empty();
-        set(view, |v| {
-            if v.confds.as_ref() != Some(&confds) {
-                log::info!("FidResolver: {} confd(s) registered", confds.len());
-                v.confds = Some(confds);
-            }
-        });
-        // No confd at all is either a cluster still being registered or a server that just
-        // came back: look again soon rather than block on that answer.
-        any
-    })
+            });
+            // No confd at all is either a cluster still being registered or a server that just
+            // came back: look again soon rather than block on that answer.
+            any
+        },
+    )
     .await
 }
 
@@ -241,7 +298,9 @@ async fn watch_leader(consul: Consul, view: SharedView, wait: Duration) {
     let mut logged = false;
     loop {
         let started = std::time::Instant::now();
-        let r = consul.get_json::<Vec<KvEntry>>("/v1/kv/leader", Some(index), wait).await;
+        let r = consul
+            .get_json::<Vec<KvEntry>>("/v1/kv/leader", Some(index), wait)
+            .await;
         let (entry, idx) = match r {
             Ok((e, idx)) => (e.and_then(|v| v.into_iter().next()), idx),
             Err(e) => {
@@ -258,7 +317,14 @@ async fn watch_leader(consul: Consul, view: SharedView, wait: Duration) {
                     #[serde(rename = "Node")]
                     node: String,
                 }
-                match consul.get_json::<Vec<Info>>(&format!("/v1/session/info/{session}"), None, Duration::ZERO).await {
+                match consul
+                    .get_json::<Vec<Info>>(
+                        &format!("/v1/session/info/{session}"),
+                        None,
+                        Duration::ZERO,
+                    )
+                    .await
+                {
                     Ok((Some(v), _)) => v.into_iter().next().map(|i| i.node),
                     Ok((None, _)) => None,
                     Err(e) => {
@@ -291,26 +357,41 @@ async fn watch_leader(consul: Consul, view: SharedView, wait: Duration) {
 
 async fn watch_config(consul: Consul, view: SharedView, wait: Duration) {
     let path = "/v1/kv/m0conf/?recurse".to_string();
-    watch::<Vec<KvEntry>, _>(consul, view, "the configuration tree", path, wait, |entries, view| {
-        let kv: Vec<(String, String)> = entries.unwrap_or_default().iter().map(|e| (e.key.clone(), e.value_string())).collect();
-        let tree = ConfigTree::from_kv(&kv);
-        set(view, |v| {
-            if v.config != tree {
-                log::info!("FidResolver: configuration tree: {} node(s), {} process(es)", tree.nodes.len(), tree.processes.len());
-                // Configured HA/RM fids win over the derived ones.
-                if let Some(id) = v.identity.as_mut() {
-                    if let Some(ha) = tree.service_of_type(id.process, "ha") {
-                        id.ha_service = ha;
+    watch::<Vec<KvEntry>, _>(
+        consul,
+        view,
+        "the configuration tree",
+        path,
+        wait,
+        |entries, view| {
+            let kv: Vec<(String, String)> = entries
+                .unwrap_or_default()
+                .iter()
+                .map(|e| (e.key.clone(), e.value_string()))
+                .collect();
+            let tree = ConfigTree::from_kv(&kv);
+            set(view, |v| {
+                if v.config != tree {
+                    log::info!(
+                        "FidResolver: configuration tree: {} node(s), {} process(es)",
+                        tree.nodes.len(),
+                        tree.processes.len()
+                    );
+                    // Configured HA/RM fids win over the derived ones.
+                    if let Some(id) = v.identity.as_mut() {
+                        if let Some(ha) = tree.service_of_type(id.process, "ha") {
+                            id.ha_service = ha;
+                        }
+                        if let Some(rm) = tree.service_of_type(id.process, "rms") {
+                            id.rm_service = rm;
+                        }
                     }
-                    if let Some(rm) = tree.service_of_type(id.process, "rms") {
-                        id.rm_service = rm;
-                    }
+                    v.config = tree;
                 }
-                v.config = tree;
-            }
-        });
-        true
-    })
+            });
+            true
+        },
+    )
     .await
 }
 

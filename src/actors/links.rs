@@ -127,14 +127,26 @@ pub struct Deliveries {
 
 impl Deliveries {
     pub fn new(timeout: Duration) -> Self {
-        Deliveries { pending: HashMap::new(), batches: HashMap::new(), next_batch: 1, timeout }
+        Deliveries {
+            pending: HashMap::new(),
+            batches: HashMap::new(),
+            next_batch: 1,
+            timeout,
+        }
     }
 
     /// Opens a batch; sends are added with `sent`/`failed`, then `seal` it.
     pub fn open(&mut self, done: Option<OnDone>) -> u64 {
         let id = self.next_batch;
         self.next_batch += 1;
-        self.batches.insert(id, Batch { report: SendReport::default(), remaining: 0, done });
+        self.batches.insert(
+            id,
+            Batch {
+                report: SendReport::default(),
+                remaining: 0,
+                done,
+            },
+        );
         id
     }
     pub fn sent(&mut self, batch: u64, link: LinkId, tag: u64) {
@@ -142,7 +154,13 @@ impl Deliveries {
             b.report.sent += 1;
             b.remaining += 1;
         }
-        self.pending.insert((link, tag), Pending { sent_at: Instant::now(), batch });
+        self.pending.insert(
+            (link, tag),
+            Pending {
+                sent_at: Instant::now(),
+                batch,
+            },
+        );
     }
     pub fn failed(&mut self, batch: u64) {
         if let Some(b) = self.batches.get_mut(&batch) {
@@ -156,7 +174,9 @@ impl Deliveries {
 
     /// Motr reported the fate of one send. Returns false for an unknown (link, tag).
     pub fn resolve(&mut self, link: LinkId, tag: u64, delivered: bool) -> bool {
-        let Some(p) = self.pending.remove(&(link, tag)) else { return false };
+        let Some(p) = self.pending.remove(&(link, tag)) else {
+            return false;
+        };
         if let Some(b) = self.batches.get_mut(&p.batch) {
             if delivered {
                 b.report.delivered += 1;
@@ -222,11 +242,17 @@ mod tests {
         d.seal(b);
         assert!(d.resolve(LinkId(1), 1, true));
         assert!(d.resolve(LinkId(2), 1, false));
-        assert!(!d.resolve(LinkId(9), 1, true), "unknown sends are reported, not counted");
+        assert!(
+            !d.resolve(LinkId(9), 1, true),
+            "unknown sends are reported, not counted"
+        );
         assert!(got.lock().unwrap().is_none());
         assert_eq!(d.expire(Instant::now()), 1);
         let r = got.lock().unwrap().unwrap();
-        assert_eq!((r.sent, r.delivered, r.not_delivered, r.timed_out), (3, 1, 1, 1));
+        assert_eq!(
+            (r.sent, r.delivered, r.not_delivered, r.timed_out),
+            (3, 1, 1, 1)
+        );
         assert_eq!(d.in_flight(), 0);
     }
 
@@ -244,7 +270,12 @@ mod tests {
     fn stopped_processes_leave_the_broadcast_set() {
         let mut t = LinkTable::default();
         let p = Fid::typed(b'r', 1, 5);
-        let info = |process, is_self| LinkInfo { process, peer_ep: String::new(), state: LinkState::Active, is_self };
+        let info = |process, is_self| LinkInfo {
+            process,
+            peer_ep: String::new(),
+            state: LinkState::Active,
+            is_self,
+        };
         t.connect(LinkId(1), info(Some(Fid::typed(b'r', 1, 1)), true));
         t.connect(LinkId(2), info(Some(p), false));
         assert_eq!(t.active(None), vec![LinkId(1), LinkId(2)]);

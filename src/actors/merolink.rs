@@ -12,7 +12,8 @@ use crate::ffi;
 use crate::fid::Fid;
 use crate::messages::{ProcessEvent, StobIoEvent};
 use crate::motr::{
-    EntrypointReq, HaMsg, HaState, LinkId, MotrEvent, Note, ProcessEventKind, ProcessType, ReqId, NOTES_MAX,
+    EntrypointReq, HaMsg, HaState, LinkId, MotrEvent, Note, ProcessEventKind, ProcessType, ReqId,
+    NOTES_MAX,
 };
 use actix::Recipient;
 use crossbeam_channel::{after, bounded, select, unbounded, Receiver, Sender};
@@ -44,7 +45,10 @@ pub struct EntrypointLog(Arc<Mutex<HashMap<ReqId, (Fid, String)>>>);
 
 impl EntrypointLog {
     pub fn record(&self, req: &EntrypointReq) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).insert(req.req_id, (req.process, req.remote_ep.clone()));
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(req.req_id, (req.process, req.remote_ep.clone()));
     }
     fn take(&self, id: ReqId) -> Option<(Fid, String)> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
@@ -58,10 +62,18 @@ pub struct LinkedProcesses(Arc<std::sync::RwLock<HashMap<Fid, usize>>>);
 
 impl LinkedProcesses {
     pub fn contains(&self, p: Fid) -> bool {
-        self.0.read().unwrap_or_else(|e| e.into_inner()).contains_key(&p)
+        self.0
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&p)
     }
     fn add(&self, p: Fid) {
-        *self.0.write().unwrap_or_else(|e| e.into_inner()).entry(p).or_insert(0) += 1;
+        *self
+            .0
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(p)
+            .or_insert(0) += 1;
     }
     fn remove(&self, p: Fid) {
         let mut m = self.0.write().unwrap_or_else(|e| e.into_inner());
@@ -87,19 +99,36 @@ pub struct MeroOutputs {
 /// Commands to MeroLink.
 pub enum MeroCmd {
     /// Send notes to every active link (the self link included), except `skip_process`'s.
-    Broadcast { notes: Vec<Note>, skip_process: Option<Fid>, done: Option<OnDone> },
+    Broadcast {
+        notes: Vec<Note>,
+        skip_process: Option<Fid>,
+        done: Option<OnDone>,
+    },
     /// A first entrypoint request came from a process hax still holds linked: broadcast
     /// `notes` (its FAILED state) so Motr drops the old link, then call `done`.
-    DropRestarted { process: Fid, notes: Vec<Note>, done: OnDone },
+    DropRestarted {
+        process: Fid,
+        notes: Vec<Note>,
+        done: OnDone,
+    },
     /// Report the link table.
-    Links { reply: Sender<Vec<(LinkId, LinkInfo)>> },
+    Links {
+        reply: Sender<Vec<(LinkId, LinkInfo)>>,
+    },
     /// Shut down: broadcast `final_notes`, wait up to `wait` for delivery, stop, fini.
-    Stop { final_notes: Vec<Note>, wait: Duration },
+    Stop {
+        final_notes: Vec<Note>,
+        wait: Duration,
+    },
 }
 
 /// What `MeroLink::spawn` hands back: the handle, the entrypoint requests for the responder,
 /// and a receiver told when `start` returned.
-pub type Spawned = (MeroLink, Receiver<EntrypointReq>, Receiver<Result<(), ffi::MotrError>>);
+pub type Spawned = (
+    MeroLink,
+    Receiver<EntrypointReq>,
+    Receiver<Result<(), ffi::MotrError>>,
+);
 
 /// A handle to the running MeroLink thread.
 pub struct MeroLink {
@@ -129,12 +158,24 @@ impl MeroLink {
                 if let Err(e) = ffi::thread_adopt() {
                     log::warn!("MeroLink: thread adoption failed ({e}); continuing unadopted");
                 }
-                log::info!("MeroLink: starting HA interface ({}) at {}", ffi::backend(), cfg.endpoint);
-                let started = ffi::start(&cfg.endpoint, &cfg.process, &cfg.ha_service, &cfg.rm_service);
+                log::info!(
+                    "MeroLink: starting HA interface ({}) at {}",
+                    ffi::backend(),
+                    cfg.endpoint
+                );
+                let started = ffi::start(
+                    &cfg.endpoint,
+                    &cfg.process,
+                    &cfg.ha_service,
+                    &cfg.rm_service,
+                );
                 let ok = started.is_ok();
                 let _ = start_tx.send(started.clone());
                 if ok {
-                    log::info!("MeroLink: HA interface started; own process {}", cfg.process);
+                    log::info!(
+                        "MeroLink: HA interface started; own process {}",
+                        cfg.process
+                    );
                     Worker::new(cfg, out).run(ev_rx, cmd_rx);
                 } else {
                     log::error!("MeroLink: start failed: {:?}", started);
@@ -143,14 +184,27 @@ impl MeroLink {
                 ffi::fini();
                 log::info!("MeroLink: HA interface finalised");
             })
-            .map_err(|_| ffi::MotrError::Call { call: "spawn", errno: 12 })?;
+            .map_err(|_| ffi::MotrError::Call {
+                call: "spawn",
+                errno: 12,
+            })?;
         match init_rx.recv() {
-            Ok(Ok(())) => Ok((MeroLink { cmds: cmd_tx, thread: Some(thread) }, ep_rx, start_rx)),
+            Ok(Ok(())) => Ok((
+                MeroLink {
+                    cmds: cmd_tx,
+                    thread: Some(thread),
+                },
+                ep_rx,
+                start_rx,
+            )),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
             }
-            Err(_) => Err(ffi::MotrError::Call { call: "init", errno: 5 }),
+            Err(_) => Err(ffi::MotrError::Call {
+                call: "init",
+                errno: 5,
+            }),
         }
     }
 
@@ -190,7 +244,13 @@ struct Worker {
 impl Worker {
     fn new(cfg: MeroLinkConfig, out: MeroOutputs) -> Self {
         let deliveries = Deliveries::new(cfg.delivery_timeout);
-        Worker { cfg, out, links: LinkTable::default(), deliveries, noted: Default::default() }
+        Worker {
+            cfg,
+            out,
+            links: LinkTable::default(),
+            deliveries,
+            noted: Default::default(),
+        }
     }
 
     fn run(mut self, events: Receiver<MotrEvent>, cmds: Receiver<MeroCmd>) {
@@ -221,7 +281,10 @@ impl Worker {
                 last_expiry = Instant::now();
                 let expired = self.deliveries.expire(last_expiry);
                 if expired > 0 {
-                    log::warn!("MeroLink: {expired} send(s) got no delivery report within {:?}", self.cfg.delivery_timeout);
+                    log::warn!(
+                        "MeroLink: {expired} send(s) got no delivery report within {:?}",
+                        self.cfg.delivery_timeout
+                    );
                 }
             }
         }
@@ -229,8 +292,16 @@ impl Worker {
 
     fn on_cmd(&mut self, cmd: MeroCmd) {
         match cmd {
-            MeroCmd::Broadcast { notes, skip_process, done } => self.broadcast(&notes, skip_process, done),
-            MeroCmd::DropRestarted { process, notes, done } => {
+            MeroCmd::Broadcast {
+                notes,
+                skip_process,
+                done,
+            } => self.broadcast(&notes, skip_process, done),
+            MeroCmd::DropRestarted {
+                process,
+                notes,
+                done,
+            } => {
                 if self.links.of_process(process).is_empty() {
                     done(SendReport::default());
                 } else {
@@ -238,7 +309,14 @@ impl Worker {
                     self.links.deactivate_process(process);
                     if !self.noted.contains(&process) {
                         // Motr ignores the first note about a process: make FAILED the second.
-                        self.broadcast(&[Note { fid: process, state: HaState::Transient }], Some(process), None);
+                        self.broadcast(
+                            &[Note {
+                                fid: process,
+                                state: HaState::Transient,
+                            }],
+                            Some(process),
+                            None,
+                        );
                     }
                     self.broadcast(&notes, Some(process), Some(done));
                 }
@@ -268,7 +346,8 @@ impl Worker {
         match ffi::send_nvec_set(link, id_of_get, notes) {
             Ok(tag) => {
                 if id_of_get == 0 && self.links.self_link() == Some(link) {
-                    self.noted.extend(notes.iter().filter(|n| n.fid.is_process()).map(|n| n.fid));
+                    self.noted
+                        .extend(notes.iter().filter(|n| n.fid.is_process()).map(|n| n.fid));
                 }
                 self.deliveries.sent(batch, link, tag)
             }
@@ -287,10 +366,17 @@ impl Worker {
             }
             MotrEvent::NotDelivered { link, tag } => {
                 if self.deliveries.resolve(link, tag, false) {
-                    log::info!("MeroLink: message tag {tag} on link {:#x} not delivered", link.0);
+                    log::info!(
+                        "MeroLink: message tag {tag} on link {:#x} not delivered",
+                        link.0
+                    );
                 }
             }
-            MotrEvent::LinkConnected { req_id, link, peer_ep } => {
+            MotrEvent::LinkConnected {
+                req_id,
+                link,
+                peer_ep,
+            } => {
                 let who = self.out.requests.take(req_id);
                 let process = who.as_ref().map(|(p, _)| *p);
                 let is_self = process == Some(self.cfg.process) && self.links.self_link().is_none();
@@ -304,7 +390,15 @@ impl Worker {
                 if let Some(p) = process {
                     self.out.linked.add(p);
                 }
-                self.links.connect(link, LinkInfo { process, peer_ep, state: LinkState::Active, is_self });
+                self.links.connect(
+                    link,
+                    LinkInfo {
+                        process,
+                        peer_ep,
+                        state: LinkState::Active,
+                        is_self,
+                    },
+                );
             }
             MotrEvent::LinkReused { req_id, link } => {
                 let who = self.out.requests.take(req_id);
@@ -322,7 +416,12 @@ impl Worker {
                 log::debug!("MeroLink: link {:#x} reused", link.0);
             }
             MotrEvent::LinkAbsent { req_id } => {
-                let who = self.out.requests.take(req_id).map(|(p, _)| p.to_string()).unwrap_or_else(|| "?".into());
+                let who = self
+                    .out
+                    .requests
+                    .take(req_id)
+                    .map(|(p, _)| p.to_string())
+                    .unwrap_or_else(|| "?".into());
                 log::info!("MeroLink: link absent for request {req_id} (process {who}): the process must restart");
             }
             MotrEvent::LinkDisconnecting { link } => {
@@ -335,14 +434,23 @@ impl Worker {
                 if let Some(p) = self.links.remove(link).and_then(|i| i.process) {
                     self.out.linked.remove(p);
                 }
-                log::info!("MeroLink: link {:#x} disconnected ({} links left)", link.0, self.links.len());
+                log::info!(
+                    "MeroLink: link {:#x} disconnected ({} links left)",
+                    link.0,
+                    self.links.len()
+                );
             }
         }
     }
 
     fn on_message(&mut self, link: LinkId, tag: u64, msg: HaMsg) {
         match msg {
-            HaMsg::ProcessEvent { process, event, process_type, pid } => {
+            HaMsg::ProcessEvent {
+                process,
+                event,
+                process_type,
+                pid,
+            } => {
                 let Some(kind) = ProcessEventKind::from_u64(event) else {
                     log::warn!("MeroLink: process {process} sent unknown event {event}; ignored");
                     return;
@@ -351,7 +459,13 @@ impl Worker {
                     let n = self.links.deactivate_process(process);
                     log::info!("MeroLink: {process} STOPPED: {n} link(s) inactive");
                 }
-                let ev = ProcessEvent { process, event: kind, process_type: ProcessType::from_u64(process_type), pid, link: Some(link) };
+                let ev = ProcessEvent {
+                    process,
+                    event: kind,
+                    process_type: ProcessType::from_u64(process_type),
+                    pid,
+                    link: Some(link),
+                };
                 if let Some(r) = &self.out.process_events {
                     r.do_send(ev);
                 }
@@ -363,7 +477,11 @@ impl Worker {
                     self.send_tracked(batch, link, id_of_get, chunk);
                 }
                 self.deliveries.seal(batch);
-                log::debug!("MeroLink: NVEC GET {id_of_get} ({} fids) answered on link {:#x}", fids.len(), link.0);
+                log::debug!(
+                    "MeroLink: NVEC GET {id_of_get} ({} fids) answered on link {:#x}",
+                    fids.len(),
+                    link.0
+                );
             }
             HaMsg::FailureVecReq { pool, cookie } => {
                 let batch = self.deliveries.open(None);
@@ -378,32 +496,58 @@ impl Worker {
             }
             HaMsg::StobIoq(error) => {
                 let from = self.links.get_mut(link).and_then(|i| i.process);
-                log::warn!("MeroLink: STOB I/O error on sdev {} from {:?}", error.sdev, from);
+                log::warn!(
+                    "MeroLink: STOB I/O error on sdev {} from {:?}",
+                    error.sdev,
+                    from
+                );
                 if let Some(r) = &self.out.stob_errors {
-                    r.do_send(StobIoEvent { from_process: from, error });
+                    r.do_send(StobIoEvent {
+                        from_process: from,
+                        error,
+                    });
                 }
             }
-            HaMsg::ServiceEvent { service, process, event, service_type, .. } => {
+            HaMsg::ServiceEvent {
+                service,
+                process,
+                event,
+                service_type,
+                ..
+            } => {
                 log::debug!("MeroLink: service {service} of {process}: event {event} type {service_type} (tag {tag})");
             }
-            other => log::debug!("MeroLink: message on link {:#x} tag {tag} ignored: {other:?}", link.0),
+            other => log::debug!(
+                "MeroLink: message on link {:#x} tag {tag} ignored: {other:?}",
+                link.0
+            ),
         }
     }
 
     fn shutdown(&mut self, final_notes: Vec<Note>, wait: Duration, events: &Receiver<MotrEvent>) {
         let (tx, rx) = bounded::<SendReport>(1);
-        self.broadcast(&final_notes, None, Some(Box::new(move |r| {
-            let _ = tx.send(r);
-        })));
+        self.broadcast(
+            &final_notes,
+            None,
+            Some(Box::new(move |r| {
+                let _ = tx.send(r);
+            })),
+        );
         let deadline = Instant::now() + wait;
         loop {
             if let Ok(r) = rx.try_recv() {
-                log::info!("MeroLink: final broadcast: {}/{} delivered", r.delivered, r.sent);
+                log::info!(
+                    "MeroLink: final broadcast: {}/{} delivered",
+                    r.delivered,
+                    r.sent
+                );
                 break;
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                log::warn!("MeroLink: final broadcast not confirmed within {wait:?}; stopping anyway");
+                log::warn!(
+                    "MeroLink: final broadcast not confirmed within {wait:?}; stopping anyway"
+                );
                 break;
             }
             if let Ok(ev) = events.recv_timeout(left.min(Duration::from_millis(50))) {
@@ -417,11 +561,19 @@ impl Worker {
         while let Ok(ev) = events.try_recv() {
             self.on_event(ev);
         }
-        log::info!("MeroLink: HA interface stopped ({} links left)", self.links.len());
+        log::info!(
+            "MeroLink: HA interface stopped ({} links left)",
+            self.links.len()
+        );
     }
 }
 
 /// The HA state a process note carries when hax stops or drops a process.
 pub fn failed(fids: impl IntoIterator<Item = Fid>) -> Vec<Note> {
-    fids.into_iter().map(|fid| Note { fid, state: HaState::Failed }).collect()
+    fids.into_iter()
+        .map(|fid| Note {
+            fid,
+            state: HaState::Failed,
+        })
+        .collect()
 }

@@ -37,14 +37,27 @@ pub struct SharedModel {
 
 impl SharedModel {
     pub fn new(view: SharedView) -> SharedModel {
-        SharedModel { model: RwLock::new(Default::default()), view, objects: RwLock::new(HashMap::new()) }
+        SharedModel {
+            model: RwLock::new(Default::default()),
+            view,
+            objects: RwLock::new(HashMap::new()),
+        }
     }
 }
 
 impl StateView for SharedModel {
     fn answer(&self, fids: &[Fid]) -> Vec<Note> {
-        let cfg = self.view.read().unwrap_or_else(|e| e.into_inner()).config.clone();
-        let mut notes = self.model.read().unwrap_or_else(|e| e.into_inner()).answer(fids, &cfg);
+        let cfg = self
+            .view
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .config
+            .clone();
+        let mut notes = self
+            .model
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .answer(fids, &cfg);
         let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
         for n in notes.iter_mut() {
             if let Some(s) = objects.get(&n.fid) {
@@ -75,7 +88,13 @@ pub struct ProcessStatus {
 
 impl ProcessStatus {
     /// `reconcile`: run the reconciliation loop; `recheck`: re-check failures from watches.
-    pub fn new(shared: Arc<SharedModel>, writer: WriterHandle, consul: Consul, reconcile: bool, recheck: bool) -> Self {
+    pub fn new(
+        shared: Arc<SharedModel>,
+        writer: WriterHandle,
+        consul: Consul,
+        reconcile: bool,
+        recheck: bool,
+    ) -> Self {
         ProcessStatus {
             shared,
             writer,
@@ -99,13 +118,19 @@ impl ProcessStatus {
     fn publish(&self, entry: Envelope) {
         match &self.queue {
             Some(q) => q.publish(Queue::Eq, entry),
-            None => log::warn!("ProcessStatus: no event queue attached; {} not published", entry.message_type),
+            None => log::warn!(
+                "ProcessStatus: no event queue attached; {} not published",
+                entry.message_type
+            ),
         }
     }
 
     fn own_node(&self) -> String {
         let v = self.shared.view.read().unwrap_or_else(|e| e.into_inner());
-        v.identity.as_ref().map(|i| i.node.clone()).unwrap_or_default()
+        v.identity
+            .as_ref()
+            .map(|i| i.node.clone())
+            .unwrap_or_default()
     }
 
     fn touch(&mut self, fid: Fid, ctx: &mut Context<Self>) {
@@ -119,8 +144,19 @@ impl ProcessStatus {
     fn flush(&mut self) {
         self.flush_scheduled = false;
         let dirty = std::mem::take(&mut self.dirty);
-        let cfg = self.shared.view.read().unwrap_or_else(|e| e.into_inner()).config.clone();
-        let notes = self.shared.model.write().unwrap_or_else(|e| e.into_inner()).changes(dirty, &cfg);
+        let cfg = self
+            .shared
+            .view
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .config
+            .clone();
+        let notes = self
+            .shared
+            .model
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .changes(dirty, &cfg);
         if notes.is_empty() {
             return;
         }
@@ -135,9 +171,16 @@ impl ProcessStatus {
                         log::warn!("ProcessStatus: broadcast of {count} note(s): {r:?}");
                     }
                 });
-                let _ = m.send(MeroCmd::Broadcast { notes, skip_process: None, done: Some(done) });
+                let _ = m.send(MeroCmd::Broadcast {
+                    notes,
+                    skip_process: None,
+                    done: Some(done),
+                });
             }
-            None => log::debug!("ProcessStatus: {} note(s) not broadcast: MeroLink not attached yet", notes.len()),
+            None => log::debug!(
+                "ProcessStatus: {} note(s) not broadcast: MeroLink not attached yet",
+                notes.len()
+            ),
         }
     }
 
@@ -179,16 +222,29 @@ impl Handler<ProcessEvent> for ProcessStatus {
             "type": ev.process_type.motr_name(),
             "pid": ev.pid,
         });
-        log::info!("ProcessStatus: {} {} (pid {})", ev.process, ev.event.motr_name(), ev.pid);
+        log::info!(
+            "ProcessStatus: {} {} (pid {})",
+            ev.process,
+            ev.event.motr_name(),
+            ev.pid
+        );
         self.mark_special_processes();
-        self.shared.model.write().unwrap_or_else(|e| e.into_inner()).on_event(&ev);
+        self.shared
+            .model
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .on_event(&ev);
         self.touch(ev.process, ctx);
-        let payload = ProcessUpdate::payload(ev.process, ev.event, ev.process_type, &self.own_node());
+        let payload =
+            ProcessUpdate::payload(ev.process, ev.event, ev.process_type, &self.own_node());
         self.publish(Envelope::new(envelope::PROCESS_STATE_UPDATE, payload));
         // Waiting here (when the writer is full) slows this mailbox: events stay in order.
         let w = self.writer.clone();
         let key = format!("processes/{}", ev.process);
-        ctx.wait(async move { w.write(key, Some(record.to_string().into_bytes())).await }.into_actor(self));
+        ctx.wait(
+            async move { w.write(key, Some(record.to_string().into_bytes())).await }
+                .into_actor(self),
+        );
     }
 }
 
@@ -208,7 +264,11 @@ impl Handler<HaStateUpdate> for ProcessStatus {
                 m.on_health(h);
             }
         }
-        for h in u.entries.iter().filter(|h| !recheck.contains(&h.service_name) || h.healthy) {
+        for h in u
+            .entries
+            .iter()
+            .filter(|h| !recheck.contains(&h.service_name) || h.healthy)
+        {
             self.touch(h.process, ctx);
         }
         for name in recheck {
@@ -218,7 +278,10 @@ impl Handler<HaStateUpdate> for ProcessStatus {
                 let path = format!("/v1/health/service/{}", crate::consul::encode_query(&name));
                 match consul.get_raw(&path, None, Duration::ZERO).await {
                     Ok((Some(body), _)) => match parse_payload(&body) {
-                        Ok(p) => me.do_send(HaStateUpdate { entries: p.health, source: HealthSource::Consul }),
+                        Ok(p) => me.do_send(HaStateUpdate {
+                            entries: p.health,
+                            source: HealthSource::Consul,
+                        }),
                         Err(e) => log::warn!("ProcessStatus: re-check of {name}: {e}"),
                     },
                     Ok((None, _)) => {}
@@ -239,7 +302,11 @@ impl Handler<StobIoEvent> for ProcessStatus {
         let mut payload = serde_json::to_value(&ev.error).unwrap_or_else(|_| serde_json::json!({}));
         payload["process"] = serde_json::json!(ev.from_process);
         payload["node"] = serde_json::json!(self.own_node());
-        log::info!("ProcessStatus: drive I/O error rc {} on sdev {}: to the RC", ev.error.rc, ev.error.sdev);
+        log::info!(
+            "ProcessStatus: drive I/O error rc {} on sdev {}: to the RC",
+            ev.error.rc,
+            ev.error.sdev
+        );
         self.publish(Envelope::new(envelope::STOB_IOQ_ERROR, payload));
     }
 }
@@ -252,24 +319,51 @@ impl Handler<RemoteStates> for ProcessStatus {
             // Another node's hax is "hax itself" there: ONLINE once STARTED, here too.
             let v = self.shared.view.read().unwrap_or_else(|e| e.into_inner());
             let mut m = self.shared.model.write().unwrap_or_else(|e| e.into_inner());
-            for (p, _, _) in u.processes.iter().filter(|(p, _, _)| v.config.service_of_type(*p, "ha").is_some()) {
+            for (p, _, _) in u
+                .processes
+                .iter()
+                .filter(|(p, _, _)| v.config.service_of_type(*p, "ha").is_some())
+            {
                 m.mark_special(*p);
             }
         }
         for (process, event, process_type) in &u.processes {
-            let ev = ProcessEvent { process: *process, event: *event, process_type: *process_type, pid: 0, link: None };
-            self.shared.model.write().unwrap_or_else(|e| e.into_inner()).on_event(&ev);
+            let ev = ProcessEvent {
+                process: *process,
+                event: *event,
+                process_type: *process_type,
+                pid: 0,
+                link: None,
+            };
+            self.shared
+                .model
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .on_event(&ev);
             self.touch(*process, ctx);
         }
         let changed: Vec<Note> = {
-            let mut objects = self.shared.objects.write().unwrap_or_else(|e| e.into_inner());
-            u.notes.iter().filter(|n| objects.insert(n.fid, n.state) != Some(n.state)).copied().collect()
+            let mut objects = self
+                .shared
+                .objects
+                .write()
+                .unwrap_or_else(|e| e.into_inner());
+            u.notes
+                .iter()
+                .filter(|n| objects.insert(n.fid, n.state) != Some(n.state))
+                .copied()
+                .collect()
         };
         if changed.is_empty() {
             return;
         }
         for n in &changed {
-            log::info!("ProcessStatus: {} -> {} (from {})", n.fid, n.state, u.source);
+            log::info!(
+                "ProcessStatus: {} -> {} (from {})",
+                n.fid,
+                n.state,
+                u.source
+            );
         }
         match &self.mero {
             Some(m) => {
@@ -277,12 +371,22 @@ impl Handler<RemoteStates> for ProcessStatus {
                 let source = u.source.clone();
                 let done = Box::new(move |r: super::links::SendReport| {
                     if !r.all_delivered() {
-                        log::warn!("ProcessStatus: broadcast of {count} note(s) from {source}: {r:?}");
+                        log::warn!(
+                            "ProcessStatus: broadcast of {count} note(s) from {source}: {r:?}"
+                        );
                     }
                 });
-                let _ = m.send(MeroCmd::Broadcast { notes: changed, skip_process: None, done: Some(done) });
+                let _ = m.send(MeroCmd::Broadcast {
+                    notes: changed,
+                    skip_process: None,
+                    done: Some(done),
+                });
             }
-            None => log::debug!("ProcessStatus: {} note(s) from {} not broadcast: MeroLink not attached yet", changed.len(), u.source),
+            None => log::debug!(
+                "ProcessStatus: {} note(s) from {} not broadcast: MeroLink not attached yet",
+                changed.len(),
+                u.source
+            ),
         }
     }
 }
@@ -293,11 +397,17 @@ async fn reconcile_loop(consul: Consul, me: Addr<ProcessStatus>) {
     let mut backoff = super::fid_resolver::Backoff::default();
     loop {
         let started = std::time::Instant::now();
-        match consul.get_json::<Vec<Check>>("/v1/health/state/any", Some(index), Duration::from_secs(30)).await {
+        match consul
+            .get_json::<Vec<Check>>("/v1/health/state/any", Some(index), Duration::from_secs(30))
+            .await
+        {
             Ok((checks, idx)) => {
                 backoff.reset();
                 let parsed = from_checks(&checks.unwrap_or_default());
-                me.do_send(HaStateUpdate { entries: parsed.health, source: HealthSource::Consul });
+                me.do_send(HaStateUpdate {
+                    entries: parsed.health,
+                    source: HealthSource::Consul,
+                });
                 index = if idx < index { 0 } else { idx.max(1) };
             }
             Err(e) => {

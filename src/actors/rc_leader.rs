@@ -9,8 +9,8 @@ use super::fid_resolver::Backoff;
 use crate::consul::kv::KvEntry;
 use crate::consul::{Consul, ConsulError};
 use serde::Deserialize;
-use std::rc::Rc;
 use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 
 /// How the campaign behaves.
@@ -48,10 +48,15 @@ async fn create_session(consul: &Consul, cfg: &CampaignConfig) -> Result<String,
         "LockDelay": format!("{}s", cfg.lock_delay.as_secs()),
         "Behavior": "release",
     });
-    let out = consul.put("/v1/session/create", body.to_string().into_bytes()).await?;
+    let out = consul
+        .put("/v1/session/create", body.to_string().into_bytes())
+        .await?;
     serde_json::from_slice::<Created>(&out)
         .map(|c| c.id)
-        .map_err(|e| ConsulError::Decode { what: "session create".into(), reason: e.to_string() })
+        .map_err(|e| ConsulError::Decode {
+            what: "session create".into(),
+            reason: e.to_string(),
+        })
 }
 
 /// Runs the campaign forever (spawn it on the actix system).
@@ -76,7 +81,10 @@ pub async fn campaign(consul: Consul, cfg: CampaignConfig, slot: SessionSlot) {
             },
         };
         // Keep the session alive; a 404 means Consul invalidated it.
-        if let Err(e) = consul.put(&format!("/v1/session/renew/{session}"), Vec::new()).await {
+        if let Err(e) = consul
+            .put(&format!("/v1/session/renew/{session}"), Vec::new())
+            .await
+        {
             log::warn!("RcLeader: session {session} lost ({e}); making a new one");
             *slot.0.borrow_mut() = None;
             if holding {
@@ -86,9 +94,16 @@ pub async fn campaign(consul: Consul, cfg: CampaignConfig, slot: SessionSlot) {
             actix_rt::time::sleep(backoff.next_delay()).await;
             continue;
         }
-        let current = consul.get_json::<Vec<KvEntry>>("/v1/kv/leader", Some(index), cfg.ttl / 3).await;
+        let current = consul
+            .get_json::<Vec<KvEntry>>("/v1/kv/leader", Some(index), cfg.ttl / 3)
+            .await;
         let (holder, idx) = match current {
-            Ok((v, idx)) => (v.and_then(|v| v.into_iter().next()).and_then(|e| e.session).filter(|s| !s.is_empty()), idx),
+            Ok((v, idx)) => (
+                v.and_then(|v| v.into_iter().next())
+                    .and_then(|e| e.session)
+                    .filter(|s| !s.is_empty()),
+                idx,
+            ),
             Err(e) => {
                 log::debug!("RcLeader: reading the leader key: {e}");
                 actix_rt::time::sleep(backoff.next_delay()).await;
@@ -115,7 +130,10 @@ pub async fn campaign(consul: Consul, cfg: CampaignConfig, slot: SessionSlot) {
                 let path = format!("/v1/kv/leader?acquire={session}");
                 match consul.put(&path, cfg.node.clone().into_bytes()).await {
                     Ok(b) if b.starts_with(b"true") => {
-                        log::info!("RcLeader: acquired the leader key: this node ({}) is the RC leader", cfg.node);
+                        log::info!(
+                            "RcLeader: acquired the leader key: this node ({}) is the RC leader",
+                            cfg.node
+                        );
                         holding = true;
                     }
                     Ok(_) => {
@@ -132,7 +150,10 @@ pub async fn campaign(consul: Consul, cfg: CampaignConfig, slot: SessionSlot) {
 /// Destroys the session (releasing the key at once) at shutdown.
 pub async fn resign(consul: &Consul, slot: &SessionSlot) {
     if let Some(s) = slot.get() {
-        match consul.put(&format!("/v1/session/destroy/{s}"), Vec::new()).await {
+        match consul
+            .put(&format!("/v1/session/destroy/{s}"), Vec::new())
+            .await
+        {
             Ok(_) => log::info!("RcLeader: session {s} destroyed"),
             Err(e) => log::warn!("RcLeader: could not destroy session {s}: {e}"),
         }

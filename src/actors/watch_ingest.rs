@@ -52,15 +52,28 @@ fn error(status: actix_web::http::StatusCode, msg: String) -> HttpResponse {
     HttpResponse::build(status).json(json!({"error": msg}))
 }
 
-
-async fn ingest(req: HttpRequest, mut body: web::Payload, st: web::Data<IngestState>) -> HttpResponse {
+async fn ingest(
+    req: HttpRequest,
+    mut body: web::Payload,
+    st: web::Data<IngestState>,
+) -> HttpResponse {
     use actix_web::http::StatusCode;
     if let Some(secret) = &st.secret {
-        let given = req.headers().get(SECRET_HEADER).map(|v| v.as_bytes()).unwrap_or(b"");
+        let given = req
+            .headers()
+            .get(SECRET_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or(b"");
         if !constant_time_eq(given, secret.as_bytes()) {
             let peer = req.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-            log::warn!("WatchIngest: {} from {peer} refused: missing or wrong {SECRET_HEADER}", req.path());
-            return error(StatusCode::UNAUTHORIZED, format!("missing or wrong {SECRET_HEADER} header"));
+            log::warn!(
+                "WatchIngest: {} from {peer} refused: missing or wrong {SECRET_HEADER}",
+                req.path()
+            );
+            return error(
+                StatusCode::UNAUTHORIZED,
+                format!("missing or wrong {SECRET_HEADER} header"),
+            );
         }
     }
     let declared = req
@@ -69,8 +82,16 @@ async fn ingest(req: HttpRequest, mut body: web::Payload, st: web::Data<IngestSt
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > st.limit) {
-        log::warn!("WatchIngest: {} refused: body of {} bytes over the {} byte limit", req.path(), declared.unwrap_or(0), st.limit);
-        return error(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {} bytes", st.limit));
+        log::warn!(
+            "WatchIngest: {} refused: body of {} bytes over the {} byte limit",
+            req.path(),
+            declared.unwrap_or(0),
+            st.limit
+        );
+        return error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("body larger than {} bytes", st.limit),
+        );
     }
     let mut buf = web::BytesMut::new();
     while let Some(chunk) = body.next().await {
@@ -78,19 +99,33 @@ async fn ingest(req: HttpRequest, mut body: web::Payload, st: web::Data<IngestSt
             return error(StatusCode::BAD_REQUEST, "body could not be read".into());
         };
         if buf.len() + chunk.len() > st.limit {
-            log::warn!("WatchIngest: {} refused: body over the {} byte limit", req.path(), st.limit);
-            return error(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {} bytes", st.limit));
+            log::warn!(
+                "WatchIngest: {} refused: body over the {} byte limit",
+                req.path(),
+                st.limit
+            );
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body larger than {} bytes", st.limit),
+            );
         }
         buf.extend_from_slice(&chunk);
     }
     match parse_payload(&buf) {
         Ok(p) => {
             if !p.ignored.is_empty() {
-                log::info!("WatchIngest: ignored {} service id(s) that are not process fids: {:?}", p.ignored.len(), p.ignored.iter().take(5).collect::<Vec<_>>());
+                log::info!(
+                    "WatchIngest: ignored {} service id(s) that are not process fids: {:?}",
+                    p.ignored.len(),
+                    p.ignored.iter().take(5).collect::<Vec<_>>()
+                );
             }
             let accepted = p.health.len();
             if accepted > 0 {
-                st.updates.do_send(HaStateUpdate { entries: p.health, source: HealthSource::Watch });
+                st.updates.do_send(HaStateUpdate {
+                    entries: p.health,
+                    source: HealthSource::Watch,
+                });
             }
             HttpResponse::Ok().json(json!({"accepted": accepted, "ignored": p.ignored.len()}))
         }

@@ -14,21 +14,30 @@ fn main() {
             std::process::exit(0);
         }
     };
-    env_logger::Builder::new().parse_filters(&cli.log).format_timestamp_millis().init();
+    env_logger::Builder::new()
+        .parse_filters(&cli.log)
+        .format_timestamp_millis()
+        .init();
     if let Err(msg) = cli.validate() {
         eprintln!("hax: bad configuration: {msg}");
         std::process::exit(64);
     }
     let code = match &cli.command {
         None => hax::daemon::run(cli.clone()),
-        Some(Command::Bootstrap { description, apply, local_agent_dir }) => hax::cluster::cmd_bootstrap(
+        Some(Command::Bootstrap {
+            description,
+            apply,
+            local_agent_dir,
+        }) => hax::cluster::cmd_bootstrap(
             description,
             &cli.consul,
             cli.token.as_deref(),
             *apply,
             local_agent_dir.as_deref(),
         ),
-        Some(Command::GetEntrypoint) => hax::cluster::cmd_get_entrypoint(&cli.consul, cli.token.as_deref()),
+        Some(Command::GetEntrypoint) => {
+            hax::cluster::cmd_get_entrypoint(&cli.consul, cli.token.as_deref())
+        }
         Some(Command::Leader) => {
             let cfg = cli.consul_config();
             match actix::System::new().block_on(async move { hax::check::leader(&cfg).await }) {
@@ -42,7 +51,11 @@ fn main() {
                 }
             }
         }
-        Some(Command::Q { queue, message_type, payload }) => {
+        Some(Command::Q {
+            queue,
+            message_type,
+            payload,
+        }) => {
             let cfg = cli.consul_config();
             hax::rc::cmd_q(&cfg, *queue, message_type, payload)
         }

@@ -83,14 +83,20 @@ pub fn parse_payload(body: &[u8]) -> Result<Parsed, PayloadError> {
         }
     }
     if let Ok(keys) = serde_json::from_slice::<Vec<KeyOnly>>(body) {
-        return Ok(Parsed { health: vec![], ignored: keys.into_iter().map(|k| k.key).collect() });
+        return Ok(Parsed {
+            health: vec![],
+            ignored: keys.into_iter().map(|k| k.key).collect(),
+        });
     }
     Err(PayloadError(entries_err.to_string()))
 }
 
 /// A service instance is healthy when every check of its entry is passing.
 pub fn from_entries(entries: &[HealthEntry]) -> Parsed {
-    let mut out = Parsed { health: vec![], ignored: vec![] };
+    let mut out = Parsed {
+        health: vec![],
+        ignored: vec![],
+    };
     for e in entries {
         match Fid::parse_process_id(&e.service.id) {
             Ok(fid) if fid.is_process() => out.health.push(ServiceHealth {
@@ -98,7 +104,11 @@ pub fn from_entries(entries: &[HealthEntry]) -> Parsed {
                 service_name: e.service.service.clone(),
                 node: e.node.node.clone(),
                 healthy: e.checks.iter().all(|c| c.status == "passing"),
-                node_healthy: e.checks.iter().filter(|c| c.service_id.is_empty()).all(|c| c.status == "passing"),
+                node_healthy: e
+                    .checks
+                    .iter()
+                    .filter(|c| c.service_id.is_empty())
+                    .all(|c| c.status == "passing"),
             }),
             _ => out.ignored.push(e.service.id.clone()),
         }
@@ -109,20 +119,26 @@ pub fn from_entries(entries: &[HealthEntry]) -> Parsed {
 /// A `checks` watch lists every check of the datacenter: group them per service instance,
 /// adding the node's serfHealth to each.
 pub fn from_checks(checks: &[Check]) -> Parsed {
-    let node_ok: BTreeMap<&str, bool> = checks
-        .iter()
-        .filter(|c| c.service_id.is_empty())
-        .fold(BTreeMap::new(), |mut m, c| {
-            let e = m.entry(c.node.as_str()).or_insert(true);
-            *e &= c.status == "passing";
-            m
-        });
+    let node_ok: BTreeMap<&str, bool> =
+        checks
+            .iter()
+            .filter(|c| c.service_id.is_empty())
+            .fold(BTreeMap::new(), |mut m, c| {
+                let e = m.entry(c.node.as_str()).or_insert(true);
+                *e &= c.status == "passing";
+                m
+            });
     let mut per: BTreeMap<(&str, &str), (String, bool)> = BTreeMap::new();
     for c in checks.iter().filter(|c| !c.service_id.is_empty()) {
-        let e = per.entry((c.node.as_str(), c.service_id.as_str())).or_insert((c.service_name.clone(), true));
+        let e = per
+            .entry((c.node.as_str(), c.service_id.as_str()))
+            .or_insert((c.service_name.clone(), true));
         e.1 &= c.status == "passing";
     }
-    let mut out = Parsed { health: vec![], ignored: vec![] };
+    let mut out = Parsed {
+        health: vec![],
+        ignored: vec![],
+    };
     for ((node, id), (name, ok)) in per {
         match Fid::parse_process_id(id) {
             Ok(fid) if fid.is_process() => out.health.push(ServiceHealth {
@@ -143,14 +159,21 @@ mod tests {
     use super::*;
 
     fn fixture(name: &str) -> Vec<u8> {
-        let p = format!("{}/../shared/fixtures/consul-watch/{name}", env!("CARGO_MANIFEST_DIR"));
+        let p = format!(
+            "{}/../shared/fixtures/consul-watch/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
     }
 
     #[test]
     fn a_critical_ios_check_makes_only_that_instance_unhealthy() {
         let p = parse_payload(&fixture("22-service-ios-step2-ios-0xc-critical.json")).unwrap();
-        let by: BTreeMap<String, bool> = p.health.iter().map(|h| (h.process.to_string(), h.healthy)).collect();
+        let by: BTreeMap<String, bool> = p
+            .health
+            .iter()
+            .map(|h| (h.process.to_string(), h.healthy))
+            .collect();
         assert_eq!(by.get("0x7200000000000001:0xc"), Some(&false));
         assert_eq!(by.get("0x7200000000000001:0xf"), Some(&true));
     }
@@ -158,13 +181,21 @@ mod tests {
     #[test]
     fn a_warning_is_not_passing() {
         let p = parse_payload(&fixture("24-service-ios-step3-ios-0xc-warning.json")).unwrap();
-        assert!(p.health.iter().any(|h| h.process.to_string() == "0x7200000000000001:0xc" && !h.healthy));
+        assert!(p
+            .health
+            .iter()
+            .any(|h| h.process.to_string() == "0x7200000000000001:0xc" && !h.healthy));
     }
 
     #[test]
     fn checks_payloads_are_grouped_per_service_instance() {
         let p = parse_payload(&fixture("21-checks-step2-ios-0xc-critical.json")).unwrap();
-        let bad: Vec<String> = p.health.iter().filter(|h| !h.healthy).map(|h| h.process.to_string()).collect();
+        let bad: Vec<String> = p
+            .health
+            .iter()
+            .filter(|h| !h.healthy)
+            .map(|h| h.process.to_string())
+            .collect();
         assert_eq!(bad, vec!["0x7200000000000001:0xc".to_string()]);
         assert_eq!(p.health.len(), 4);
     }
@@ -185,7 +216,11 @@ mod tests {
     #[test]
     fn malformed_bodies_are_errors_not_panics() {
         for bad in [&b"{"[..], b"{}", b"[1,2]", b"[{\"Node\":1}]", b"\xff\xfe"] {
-            assert!(parse_payload(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_payload(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

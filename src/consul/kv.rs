@@ -45,11 +45,21 @@ pub struct TxnKv {
 impl TxnOp {
     pub fn set(key: &str, value: &[u8]) -> TxnOp {
         TxnOp {
-            kv: TxnKv { verb: "set", key: key.to_string(), value: Some(base64::engine::general_purpose::STANDARD.encode(value)) },
+            kv: TxnKv {
+                verb: "set",
+                key: key.to_string(),
+                value: Some(base64::engine::general_purpose::STANDARD.encode(value)),
+            },
         }
     }
     pub fn delete(key: &str) -> TxnOp {
-        TxnOp { kv: TxnKv { verb: "delete", key: key.to_string(), value: None } }
+        TxnOp {
+            kv: TxnKv {
+                verb: "delete",
+                key: key.to_string(),
+                value: None,
+            },
+        }
     }
     /// Bytes this op adds to a transaction body (for the 512 KiB limit).
     pub fn encoded_len(&self) -> usize {

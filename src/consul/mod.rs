@@ -12,7 +12,11 @@ pub enum ConsulError {
     #[error("Consul unreachable at {addr}: {reason}")]
     Unreachable { addr: String, reason: String },
     #[error("Consul answered {status} to {what}: {body}")]
-    Status { status: u16, what: String, body: String },
+    Status {
+        status: u16,
+        what: String,
+        body: String,
+    },
     #[error("Consul's answer to {what} could not be read: {reason}")]
     Decode { what: String, reason: String },
 }
@@ -43,13 +47,19 @@ pub fn tls_config(ca_file: &std::path::Path) -> Result<rustls::ClientConfig, Str
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
-    let certs = CertificateDer::pem_file_iter(ca_file).map_err(|e| format!("CA file {}: {e}", ca_file.display()))?;
+    let certs = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| format!("CA file {}: {e}", ca_file.display()))?;
     for cert in certs {
         let cert = cert.map_err(|e| format!("CA file {}: {e}", ca_file.display()))?;
-        roots.add(cert).map_err(|e| format!("CA file {}: {e}", ca_file.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("CA file {}: {e}", ca_file.display()))?;
     }
     if roots.is_empty() {
-        return Err(format!("CA file {} holds no certificate", ca_file.display()));
+        return Err(format!(
+            "CA file {} holds no certificate",
+            ca_file.display()
+        ));
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     Ok(rustls::ClientConfig::builder_with_provider(provider)
@@ -66,7 +76,9 @@ impl ConsulConfig {
         ConsulConfig {
             addr: addr.to_string(),
             token: token.map(str::to_string),
-            ca_file: std::env::var_os("CONSUL_CACERT").filter(|v| !v.is_empty()).map(Into::into),
+            ca_file: std::env::var_os("CONSUL_CACERT")
+                .filter(|v| !v.is_empty())
+                .map(Into::into),
         }
     }
 
@@ -94,23 +106,40 @@ impl Consul {
     /// A client for `cfg`. An unreadable CA file is reported here (checked at start-up with
     /// `tls_config`, so this only logs).
     pub fn new(cfg: &ConsulConfig) -> Consul {
-        let mut connector = awc::Connector::new().limit(MAX_CONNECTIONS).timeout(Duration::from_secs(5));
+        let mut connector = awc::Connector::new()
+            .limit(MAX_CONNECTIONS)
+            .timeout(Duration::from_secs(5));
         if let Some(ca) = &cfg.ca_file {
             match tls_config(ca) {
                 Ok(tls) => connector = connector.rustls_0_23(std::sync::Arc::new(tls)),
                 Err(e) => log::error!("Consul client: {e}"),
             }
         }
-        let http = awc::Client::builder().connector(connector).timeout(Duration::from_secs(15)).finish();
-        Consul { base: cfg.base_url(), token: cfg.token.clone(), http }
+        let http = awc::Client::builder()
+            .connector(connector)
+            .timeout(Duration::from_secs(15))
+            .finish();
+        Consul {
+            base: cfg.base_url(),
+            token: cfg.token.clone(),
+            http,
+        }
     }
 
     pub fn base_url(&self) -> &str {
         &self.base
     }
 
-    fn request(&self, method: awc::http::Method, path: &str, timeout: Duration) -> awc::ClientRequest {
-        let mut r = self.http.request(method, format!("{}{}", self.base, path)).timeout(timeout);
+    fn request(
+        &self,
+        method: awc::http::Method,
+        path: &str,
+        timeout: Duration,
+    ) -> awc::ClientRequest {
+        let mut r = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .timeout(timeout);
         if let Some(t) = &self.token {
             r = r.insert_header(("X-Consul-Token", t.as_str()));
         }
@@ -120,10 +149,18 @@ impl Consul {
     /// GET returning the body and `X-Consul-Index`. With `index` it is a blocking query
     /// waiting up to `wait` for a change. The whole exchange (send and body) has a deadline:
     /// a connection to a paused or half-dead server must not hang a caller forever.
-    pub async fn get_raw(&self, path: &str, index: Option<u64>, wait: Duration) -> Result<(Option<Vec<u8>>, u64), ConsulError> {
+    pub async fn get_raw(
+        &self,
+        path: &str,
+        index: Option<u64>,
+        wait: Duration,
+    ) -> Result<(Option<Vec<u8>>, u64), ConsulError> {
         let sep = if path.contains('?') { '&' } else { '?' };
         let (url, timeout) = match index {
-            Some(i) if i > 0 => (format!("{path}{sep}index={i}&wait={}s", wait.as_secs().max(1)), wait + wait / 16 + Duration::from_secs(5)),
+            Some(i) if i > 0 => (
+                format!("{path}{sep}index={i}&wait={}s", wait.as_secs().max(1)),
+                wait + wait / 16 + Duration::from_secs(5),
+            ),
             _ => (path.to_string(), Duration::from_secs(10)),
         };
         let exchange = async {
@@ -139,31 +176,55 @@ impl Consul {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0);
             let status = resp.status().as_u16();
-            let body = resp.body().limit(64 * 1024 * 1024).await.map_err(|e| self.unreachable(e.to_string()))?;
+            let body = resp
+                .body()
+                .limit(64 * 1024 * 1024)
+                .await
+                .map_err(|e| self.unreachable(e.to_string()))?;
             Ok::<_, ConsulError>((status, index, body))
         };
-        let (status, index, body) = tokio::time::timeout(timeout + Duration::from_secs(2), exchange)
-            .await
-            .map_err(|_| self.unreachable(format!("no complete answer to GET {path} within {timeout:?}")))??;
+        let (status, index, body) =
+            tokio::time::timeout(timeout + Duration::from_secs(2), exchange)
+                .await
+                .map_err(|_| {
+                    self.unreachable(format!(
+                        "no complete answer to GET {path} within {timeout:?}"
+                    ))
+                })??;
         match status {
             200 => Ok((Some(body.to_vec()), index)),
             404 => Ok((None, index)),
-            s => Err(ConsulError::Status { status: s, what: format!("GET {path}"), body: String::from_utf8_lossy(&body).chars().take(300).collect() }),
+            s => Err(ConsulError::Status {
+                status: s,
+                what: format!("GET {path}"),
+                body: String::from_utf8_lossy(&body).chars().take(300).collect(),
+            }),
         }
     }
 
     fn unreachable(&self, reason: String) -> ConsulError {
-        ConsulError::Unreachable { addr: self.base.clone(), reason }
+        ConsulError::Unreachable {
+            addr: self.base.clone(),
+            reason,
+        }
     }
 
     /// GET a JSON document (`None` for 404).
-    pub async fn get_json<T: DeserializeOwned>(&self, path: &str, index: Option<u64>, wait: Duration) -> Result<(Option<T>, u64), ConsulError> {
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        index: Option<u64>,
+        wait: Duration,
+    ) -> Result<(Option<T>, u64), ConsulError> {
         let (body, idx) = self.get_raw(path, index, wait).await?;
         match body {
             None => Ok((None, idx)),
             Some(b) => serde_json::from_slice(&b)
                 .map(|v| (Some(v), idx))
-                .map_err(|e| ConsulError::Decode { what: format!("GET {path}"), reason: e.to_string() }),
+                .map_err(|e| ConsulError::Decode {
+                    what: format!("GET {path}"),
+                    reason: e.to_string(),
+                }),
         }
     }
 
@@ -178,16 +239,28 @@ impl Consul {
                 .await
                 .map_err(|e| self.unreachable(e.to_string()))?;
             let status = resp.status().as_u16();
-            let b = resp.body().limit(16 * 1024 * 1024).await.map_err(|e| self.unreachable(e.to_string()))?;
+            let b = resp
+                .body()
+                .limit(16 * 1024 * 1024)
+                .await
+                .map_err(|e| self.unreachable(e.to_string()))?;
             Ok::<_, ConsulError>((status, b))
         };
         let (status, b) = tokio::time::timeout(timeout + Duration::from_secs(2), exchange)
             .await
-            .map_err(|_| self.unreachable(format!("no complete answer to PUT {path} within {timeout:?}")))??;
+            .map_err(|_| {
+                self.unreachable(format!(
+                    "no complete answer to PUT {path} within {timeout:?}"
+                ))
+            })??;
         if status == 200 {
             Ok(b.to_vec())
         } else {
-            Err(ConsulError::Status { status, what: format!("PUT {path}"), body: String::from_utf8_lossy(&b).chars().take(300).collect() })
+            Err(ConsulError::Status {
+                status,
+                what: format!("PUT {path}"),
+                body: String::from_utf8_lossy(&b).chars().take(300).collect(),
+            })
         }
     }
 }
@@ -205,9 +278,16 @@ impl Consul {
             #[serde(rename = "NodeName")]
             node_name: String,
         }
-        match self.get_json::<SelfCfg>("/v1/agent/self", None, Duration::ZERO).await? {
+        match self
+            .get_json::<SelfCfg>("/v1/agent/self", None, Duration::ZERO)
+            .await?
+        {
             (Some(s), _) => Ok(s.config.node_name),
-            (None, _) => Err(ConsulError::Status { status: 404, what: "GET /v1/agent/self".into(), body: String::new() }),
+            (None, _) => Err(ConsulError::Status {
+                status: 404,
+                what: "GET /v1/agent/self".into(),
+                body: String::new(),
+            }),
         }
     }
 }
@@ -227,5 +307,8 @@ pub fn encode_query(v: &str) -> String {
 
 /// A quoted Consul filter `Field == "value"` (unquoted values break on dashes).
 pub fn filter_eq(field: &str, value: &str) -> String {
-    encode_query(&format!("{field} == \"{}\"", value.replace('\\', "\\\\").replace('"', "\\\"")))
+    encode_query(&format!(
+        "{field} == \"{}\"",
+        value.replace('\\', "\\\\").replace('"', "\\\"")
+    ))
 }

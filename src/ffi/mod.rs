@@ -6,7 +6,12 @@
 #![allow(unsafe_code)]
 
 mod raw {
-    #![allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code)]
+    #![allow(
+        non_camel_case_types,
+        non_upper_case_globals,
+        non_snake_case,
+        dead_code
+    )]
     include!(concat!(env!("OUT_DIR"), "/shim_bindings.rs"));
 }
 mod trampolines;
@@ -44,19 +49,32 @@ fn cstring(s: &str) -> Result<CString, MotrError> {
 }
 
 fn raw_fid(f: &Fid) -> raw::hax_fid {
-    raw::hax_fid { container: f.container, key: f.key }
+    raw::hax_fid {
+        container: f.container,
+        key: f.key,
+    }
 }
 
 fn raw_notes(notes: &[Note]) -> Result<Vec<raw::hax_note>, MotrError> {
     if notes.len() > NOTES_MAX {
         return Err(MotrError::TooManyNotes(notes.len()));
     }
-    Ok(notes.iter().map(|n| raw::hax_note { fid: raw_fid(&n.fid), state: n.state as u32 }).collect())
+    Ok(notes
+        .iter()
+        .map(|n| raw::hax_note {
+            fid: raw_fid(&n.fid),
+            state: n.state as u32,
+        })
+        .collect())
 }
 
 /// Creates the process's one HA interface. Callbacks are written to the given channels:
 /// entrypoint requests to `entrypoints`, everything else to `events`.
-pub fn init(node_uuid: &str, entrypoints: Sender<EntrypointReq>, events: Sender<MotrEvent>) -> Result<(), MotrError> {
+pub fn init(
+    node_uuid: &str,
+    entrypoints: Sender<EntrypointReq>,
+    events: Sender<MotrEvent>,
+) -> Result<(), MotrError> {
     trampolines::install(entrypoints, events);
     let uuid = cstring(node_uuid)?;
     let cbs = trampolines::callbacks();
@@ -75,7 +93,9 @@ pub fn start(endpoint: &str, process: &Fid, ha: &Fid, rm: &Fid) -> Result<(), Mo
     let ep = cstring(endpoint)?;
     let (p, h, r) = (raw_fid(process), raw_fid(ha), raw_fid(rm));
     // SAFETY: all pointers are valid for the duration of the call.
-    check("start", unsafe { raw::hax_shim_start(ep.as_ptr(), &p, &h, &r) })
+    check("start", unsafe {
+        raw::hax_shim_start(ep.as_ptr(), &p, &h, &r)
+    })
 }
 
 /// Stops the interface (blocking): own STOPPING..STOPPED events, then every link goes.
@@ -94,7 +114,11 @@ pub fn fini() {
 /// Answers one entrypoint request (thread-safe; link callbacks fire inside this call).
 pub fn entrypoint_reply(req: ReqId, reply: &EntrypointReply) -> Result<(), MotrError> {
     let fids: Vec<raw::hax_fid> = reply.confds.iter().map(|(f, _)| raw_fid(f)).collect();
-    let eps: Vec<CString> = reply.confds.iter().map(|(_, e)| cstring(e)).collect::<Result<_, _>>()?;
+    let eps: Vec<CString> = reply
+        .confds
+        .iter()
+        .map(|(_, e)| cstring(e))
+        .collect::<Result<_, _>>()?;
     let ep_ptrs: Vec<*const std::os::raw::c_char> = eps.iter().map(|e| e.as_ptr()).collect();
     let rm = raw_fid(&reply.rm_fid);
     let rm_ep = cstring(&reply.rm_ep)?;
@@ -117,8 +141,13 @@ pub fn entrypoint_reply(req: ReqId, reply: &EntrypointReply) -> Result<(), MotrE
 }
 
 /// Runs a send while the link is known sendable (it cannot start disconnecting meanwhile).
-fn with_sendable<T>(link: LinkId, send: impl FnOnce() -> Result<T, MotrError>) -> Result<T, MotrError> {
-    let live = trampolines::SENDABLE.read().unwrap_or_else(|e| e.into_inner());
+fn with_sendable<T>(
+    link: LinkId,
+    send: impl FnOnce() -> Result<T, MotrError>,
+) -> Result<T, MotrError> {
+    let live = trampolines::SENDABLE
+        .read()
+        .unwrap_or_else(|e| e.into_inner());
     if !live.contains(&link.0) {
         return Err(MotrError::LinkGone(link.0));
     }
@@ -127,7 +156,10 @@ fn with_sendable<T>(link: LinkId, send: impl FnOnce() -> Result<T, MotrError>) -
 
 /// Whether a link may still be sent on.
 pub fn is_sendable(link: LinkId) -> bool {
-    trampolines::SENDABLE.read().unwrap_or_else(|e| e.into_inner()).contains(&link.0)
+    trampolines::SENDABLE
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&link.0)
 }
 
 /// Sends one NVEC SET on a link; returns Motr's tag for delivery tracking.
@@ -138,21 +170,41 @@ pub fn send_nvec_set(link: LinkId, id_of_get: u64, notes: &[Note]) -> Result<u64
     with_sendable(link, || {
         // SAFETY: `raw` has `len` notes and outlives the call; `tag` is a valid out pointer.
         let rc = unsafe {
-            raw::hax_shim_send_nvec_set(link.0, id_of_get, ignore_same, raw.len() as u32, raw.as_ptr(), &mut tag)
+            raw::hax_shim_send_nvec_set(
+                link.0,
+                id_of_get,
+                ignore_same,
+                raw.len() as u32,
+                raw.as_ptr(),
+                &mut tag,
+            )
         };
         check("send", rc).map(|_| tag)
     })
 }
 
 /// Answers a failure-vector request for `pool`, echoing its cookie.
-pub fn send_failure_vec_rep(link: LinkId, pool: &Fid, cookie: (u64, u64), notes: &[Note]) -> Result<u64, MotrError> {
+pub fn send_failure_vec_rep(
+    link: LinkId,
+    pool: &Fid,
+    cookie: (u64, u64),
+    notes: &[Note],
+) -> Result<u64, MotrError> {
     let raw = raw_notes(notes)?;
     let p = raw_fid(pool);
     let mut tag = 0u64;
     with_sendable(link, || {
         // SAFETY: as for send_nvec_set.
         let rc = unsafe {
-            raw::hax_shim_send_failure_vec_rep(link.0, &p, cookie.0, cookie.1, raw.len() as u32, raw.as_ptr(), &mut tag)
+            raw::hax_shim_send_failure_vec_rep(
+                link.0,
+                &p,
+                cookie.0,
+                cookie.1,
+                raw.len() as u32,
+                raw.as_ptr(),
+                &mut tag,
+            )
         };
         check("send", rc).map(|_| tag)
     })
@@ -183,5 +235,7 @@ pub fn link_endpoint(link: LinkId) -> Result<String, MotrError> {
 /// Which library the shim was built against ("stand-in" or "motr").
 pub fn backend() -> &'static str {
     // SAFETY: returns a static NUL-terminated string.
-    unsafe { CStr::from_ptr(raw::hax_shim_backend()) }.to_str().unwrap_or("?")
+    unsafe { CStr::from_ptr(raw::hax_shim_backend()) }
+        .to_str()
+        .unwrap_or("?")
 }

@@ -7,11 +7,11 @@ use super::raw;
 use crate::fid::Fid;
 use crate::motr::{EntrypointReq, HaMsg, LinkId, MotrEvent, ReqId, StobIoError};
 use crossbeam_channel::Sender;
+use std::collections::BTreeSet;
 use std::ffi::CStr;
 use std::os::raw::c_char;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::collections::BTreeSet;
 use std::sync::RwLock;
 
 struct Sinks {
@@ -46,7 +46,10 @@ pub fn inject_panics(sites: &[PanicSite]) {
 }
 
 pub(super) fn install(entrypoints: Sender<EntrypointReq>, events: Sender<MotrEvent>) {
-    *SINKS.write().unwrap_or_else(|e| e.into_inner()) = Some(Sinks { entrypoints, events });
+    *SINKS.write().unwrap_or_else(|e| e.into_inner()) = Some(Sinks {
+        entrypoints,
+        events,
+    });
 }
 
 pub(super) fn uninstall() {
@@ -123,7 +126,10 @@ extern "C" fn on_entrypoint_request(req: *const raw::hax_entrypoint_req) {
         // SAFETY: the shim passes a valid struct whose strings live during the callback.
         let r = unsafe { &*req };
         let owned_req = EntrypointReq {
-            req_id: ReqId { hi: r.req_hi, lo: r.req_lo },
+            req_id: ReqId {
+                hi: r.req_hi,
+                lo: r.req_lo,
+            },
             remote_ep: unsafe { owned(r.remote_ep) },
             process: fid(&r.process),
             git_rev: unsafe { owned(r.git_rev) },
@@ -147,7 +153,10 @@ unsafe fn convert(m: &raw::hax_msg) -> HaMsg {
             return Vec::new();
         }
         let n = (m.nr as usize).min(crate::motr::NOTES_MAX);
-        std::slice::from_raw_parts(m.notes, n).iter().map(|x| (fid(&x.fid), x.state)).collect()
+        std::slice::from_raw_parts(m.notes, n)
+            .iter()
+            .map(|x| (fid(&x.fid), x.state))
+            .collect()
     };
     match m.kind {
         raw::hax_msg_kind_HAX_MSG_PROCESS_EVENT => HaMsg::ProcessEvent {
@@ -163,13 +172,15 @@ unsafe fn convert(m: &raw::hax_msg) -> HaMsg {
             service_type: m.obj_type,
             pid: m.pid,
         },
-        raw::hax_msg_kind_HAX_MSG_NVEC_GET => {
-            HaMsg::NvecGet { id_of_get: m.id_of_get, fids: notes().into_iter().map(|(f, _)| f).collect() }
-        }
+        raw::hax_msg_kind_HAX_MSG_NVEC_GET => HaMsg::NvecGet {
+            id_of_get: m.id_of_get,
+            fids: notes().into_iter().map(|(f, _)| f).collect(),
+        },
         raw::hax_msg_kind_HAX_MSG_NVEC_SET => HaMsg::NvecSet { notes: notes() },
-        raw::hax_msg_kind_HAX_MSG_FAILURE_VEC_REQ => {
-            HaMsg::FailureVecReq { pool: fid(&m.pool), cookie: (m.cookie_hi, m.cookie_lo) }
-        }
+        raw::hax_msg_kind_HAX_MSG_FAILURE_VEC_REQ => HaMsg::FailureVecReq {
+            pool: fid(&m.pool),
+            cookie: (m.cookie_hi, m.cookie_lo),
+        },
         raw::hax_msg_kind_HAX_MSG_STOB_IOQ => HaMsg::StobIoq(StobIoError {
             sdev: fid(&m.sdev),
             stob_domain: fid(&m.stob_domain),
@@ -181,13 +192,17 @@ unsafe fn convert(m: &raw::hax_msg) -> HaMsg {
             size: m.size,
             bshift: m.bshift,
         }),
-        raw::hax_msg_kind_HAX_MSG_RPC_EVENT => {
-            HaMsg::RpcEvent { service: fid(&m.fid), attempts: m.rpc_attempts, state: m.rpc_state }
-        }
+        raw::hax_msg_kind_HAX_MSG_RPC_EVENT => HaMsg::RpcEvent {
+            service: fid(&m.fid),
+            attempts: m.rpc_attempts,
+            state: m.rpc_state,
+        },
         raw::hax_msg_kind_HAX_MSG_BE_IO_ERR => HaMsg::BeIoErr,
         raw::hax_msg_kind_HAX_MSG_SNS_ERR => HaMsg::SnsErr,
         raw::hax_msg_kind_HAX_MSG_KEEPALIVE => HaMsg::Keepalive,
-        _ => HaMsg::Other { raw_type: m.raw_type },
+        _ => HaMsg::Other {
+            raw_type: m.raw_type,
+        },
     }
 }
 
@@ -195,20 +210,38 @@ extern "C" fn on_msg_received(link: raw::hax_link_t, msg: *const raw::hax_msg, t
     guarded(PanicSite::MsgReceived, || {
         // SAFETY: the shim passes a valid message for the duration of the callback.
         let owned_msg = unsafe { convert(&*msg) };
-        emit(MotrEvent::Received { link: LinkId(link), tag, msg: owned_msg });
+        emit(MotrEvent::Received {
+            link: LinkId(link),
+            tag,
+            msg: owned_msg,
+        });
     });
     // Confirm the message even if the body above panicked: Motr waits for it.
     // SAFETY: `msg` is still valid here; motr_msg is Motr's own pointer for this message.
-    let motr_msg = if msg.is_null() { std::ptr::null() } else { unsafe { (*msg).motr_msg } };
+    let motr_msg = if msg.is_null() {
+        std::ptr::null()
+    } else {
+        unsafe { (*msg).motr_msg }
+    };
     unsafe { raw::hax_shim_delivered(link, motr_msg) };
 }
 
 extern "C" fn on_msg_delivered(link: raw::hax_link_t, tag: u64) {
-    guarded(PanicSite::MsgDelivered, || emit(MotrEvent::Delivered { link: LinkId(link), tag }));
+    guarded(PanicSite::MsgDelivered, || {
+        emit(MotrEvent::Delivered {
+            link: LinkId(link),
+            tag,
+        })
+    });
 }
 
 extern "C" fn on_msg_not_delivered(link: raw::hax_link_t, tag: u64) {
-    guarded(PanicSite::MsgNotDelivered, || emit(MotrEvent::NotDelivered { link: LinkId(link), tag }));
+    guarded(PanicSite::MsgNotDelivered, || {
+        emit(MotrEvent::NotDelivered {
+            link: LinkId(link),
+            tag,
+        })
+    });
 }
 
 extern "C" fn on_link_connected(hi: u64, lo: u64, link: raw::hax_link_t, peer_ep: *const c_char) {
@@ -216,25 +249,38 @@ extern "C" fn on_link_connected(hi: u64, lo: u64, link: raw::hax_link_t, peer_ep
     guarded(PanicSite::LinkConnected, || {
         // SAFETY: peer_ep is NULL or a string valid during the callback.
         let peer_ep = unsafe { owned(peer_ep) };
-        emit(MotrEvent::LinkConnected { req_id: ReqId { hi, lo }, link: LinkId(link), peer_ep });
+        emit(MotrEvent::LinkConnected {
+            req_id: ReqId { hi, lo },
+            link: LinkId(link),
+            peer_ep,
+        });
     });
 }
 
 extern "C" fn on_link_reused(hi: u64, lo: u64, link: raw::hax_link_t) {
     set_sendable(link, true);
     guarded(PanicSite::LinkReused, || {
-        emit(MotrEvent::LinkReused { req_id: ReqId { hi, lo }, link: LinkId(link) })
+        emit(MotrEvent::LinkReused {
+            req_id: ReqId { hi, lo },
+            link: LinkId(link),
+        })
     });
 }
 
 extern "C" fn on_link_absent(hi: u64, lo: u64) {
-    guarded(PanicSite::LinkAbsent, || emit(MotrEvent::LinkAbsent { req_id: ReqId { hi, lo } }));
+    guarded(PanicSite::LinkAbsent, || {
+        emit(MotrEvent::LinkAbsent {
+            req_id: ReqId { hi, lo },
+        })
+    });
 }
 
 extern "C" fn on_link_is_disconnecting(link: raw::hax_link_t) {
     // From here on nothing may be sent on this link: waits for sends in flight to return.
     set_sendable(link, false);
-    guarded(PanicSite::LinkIsDisconnecting, || emit(MotrEvent::LinkDisconnecting { link: LinkId(link) }));
+    guarded(PanicSite::LinkIsDisconnecting, || {
+        emit(MotrEvent::LinkDisconnecting { link: LinkId(link) })
+    });
     // hax lets the link go inside this callback, as Motr expects, whatever happened above.
     // SAFETY: the link is valid until link_disconnected.
     unsafe { raw::hax_shim_disconnect(link) };
@@ -242,5 +288,7 @@ extern "C" fn on_link_is_disconnecting(link: raw::hax_link_t) {
 
 extern "C" fn on_link_disconnected(link: raw::hax_link_t) {
     set_sendable(link, false);
-    guarded(PanicSite::LinkDisconnected, || emit(MotrEvent::LinkDisconnected { link: LinkId(link) }));
+    guarded(PanicSite::LinkDisconnected, || {
+        emit(MotrEvent::LinkDisconnected { link: LinkId(link) })
+    });
 }

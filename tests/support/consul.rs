@@ -322,9 +322,15 @@ impl ConsulAgent {
 
     fn start_dev(extra_hcl: &str, extra_json: Option<&Value>) -> ConsulAgent {
         static N: AtomicUsize = AtomicUsize::new(0);
-        let name = NAME_OVERRIDE.with(|n| n.borrow().clone()).unwrap_or_else(|| {
-            format!("hax-dev-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
-        });
+        let name = NAME_OVERRIDE
+            .with(|n| n.borrow().clone())
+            .unwrap_or_else(|| {
+                format!(
+                    "hax-dev-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::Relaxed)
+                )
+            });
         let dir = scratch_dir(&name);
         let config = dir.join("config.hcl");
         fs::write(
@@ -357,7 +363,9 @@ impl ConsulAgent {
             let mut child = spawn_consul(&args, &log);
             let mut client = ConsulClient::new(&format!("http://127.0.0.1:{}", ports.http));
             // With ACLs on (default deny) the harness itself needs the management token.
-            if let Some(t) = extra_json.and_then(|j| j["acl"]["tokens"]["initial_management"].as_str()) {
+            if let Some(t) =
+                extra_json.and_then(|j| j["acl"]["tokens"]["initial_management"].as_str())
+            {
                 client = client.with_token(t);
             }
             let deadline = Instant::now() + START_TIMEOUT;

@@ -9,8 +9,8 @@ use actix::{Actor, Context, Handler, Recipient};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use hax::actors::entrypoint::{self, Responder};
 use hax::actors::links::{LinkInfo, SendReport};
-use hax::actors::merolink::{LinkedProcesses, 
-    EntrypointLog, MeroCmd, MeroLink, MeroLinkConfig, MeroOutputs, StateView,
+use hax::actors::merolink::{
+    EntrypointLog, LinkedProcesses, MeroCmd, MeroLink, MeroLinkConfig, MeroOutputs, StateView,
 };
 use hax::fid::Fid;
 use hax::messages::{ProcessEvent, StobIoEvent};

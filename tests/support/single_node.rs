@@ -245,7 +245,10 @@ impl SingleNode {
     }
 
     pub fn start_with(extra: &[&str]) -> SingleNode {
-        let secret = extra.windows(2).find(|w| w[0] == "--watch-secret").map(|w| w[1]);
+        let secret = extra
+            .windows(2)
+            .find(|w| w[0] == "--watch-secret")
+            .map(|w| w[1]);
         let http_port = free_port();
         let agent = ConsulAgent::dev_with_json(&watch_config_with_secret(http_port, secret));
         let ports = ClusterPorts::allocate();
