@@ -498,6 +498,24 @@ fn a_local_agent_runs_the_watches_and_the_bootstrap_reaches_hax_through_them() {
         "no confd watch delivery reached hax's port: {:?}",
         sink.deliveries()
     );
+    // The watches carry the directory's secret, kept in a file only its owner can read.
+    let secret_file = dir.join("watch-secret");
+    let secret = std::fs::read_to_string(&secret_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(secret.len(), 48, "a random 24-byte secret in hex");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&secret_file)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "the secret file is private");
+    assert_eq!(
+        got.as_ref().unwrap().header("X-Hax-Secret"),
+        Some(secret.as_str())
+    );
     assert_eq!(got.unwrap().method, "POST");
     drop(agent);
     let _ = std::fs::remove_dir_all(&dir);

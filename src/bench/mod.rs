@@ -15,6 +15,7 @@ pub mod payload;
 pub mod procfs;
 pub mod report;
 pub mod scenarios;
+pub mod soak;
 pub mod stats;
 
 use scenarios::{say, BootResult, EventsResult, IngestResult, MemoryResult, PropagationResult};

@@ -6,6 +6,7 @@ use clap::Parser;
 use hax::bench::{self, report, Config};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -58,6 +59,16 @@ struct Args {
     /// by `--json` (to change the report's wording without measuring again).
     #[arg(long)]
     from_json: Option<PathBuf>,
+    /// Soak mode instead of the scenarios: this many minutes of steady load with periodic
+    /// faults, sampling hax's RSS, file descriptors and threads (report to --markdown/stdout).
+    #[arg(long)]
+    soak_minutes: Option<f64>,
+    /// Soak: events per second.
+    #[arg(long, default_value_t = 20.0)]
+    soak_rate: f64,
+    /// Soak: simulated processes.
+    #[arg(long, default_value_t = 20)]
+    soak_processes: usize,
     /// The command line to name in the report.
     #[arg(long, default_value = "scripts/bench")]
     command: String,
@@ -166,6 +177,34 @@ fn main() -> ExitCode {
         .work
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join(format!("hax-bench.{}", std::process::id())));
+    if let Some(minutes) = a.soak_minutes {
+        let sc = bench::soak::SoakConfig {
+            duration: Duration::from_secs_f64(minutes.max(0.1) * 60.0),
+            processes: a.soak_processes.max(1),
+            rate: a.soak_rate.max(1.0),
+            fault_every: Duration::from_secs(20),
+            sample_every: Duration::from_secs(10),
+        };
+        return match bench::soak::run(&consul_bin, &hax_bin, &work, &sc) {
+            Ok(samples) => {
+                let md = bench::soak::report(&sc, &samples);
+                match &a.markdown {
+                    Some(p) => {
+                        let _ = std::fs::write(p, &md);
+                    }
+                    None => println!("{md}"),
+                }
+                if !a.keep {
+                    let _ = std::fs::remove_dir_all(&work);
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hax-bench soak: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let mut cfg = if a.short {
         Config::short(consul_bin, hax_bin, work)
     } else {

@@ -1,6 +1,6 @@
 //! A local Consul agent for a single-node cluster: a one-server datacenter on the node's
 //! loopback address, configured with the watches and script checks hax needs.
-use super::plan::{agent_config_json, Plan};
+use super::plan::{agent_config_json, with_watch_secret, Plan};
 use serde_json::{json, Value};
 use std::fs;
 use std::io::{self, Read, Write};
@@ -124,6 +124,46 @@ fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// The file holding the watch secret of a local agent's directory.
+pub fn watch_secret_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("watch-secret")
+}
+
+/// Reads the directory's watch secret, making a random one (readable by its owner only) the
+/// first time. hax must be started with `--watch-secret-file <dir>/watch-secret`.
+fn watch_secret(data_dir: &Path) -> Result<String, AgentError> {
+    let path = watch_secret_path(data_dir);
+    if let Ok(s) = fs::read_to_string(&path) {
+        if let Some(line) = s.lines().next().filter(|l| !l.trim().is_empty()) {
+            return Ok(line.trim().to_string());
+        }
+    }
+    let mut bytes = [0u8; 24];
+    use std::io::Read;
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(io_err("read /dev/urandom"))?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    fs::create_dir_all(data_dir).map_err(io_err(format!("create {}", data_dir.display())))?;
+    write_private(&path, &format!("{secret}\n"))?;
+    Ok(secret)
+}
+
+/// Writes a file only its owner may read (it holds the watch secret).
+fn write_private(path: &Path, text: &str) -> Result<(), AgentError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(format!("write {}", path.display())))?;
+    use std::io::Write;
+    f.write_all(text.as_bytes())
+        .map_err(io_err(format!("write {}", path.display())))
+}
+
 /// Starts (or finds already running) the Consul agent of the plan's single node:
 /// `consul agent -server -bootstrap-expect=1 -data-dir=<dir>/data -node=<name>
 /// -bind=<address> -client=<address> -config-file=<dir>/consul.json`, its HTTP port from the
@@ -163,6 +203,7 @@ pub fn start_local_agent(
     };
     let (server, serf_lan, serf_wan) = (port("server")?, port("serf_lan")?, port("serf_wan")?);
     let mut cfg = agent_config_json(plan, &node.name).expect("the plan's own node");
+    with_watch_secret(&mut cfg, &watch_secret(data_dir)?);
     cfg["ports"] = json!({
         "http": node.consul_http_port, "dns": -1, "grpc": -1, "grpc_tls": -1,
         "server": server, "serf_lan": serf_lan, "serf_wan": serf_wan,
@@ -171,7 +212,7 @@ pub fn start_local_agent(
     let text = serde_json::to_string_pretty(&cfg).expect("JSON");
     let changed = fs::read_to_string(&config).ok().as_deref() != Some(text.as_str());
     if changed {
-        fs::write(&config, &text).map_err(io_err(format!("write {}", config.display())))?;
+        write_private(&config, &text)?;
     }
     let http_url = format!("http://{addr}");
 

@@ -96,6 +96,10 @@ pub fn cmd_bootstrap(
                     a.config.display(),
                     a.log.display()
                 );
+                println!(
+                    "  watches send X-Hax-Secret: start hax with --watch-secret-file {}",
+                    agent::watch_secret_path(dir).display()
+                );
                 url = a.http_url;
             }
             Err(e @ AgentError::NotSingleNode(_)) => {

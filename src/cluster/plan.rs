@@ -352,6 +352,16 @@ pub fn agent_config_json(plan: &Plan, node: &str) -> Option<Value> {
     }))
 }
 
+/// Adds the shared secret hax checks (`X-Hax-Secret`) to every watch of an agent
+/// configuration made by [`agent_config_json`].
+pub fn with_watch_secret(cfg: &mut Value, secret: &str) {
+    if let Some(watches) = cfg["watches"].as_array_mut() {
+        for w in watches {
+            w["http_handler_config"]["header"] = json!({ "X-Hax-Secret": [secret] });
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
