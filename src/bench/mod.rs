@@ -49,9 +49,17 @@ pub struct Config {
     pub churn_max_cycles: u64,
     /// Profile hax with `perf record` during the biggest boot storm, propagation and payload.
     pub perf: bool,
+    /// Scenario groups to run (`sizes`, `events`, `ingest`, `memory`); empty: all.
+    #[serde(default)]
+    pub only: Vec<String>,
 }
 
 impl Config {
+    /// Whether the scenario group `what` runs.
+    pub fn runs_group(&self, what: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| o == what)
+    }
+
     pub fn full(consul_bin: PathBuf, hax_bin: PathBuf, work: PathBuf) -> Config {
         Config {
             consul_bin,
@@ -72,6 +80,7 @@ impl Config {
             churn_secs: 60.0,
             churn_max_cycles: 100_000,
             perf: false,
+            only: Vec::new(),
         }
     }
 
@@ -157,7 +166,7 @@ pub fn run_all(cfg: &Config) -> Results {
     };
     for run in 0..cfg.runs {
         let mut r = Run::default();
-        for &n in &cfg.sizes {
+        for &n in cfg.sizes.iter().filter(|_| cfg.runs_group("sizes")) {
             let env = match new_env(&format!("run{run}-n{n}")) {
                 Ok(e) => e,
                 Err(e) => {
@@ -255,7 +264,11 @@ pub fn run_all(cfg: &Config) -> Results {
             drop(procs);
             drop(env);
         }
-        match new_env(&format!("run{run}-events")) {
+        match (cfg.runs_group("events"))
+            .then(|| new_env(&format!("run{run}-events")))
+            .unwrap_or_else(|| Err("skipped".into()))
+        {
+            Err(e) if e == "skipped" => {}
             Err(e) => res.errors.push(format!("run {run}, events: {e}")),
             Ok(env) => {
                 let (boot, procs) =
@@ -284,7 +297,11 @@ pub fn run_all(cfg: &Config) -> Results {
             }
         }
         // Watch ingest on its own hax: the events scenario leaves work behind.
-        match new_env(&format!("run{run}-ingest")) {
+        match (cfg.runs_group("ingest"))
+            .then(|| new_env(&format!("run{run}-ingest")))
+            .unwrap_or_else(|| Err("skipped".into()))
+        {
+            Err(e) if e == "skipped" => {}
             Err(e) => res.errors.push(format!("run {run}, ingest: {e}")),
             Ok(env) => {
                 let node = env.consul.node.clone();
@@ -327,7 +344,11 @@ pub fn run_all(cfg: &Config) -> Results {
         }
         res.runs.push(r);
     }
-    match new_env("memory") {
+    match (cfg.runs_group("memory"))
+        .then(|| new_env("memory"))
+        .unwrap_or_else(|| Err("skipped".into()))
+    {
+        Err(e) if e == "skipped" => {}
         Err(e) => res.errors.push(format!("memory: {e}")),
         Ok(env) => {
             say(format!(

@@ -46,6 +46,9 @@ struct Args {
     /// payload of the first run (top symbols go into the report).
     #[arg(long)]
     perf: bool,
+    /// Run only these scenario groups (comma-separated: sizes, events, ingest, memory).
+    #[arg(long, value_delimiter = ',')]
+    only: Option<Vec<String>>,
     /// Write the report (Markdown) here.
     #[arg(long)]
     markdown: Option<PathBuf>,
@@ -217,6 +220,9 @@ fn main() -> ExitCode {
     }
     if let Some(s) = a.sizes.clone() {
         cfg.sizes = s.into_iter().filter(|n| *n > 0).collect();
+    }
+    if let Some(o) = a.only.clone() {
+        cfg.only = o;
     }
     if let Some(r) = a.fail_reps {
         cfg.fail_reps = r.max(1);
