@@ -362,6 +362,36 @@ int hax_shim_send_nvec_set(hax_link_t link, uint64_t id_of_get, int ignore_same_
 	return 0;
 }
 
+int hax_shim_broadcast_nvec_set(const hax_link_t *links, uint32_t nlinks, uint32_t nr,
+				const struct hax_note *notes, uint64_t *tags)
+{
+	struct m0_ha_msg *m;
+	uint32_t i;
+
+	if (g_hi == NULL || (nlinks > 0 && (links == NULL || tags == NULL)) ||
+	    (nr > 0 && notes == NULL))
+		return -EINVAL;
+	if (nr > HAX_NOTES_MAX)
+		return -E2BIG;
+	for (i = 0; i < nlinks; i++) {
+		if (links[i] == 0)
+			return -EINVAL;
+	}
+	/* The message is large (1024 notes inline) and Motr only reads it: build it once. */
+	m = msg_new(M0_HA_MSG_NVEC);
+	if (m == NULL)
+		return -ENOMEM;
+	m->hm_data.u.hed_nvec.hmnv_type = M0_HA_NVEC_SET;
+	m->hm_data.u.hed_nvec.hmnv_id_of_get = 0;
+	m->hm_data.u.hed_nvec.hmnv_ignore_same_state = 1;
+	m->hm_data.u.hed_nvec.hmnv_nr = nr;
+	notes_in(m->hm_data.u.hed_nvec.hmnv_arr.hmna_arr, notes, nr);
+	for (i = 0; i < nlinks; i++)
+		m0_halon_interface_send(g_hi, link_ptr(links[i]), m, &tags[i]);
+	free(m);
+	return 0;
+}
+
 int hax_shim_send_failure_vec_rep(hax_link_t link, const struct hax_fid *pool,
 				  uint64_t cookie_hi, uint64_t cookie_lo, uint32_t nr,
 				  const struct hax_note *notes, uint64_t *tag)

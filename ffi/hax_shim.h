@@ -137,6 +137,13 @@ void hax_shim_entrypoint_reply(uint64_t req_hi, uint64_t req_lo, int rc, uint32_
  */
 int hax_shim_send_nvec_set(hax_link_t link, uint64_t id_of_get, int ignore_same_state,
 			   uint32_t nr, const struct hax_note *notes, uint64_t *tag);
+/**
+ * Sends the same NVEC SET broadcast (id_of_get 0) on each of `nlinks` links, building the
+ * message once; tags[i] receives link i's tag. Returns 0, or -E2BIG / -EINVAL as above (then
+ * nothing was sent).
+ */
+int hax_shim_broadcast_nvec_set(const hax_link_t *links, uint32_t nlinks, uint32_t nr,
+				const struct hax_note *notes, uint64_t *tags);
 /** Sends a FAILURE_VEC_REP for `pool` echoing the request's cookie. Same returns. */
 int hax_shim_send_failure_vec_rep(hax_link_t link, const struct hax_fid *pool,
 				  uint64_t cookie_hi, uint64_t cookie_lo, uint32_t nr,

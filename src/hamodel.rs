@@ -34,9 +34,19 @@ impl HaModel {
         p.ptype = Some(ev.process_type);
     }
 
-    pub fn on_health(&mut self, h: &ServiceHealth) {
-        self.procs.entry(h.process).or_default().healthy = Some(h.healthy);
-        self.nodes_healthy.insert(h.node.clone(), h.node_healthy);
+    /// Records a service instance's health; answers whether its process's health changed
+    /// (only then can its state change).
+    pub fn on_health(&mut self, h: &ServiceHealth) -> bool {
+        let p = self.procs.entry(h.process).or_default();
+        let changed = p.healthy != Some(h.healthy);
+        p.healthy = Some(h.healthy);
+        match self.nodes_healthy.get_mut(&h.node) {
+            Some(ok) => *ok = h.node_healthy,
+            None => {
+                self.nodes_healthy.insert(h.node.clone(), h.node_healthy);
+            }
+        }
+        changed
     }
 
     /// Health as last known (None: Consul has not said).

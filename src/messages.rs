@@ -23,6 +23,8 @@ pub struct ProcessEvent {
 pub struct HaStateUpdate {
     pub entries: Vec<ServiceHealth>,
     pub source: HealthSource,
+    /// When the news reached hax (a watch POST's arrival): broadcast timings start here.
+    pub received: std::time::Instant,
 }
 
 /// Where a health snapshot came from.

@@ -333,9 +333,24 @@ impl Worker {
     fn broadcast(&mut self, notes: &[Note], skip: Option<Fid>, done: Option<OnDone>) {
         let batch = self.deliveries.open(done);
         if !notes.is_empty() {
-            for link in self.links.active(skip) {
-                for chunk in notes.chunks(NOTES_MAX) {
-                    self.send_tracked(batch, link, 0, chunk);
+            let links = self.links.active(skip);
+            let self_link = self.links.self_link();
+            for chunk in notes.chunks(NOTES_MAX) {
+                for (link, sent) in links.iter().zip(ffi::broadcast_nvec_set(&links, chunk)) {
+                    match sent {
+                        Ok(tag) => {
+                            if self_link == Some(*link) {
+                                self.noted.extend(
+                                    chunk.iter().filter(|n| n.fid.is_process()).map(|n| n.fid),
+                                );
+                            }
+                            self.deliveries.sent(batch, *link, tag);
+                        }
+                        Err(e) => {
+                            log::warn!("MeroLink: send on link {:#x} refused: {e}", link.0);
+                            self.deliveries.failed(batch);
+                        }
+                    }
                 }
             }
         }

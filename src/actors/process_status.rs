@@ -24,7 +24,7 @@ use actix::prelude::*;
 use crossbeam_channel::Sender;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The model shared with MeroLink, which answers NVEC GET from it.
 pub struct SharedModel {
@@ -68,6 +68,11 @@ impl StateView for SharedModel {
     }
 }
 
+/// MeroLink finished delivering ProcessStatus's broadcast with this number.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct BroadcastDone(u64);
+
 /// Connects ProcessStatus to MeroLink once MeroLink runs.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -79,8 +84,16 @@ pub struct ProcessStatus {
     consul: Consul,
     mero: Option<Sender<MeroCmd>>,
     dirty: BTreeSet<Fid>,
+    /// When the oldest change in `dirty` reached hax.
+    dirty_since: Option<Instant>,
     flush_scheduled: bool,
     coalesce: Duration,
+    /// The broadcast MeroLink is still delivering (its number): while one is in flight, new
+    /// changes accumulate and go out together once it is confirmed (or `hold` has passed),
+    /// so a storm of changes costs a few broadcasts, not one per change.
+    in_flight: Option<u64>,
+    broadcasts: u64,
+    hold: Duration,
     queue: Option<QueueHandle>,
     reconcile: bool,
     recheck: bool,
@@ -101,12 +114,22 @@ impl ProcessStatus {
             consul,
             mero: None,
             dirty: BTreeSet::new(),
+            dirty_since: None,
             flush_scheduled: false,
-            coalesce: Duration::from_millis(5),
+            coalesce: Duration::from_millis(2),
+            in_flight: None,
+            broadcasts: 0,
+            hold: Duration::from_millis(50),
             queue: None,
             reconcile,
             recheck,
         }
+    }
+
+    /// How long a broadcast may hold later changes back when Motr does not confirm it.
+    pub fn with_hold(mut self, hold: Duration) -> Self {
+        self.hold = hold;
+        self
     }
 
     /// Publishes process events and STOB I/O errors to the RC's event queue through `queue`.
@@ -115,9 +138,14 @@ impl ProcessStatus {
         self
     }
 
-    fn publish(&self, entry: Envelope) {
+    /// Publishes to `eq/`; an entry with a `latest` key replaces the one with the same key
+    /// still waiting to be written.
+    fn publish(&self, entry: Envelope, latest: Option<String>) {
         match &self.queue {
-            Some(q) => q.publish(Queue::Eq, entry),
+            Some(q) => match latest {
+                Some(key) => q.publish_latest(Queue::Eq, key, entry),
+                None => q.publish(Queue::Eq, entry),
+            },
             None => log::warn!(
                 "ProcessStatus: no event queue attached; {} not published",
                 entry.message_type
@@ -133,17 +161,24 @@ impl ProcessStatus {
             .unwrap_or_default()
     }
 
-    fn touch(&mut self, fid: Fid, ctx: &mut Context<Self>) {
+    fn touch(&mut self, fid: Fid, since: Instant, ctx: &mut Context<Self>) {
         self.dirty.insert(fid);
-        if !self.flush_scheduled {
-            self.flush_scheduled = true;
-            ctx.run_later(self.coalesce, |act, _| act.flush());
-        }
+        self.dirty_since = Some(self.dirty_since.map_or(since, |d| d.min(since)));
+        self.schedule_flush(ctx);
     }
 
-    fn flush(&mut self) {
+    fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flush_scheduled || self.in_flight.is_some() || self.dirty.is_empty() {
+            return;
+        }
+        self.flush_scheduled = true;
+        ctx.run_later(self.coalesce, |act, ctx| act.flush(ctx));
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
         self.flush_scheduled = false;
         let dirty = std::mem::take(&mut self.dirty);
+        let since = self.dirty_since.take().unwrap_or_else(Instant::now);
         let cfg = self
             .shared
             .view
@@ -163,24 +198,48 @@ impl ProcessStatus {
         for n in notes.iter().filter(|n| n.fid.is_process()) {
             log::info!("ProcessStatus: {} -> {}", n.fid, n.state);
         }
-        match &self.mero {
-            Some(m) => {
-                let count = notes.len();
-                let done = Box::new(move |r: super::links::SendReport| {
-                    if !r.all_delivered() {
-                        log::warn!("ProcessStatus: broadcast of {count} note(s): {r:?}");
-                    }
-                });
-                let _ = m.send(MeroCmd::Broadcast {
-                    notes,
-                    skip_process: None,
-                    done: Some(done),
-                });
-            }
-            None => log::debug!(
+        let Some(m) = &self.mero else {
+            log::debug!(
                 "ProcessStatus: {} note(s) not broadcast: MeroLink not attached yet",
                 notes.len()
-            ),
+            );
+            return;
+        };
+        self.broadcasts += 1;
+        let number = self.broadcasts;
+        let count = notes.len();
+        let me = ctx.address();
+        let done = Box::new(move |r: super::links::SendReport| {
+            let ms = since.elapsed().as_secs_f64() * 1e3;
+            if r.all_delivered() {
+                log::info!(
+                    "ProcessStatus: broadcast {number} of {count} note(s) confirmed by {} link(s) {ms:.2} ms after the change reached hax",
+                    r.delivered
+                );
+            } else {
+                log::warn!(
+                    "ProcessStatus: broadcast {number} of {count} note(s) after {ms:.2} ms: {r:?}"
+                );
+            }
+            me.do_send(BroadcastDone(number));
+        });
+        if m.send(MeroCmd::Broadcast {
+            notes,
+            skip_process: None,
+            done: Some(done),
+        })
+        .is_ok()
+        {
+            self.in_flight = Some(number);
+            // A peer that never confirms must not hold every later change back for long.
+            ctx.run_later(self.hold, move |act, ctx| act.broadcast_done(number, ctx));
+        }
+    }
+
+    fn broadcast_done(&mut self, number: u64, ctx: &mut Context<Self>) {
+        if self.in_flight == Some(number) {
+            self.in_flight = None;
+            self.schedule_flush(ctx);
         }
     }
 
@@ -214,6 +273,13 @@ impl Handler<AttachMero> for ProcessStatus {
     }
 }
 
+impl Handler<BroadcastDone> for ProcessStatus {
+    type Result = ();
+    fn handle(&mut self, d: BroadcastDone, ctx: &mut Context<Self>) {
+        self.broadcast_done(d.0, ctx);
+    }
+}
+
 impl Handler<ProcessEvent> for ProcessStatus {
     type Result = ();
     fn handle(&mut self, ev: ProcessEvent, ctx: &mut Context<Self>) {
@@ -234,10 +300,14 @@ impl Handler<ProcessEvent> for ProcessStatus {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .on_event(&ev);
-        self.touch(ev.process, ctx);
+        self.touch(ev.process, Instant::now(), ctx);
         let payload =
             ProcessUpdate::payload(ev.process, ev.event, ev.process_type, &self.own_node());
-        self.publish(Envelope::new(envelope::PROCESS_STATE_UPDATE, payload));
+        // Other nodes need a process's latest state, not every step of a burst.
+        self.publish(
+            Envelope::new(envelope::PROCESS_STATE_UPDATE, payload),
+            Some(format!("process/{}", ev.process)),
+        );
         // Waiting here (when the writer is full) slows this mailbox: events stay in order.
         let w = self.writer.clone();
         let key = format!("processes/{}", ev.process);
@@ -252,6 +322,7 @@ impl Handler<HaStateUpdate> for ProcessStatus {
     type Result = ();
     fn handle(&mut self, u: HaStateUpdate, ctx: &mut Context<Self>) {
         let mut recheck = BTreeSet::new();
+        let mut changed = Vec::new();
         {
             let mut m = self.shared.model.write().unwrap_or_else(|e| e.into_inner());
             for h in &u.entries {
@@ -261,15 +332,13 @@ impl Handler<HaStateUpdate> for ProcessStatus {
                     recheck.insert(h.service_name.clone());
                     continue;
                 }
-                m.on_health(h);
+                if m.on_health(h) {
+                    changed.push(h.process);
+                }
             }
         }
-        for h in u
-            .entries
-            .iter()
-            .filter(|h| !recheck.contains(&h.service_name) || h.healthy)
-        {
-            self.touch(h.process, ctx);
+        for p in changed {
+            self.touch(p, u.received, ctx);
         }
         for name in recheck {
             let consul = self.consul.clone();
@@ -281,6 +350,7 @@ impl Handler<HaStateUpdate> for ProcessStatus {
                         Ok(p) => me.do_send(HaStateUpdate {
                             entries: p.health,
                             source: HealthSource::Consul,
+                            received: std::time::Instant::now(),
                         }),
                         Err(e) => log::warn!("ProcessStatus: re-check of {name}: {e}"),
                     },
@@ -307,7 +377,7 @@ impl Handler<StobIoEvent> for ProcessStatus {
             ev.error.rc,
             ev.error.sdev
         );
-        self.publish(Envelope::new(envelope::STOB_IOQ_ERROR, payload));
+        self.publish(Envelope::new(envelope::STOB_IOQ_ERROR, payload), None);
     }
 }
 
@@ -340,7 +410,7 @@ impl Handler<RemoteStates> for ProcessStatus {
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .on_event(&ev);
-            self.touch(*process, ctx);
+            self.touch(*process, Instant::now(), ctx);
         }
         let changed: Vec<Note> = {
             let mut objects = self
@@ -407,6 +477,7 @@ async fn reconcile_loop(consul: Consul, me: Addr<ProcessStatus>) {
                 me.do_send(HaStateUpdate {
                     entries: parsed.health,
                     source: HealthSource::Consul,
+                    received: std::time::Instant::now(),
                 });
                 index = if idx < index { 0 } else { idx.max(1) };
             }
@@ -420,5 +491,147 @@ async fn reconcile_loop(consul: Consul, me: Addr<ProcessStatus>) {
         if spent < Duration::from_secs(1) {
             actix_rt::time::sleep(Duration::from_secs(1) - spent).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::actors::consul_writer::ConsulWriter;
+    use crate::consul::ConsulConfig;
+    use crate::messages::ServiceHealth;
+    use crossbeam_channel::{unbounded, Receiver};
+
+    fn failing(p: Fid) -> HaStateUpdate {
+        HaStateUpdate {
+            entries: vec![ServiceHealth {
+                process: p,
+                service_name: "ios".into(),
+                node: "n1".into(),
+                healthy: false,
+                node_healthy: true,
+            }],
+            source: HealthSource::Watch,
+            received: Instant::now(),
+        }
+    }
+
+    fn next_broadcast(rx: &Receiver<MeroCmd>, within: Duration) -> Option<(Vec<Note>, OnDoneBox)> {
+        match rx.recv_timeout(within) {
+            Ok(MeroCmd::Broadcast { notes, done, .. }) => Some((notes, done.expect("a callback"))),
+            Ok(_) => panic!("only broadcasts are expected"),
+            Err(_) => None,
+        }
+    }
+
+    type OnDoneBox = super::super::links::OnDone;
+
+    #[test]
+    fn changes_during_an_unconfirmed_broadcast_go_out_together_once_it_is_confirmed() {
+        let sys = actix::System::new();
+        sys.block_on(async {
+            // Nothing listens there: this test never reaches Consul (no recheck, no reconcile).
+            let consul = Consul::new(&ConsulConfig {
+                addr: "127.0.0.1:9".into(),
+                token: None,
+                ca_file: None,
+            });
+            let writer = ConsulWriter::start(consul.clone(), 16);
+            let shared = Arc::new(SharedModel::new(Default::default()));
+            let ps = ProcessStatus::new(shared, writer, consul, false, false)
+                .with_hold(Duration::from_secs(30))
+                .start();
+            let (tx, rx) = unbounded();
+            ps.send(AttachMero(tx)).await.unwrap();
+            let (a, b, c) = (
+                Fid::typed(b'r', 1, 10),
+                Fid::typed(b'r', 1, 11),
+                Fid::typed(b'r', 1, 12),
+            );
+            ps.send(failing(a)).await.unwrap();
+            let rx2 = rx.clone();
+            let first = actix_rt::task::spawn_blocking(move || {
+                next_broadcast(&rx2, Duration::from_secs(5))
+            })
+            .await
+            .unwrap()
+            .expect("the first change is broadcast at once");
+            assert_eq!(
+                first.0,
+                vec![Note {
+                    fid: a,
+                    state: HaState::Transient
+                }]
+            );
+            // Two more changes while the first broadcast is unconfirmed: nothing goes out.
+            ps.send(failing(b)).await.unwrap();
+            ps.send(failing(c)).await.unwrap();
+            let rx2 = rx.clone();
+            let early = actix_rt::task::spawn_blocking(move || {
+                next_broadcast(&rx2, Duration::from_millis(200))
+            })
+            .await
+            .unwrap();
+            assert!(
+                early.is_none(),
+                "nothing is sent while a broadcast is in flight"
+            );
+            // Motr confirms the first: both later changes go out in one broadcast.
+            (first.1)(super::super::links::SendReport {
+                sent: 1,
+                delivered: 1,
+                ..Default::default()
+            });
+            let rx2 = rx.clone();
+            let second = actix_rt::task::spawn_blocking(move || {
+                next_broadcast(&rx2, Duration::from_secs(5))
+            })
+            .await
+            .unwrap()
+            .expect("the held changes are broadcast after the confirmation");
+            let fids: Vec<Fid> = second.0.iter().map(|n| n.fid).collect();
+            assert_eq!(fids, vec![b, c]);
+            assert!(second.0.iter().all(|n| n.state == HaState::Transient));
+        });
+    }
+
+    #[test]
+    fn an_unconfirmed_broadcast_holds_later_changes_back_only_until_the_hold_passes() {
+        let sys = actix::System::new();
+        sys.block_on(async {
+            let consul = Consul::new(&ConsulConfig {
+                addr: "127.0.0.1:9".into(),
+                token: None,
+                ca_file: None,
+            });
+            let writer = ConsulWriter::start(consul.clone(), 16);
+            let shared = Arc::new(SharedModel::new(Default::default()));
+            let ps = ProcessStatus::new(shared, writer, consul, false, false)
+                .with_hold(Duration::from_millis(100))
+                .start();
+            let (tx, rx) = unbounded();
+            ps.send(AttachMero(tx)).await.unwrap();
+            ps.send(failing(Fid::typed(b'r', 1, 20))).await.unwrap();
+            let rx2 = rx.clone();
+            let _never_confirmed = actix_rt::task::spawn_blocking(move || {
+                next_broadcast(&rx2, Duration::from_secs(5))
+            })
+            .await
+            .unwrap()
+            .expect("first broadcast");
+            let t = Instant::now();
+            ps.send(failing(Fid::typed(b'r', 1, 21))).await.unwrap();
+            let rx2 = rx.clone();
+            let second = actix_rt::task::spawn_blocking(move || {
+                next_broadcast(&rx2, Duration::from_secs(5))
+            })
+            .await
+            .unwrap();
+            assert!(
+                second.is_some(),
+                "a peer that never confirms does not stop later broadcasts"
+            );
+            assert!(t.elapsed() < Duration::from_secs(2));
+        });
     }
 }

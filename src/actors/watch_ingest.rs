@@ -58,6 +58,7 @@ async fn ingest(
     st: web::Data<IngestState>,
 ) -> HttpResponse {
     use actix_web::http::StatusCode;
+    let received = std::time::Instant::now();
     if let Some(secret) = &st.secret {
         let given = req
             .headers()
@@ -93,7 +94,7 @@ async fn ingest(
             format!("body larger than {} bytes", st.limit),
         );
     }
-    let mut buf = web::BytesMut::new();
+    let mut buf = web::BytesMut::with_capacity(declared.unwrap_or(0).min(st.limit));
     while let Some(chunk) = body.next().await {
         let Ok(chunk) = chunk else {
             return error(StatusCode::BAD_REQUEST, "body could not be read".into());
@@ -125,6 +126,7 @@ async fn ingest(
                 st.updates.do_send(HaStateUpdate {
                     entries: p.health,
                     source: HealthSource::Watch,
+                    received,
                 });
             }
             HttpResponse::Ok().json(json!({"accepted": accepted, "ignored": p.ignored.len()}))

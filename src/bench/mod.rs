@@ -288,7 +288,20 @@ pub fn run_all(cfg: &Config) -> Results {
                     procs.len(),
                     cfg.events_per_proc
                 ));
+                let p = (cfg.perf && run == 0)
+                    .then(|| procfs::Perf::start(env.hax_pid(), &cfg.work.join("perf-events.data")))
+                    .flatten();
                 let ev = scenarios::process_events(&env, &procs, cfg.events_per_proc);
+                if let Some(p) = p {
+                    res.profiles.push((
+                        format!(
+                            "process events ({} processes × {})",
+                            procs.len(),
+                            cfg.events_per_proc
+                        ),
+                        p.report(),
+                    ));
+                }
                 say(format!(
                     "  hax {:.0} events/s ({} txns), Consul limit {:.0} keys/s (before {:.0}, after {:.0}): ratio {:.2}",
                     ev.hax_events_per_s, ev.hax_txns, ev.consul_limit_keys_per_s, ev.direct_before_keys_per_s, ev.direct_after_keys_per_s, ev.ratio

@@ -183,6 +183,60 @@ pub fn send_nvec_set(link: LinkId, id_of_get: u64, notes: &[Note]) -> Result<u64
     })
 }
 
+/// Sends the same NVEC SET broadcast on every link of `links` that is still sendable,
+/// building the message once. Answers each link's outcome, in the order given: its tag, or
+/// why nothing was sent on it.
+pub fn broadcast_nvec_set(links: &[LinkId], notes: &[Note]) -> Vec<Result<u64, MotrError>> {
+    let raw = match raw_notes(notes) {
+        Ok(r) => r,
+        Err(_) => {
+            return links
+                .iter()
+                .map(|_| Err(MotrError::TooManyNotes(notes.len())))
+                .collect()
+        }
+    };
+    // Held for the whole broadcast: no link can start disconnecting meanwhile.
+    let live = trampolines::SENDABLE
+        .read()
+        .unwrap_or_else(|e| e.into_inner());
+    let ok: Vec<bool> = links.iter().map(|l| live.contains(&l.0)).collect();
+    let sendable: Vec<u64> = links
+        .iter()
+        .zip(&ok)
+        .filter(|(_, ok)| **ok)
+        .map(|(l, _)| l.0)
+        .collect();
+    let mut tags = vec![0u64; sendable.len()];
+    // SAFETY: `sendable` and `tags` have the same length and outlive the call; `raw` has
+    // `raw.len()` notes.
+    let rc = unsafe {
+        raw::hax_shim_broadcast_nvec_set(
+            sendable.as_ptr(),
+            sendable.len() as u32,
+            raw.len() as u32,
+            raw.as_ptr(),
+            tags.as_mut_ptr(),
+        )
+    };
+    drop(live);
+    let sent = check("send", rc);
+    let mut tags = tags.into_iter();
+    links
+        .iter()
+        .zip(ok)
+        .map(|(l, ok)| {
+            if !ok {
+                return Err(MotrError::LinkGone(l.0));
+            }
+            match &sent {
+                Ok(_) => Ok(tags.next().unwrap_or(0)),
+                Err(e) => Err(e.clone()),
+            }
+        })
+        .collect()
+}
+
 /// Answers a failure-vector request for `pool`, echoing its cookie.
 pub fn send_failure_vec_rep(
     link: LinkId,

@@ -18,7 +18,7 @@ use crate::actors::fid_resolver::{jitter, Backoff};
 use crate::consul::kv::KvEntry;
 use crate::consul::{Consul, ConsulError};
 use std::cell::Cell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -114,12 +114,40 @@ pub async fn publish_values(
     q: Queue,
     values: &[Vec<u8>],
 ) -> Result<Vec<String>, ConsulError> {
+    publish_values_after(consul, q, values, None)
+        .await
+        .map(|(keys, _)| keys)
+}
+
+/// As [`publish_values`], starting from `known` (the epoch this publisher left behind, so
+/// that an uncontended publisher does not read it again); answers the keys and the epoch
+/// after the commit (`None` when Consul did not report its new index).
+pub async fn publish_values_after(
+    consul: &Consul,
+    q: Queue,
+    values: &[Vec<u8>],
+    known: Option<Epoch>,
+) -> Result<(Vec<String>, Option<Epoch>), ConsulError> {
     let mut repair = false;
+    let mut known = known;
     for conflicts in 0u32.. {
-        let epoch = read_epoch(consul, q, repair).await?;
+        let epoch = match known.take() {
+            Some(e) => e,
+            None => read_epoch(consul, q, repair).await?,
+        };
         let (ops, keys) = publish_ops(q, epoch, values);
-        match txn::commit(consul, &ops).await {
-            Ok(()) => return Ok(keys),
+        match txn::commit_indexes(consul, &ops).await {
+            Ok(indexes) => {
+                let epoch_key = q.epoch_key();
+                let next = indexes
+                    .iter()
+                    .find(|(k, _)| *k == epoch_key)
+                    .map(|(_, index)| Epoch {
+                        last: epoch.last + values.len() as u64,
+                        index: *index,
+                    });
+                return Ok((keys, next));
+            }
             Err(TxnError::Consul(e)) => return Err(e),
             Err(TxnError::Conflict { op, what }) => {
                 // Op 0 is the epoch (someone else published first); a later op is an entry
@@ -138,8 +166,11 @@ pub async fn publish_values(
                         body: format!("gave up after {conflicts} conflicts: {what}"),
                     });
                 }
-                let ms = 2.0 + f64::from(conflicts.min(25)) * 2.0 * jitter();
-                actix_rt::time::sleep(Duration::from_micros((ms * 1000.0) as u64)).await;
+                // A cached epoch that conflicts is simply stale: read it again at once.
+                if conflicts > 0 || op != Some(0) {
+                    let ms = 2.0 + f64::from(conflicts.min(25)) * 2.0 * jitter();
+                    actix_rt::time::sleep(Duration::from_micros((ms * 1000.0) as u64)).await;
+                }
             }
         }
     }
@@ -178,9 +209,14 @@ fn batch_len(sizes: impl Iterator<Item = usize>) -> usize {
 }
 
 enum Cmd {
-    Publish(Queue, Envelope),
+    Publish(Queue, Envelope, Option<String>),
     Flush(oneshot::Sender<usize>),
 }
+
+/// Least time between two transactions of the publisher while it has a backlog: entries
+/// gather (and superseding ones replace each other) instead of competing with hax's other
+/// Consul writes one transaction at a time.
+pub const PACE: Duration = Duration::from_millis(25);
 
 /// hax's publisher: `publish` queues an entry (never blocks, never drops it); a task on the
 /// current arbiter writes entries in the order given.
@@ -207,6 +243,17 @@ impl QueueHandle {
 
     /// Queues `entry` for `q`.
     pub fn publish(&self, q: Queue, entry: Envelope) {
+        self.queue(q, entry, None);
+    }
+
+    /// Queues `entry` for `q`, replacing the entry queued earlier with the same `key` if that
+    /// one is not written yet (it keeps its place in the order). For news where only the
+    /// latest matters (a process's state): a burst costs one entry per key, not one per event.
+    pub fn publish_latest(&self, q: Queue, key: String, entry: Envelope) {
+        self.queue(q, entry, Some(key));
+    }
+
+    fn queue(&self, q: Queue, entry: Envelope, key: Option<String>) {
         let what = entry.message_type.clone();
         if entry.to_bytes().len() + 256 > MAX_BYTES {
             log::error!(
@@ -216,7 +263,7 @@ impl QueueHandle {
             return;
         }
         self.state.pending.set(self.state.pending.get() + 1);
-        if self.tx.send(Cmd::Publish(q, entry)).is_err() {
+        if self.tx.send(Cmd::Publish(q, entry, key)).is_err() {
             log::error!(
                 "queue: publisher gone; {what} entry for {} lost",
                 q.prefix()
@@ -244,41 +291,135 @@ impl QueueHandle {
     }
 }
 
+/// The publisher's queue: entries in order, each numbered, with the superseding keys of the
+/// entries still queued.
+#[derive(Default)]
+struct Backlog {
+    entries: VecDeque<Queued>,
+    by_key: HashMap<String, u64>,
+    next: u64,
+}
+
+struct Queued {
+    no: u64,
+    q: Queue,
+    entry: Envelope,
+    key: Option<String>,
+}
+
+impl Backlog {
+    /// Adds an entry; answers whether it replaced a queued one.
+    fn push(&mut self, q: Queue, entry: Envelope, key: Option<String>) -> bool {
+        if let Some(k) = &key {
+            if let Some(&no) = self.by_key.get(k) {
+                if let Ok(i) = self.entries.binary_search_by_key(&no, |e| e.no) {
+                    if self.entries[i].q == q {
+                        self.entries[i].entry = entry;
+                        return true;
+                    }
+                }
+            }
+        }
+        self.next += 1;
+        if let Some(k) = &key {
+            self.by_key.insert(k.clone(), self.next);
+        }
+        self.entries.push_back(Queued {
+            no: self.next,
+            q,
+            entry,
+            key,
+        });
+        false
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The next run of entries for one queue (at most one transaction's worth).
+    fn next_batch(&self) -> Option<(Queue, Vec<Vec<u8>>)> {
+        let q = self.entries.front()?.q;
+        let values: Vec<Vec<u8>> = self
+            .entries
+            .iter()
+            .take_while(|e| e.q == q)
+            .take(MAX_BATCH)
+            .map(|e| e.entry.to_bytes())
+            .collect();
+        let n = batch_len(values.iter().map(|v| v.len()));
+        Some((q, values.into_iter().take(n).collect()))
+    }
+
+    /// Removes the first `n` entries (written).
+    fn drain(&mut self, n: usize) -> Vec<Envelope> {
+        let mut out = Vec::with_capacity(n);
+        for e in self.entries.drain(..n.min(self.entries.len())) {
+            if let Some(k) = e.key {
+                if self.by_key.get(&k) == Some(&e.no) {
+                    self.by_key.remove(&k);
+                }
+            }
+            out.push(e.entry);
+        }
+        out
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.by_key.clear();
+    }
+}
+
 async fn run(consul: Consul, mut rx: mpsc::UnboundedReceiver<Cmd>, state: Rc<PubState>) {
-    let mut backlog: VecDeque<(Queue, Envelope)> = VecDeque::new();
+    let mut backlog = Backlog::default();
     let mut waiters: Vec<oneshot::Sender<usize>> = Vec::new();
     let mut backoff = Backoff::default();
+    // The epoch each queue was left at by this publisher's last commit.
+    let mut epochs: HashMap<Queue, Epoch> = HashMap::new();
+    let mut last_commit: Option<Instant> = None;
+    let take = |cmd: Cmd, backlog: &mut Backlog, waiters: &mut Vec<_>| match cmd {
+        Cmd::Publish(q, e, key) => {
+            if backlog.push(q, e, key) {
+                state.pending.set(state.pending.get().saturating_sub(1));
+            }
+        }
+        Cmd::Flush(w) => waiters.push(w),
+    };
     loop {
-        if backlog.is_empty() {
+        if backlog.len() == 0 {
             for w in waiters.drain(..) {
                 let _ = w.send(0);
             }
             match rx.recv().await {
-                Some(Cmd::Publish(q, e)) => backlog.push_back((q, e)),
-                Some(Cmd::Flush(w)) => waiters.push(w),
+                Some(cmd) => take(cmd, &mut backlog, &mut waiters),
                 None => return,
             }
         }
-        while let Ok(cmd) = rx.try_recv() {
-            match cmd {
-                Cmd::Publish(q, e) => backlog.push_back((q, e)),
-                Cmd::Flush(w) => waiters.push(w),
+        // Pace transactions while busy (not when shutting down): what arrives meanwhile
+        // joins the next one.
+        if let Some(t) = last_commit.filter(|_| state.deadline.get().is_none()) {
+            let wait = PACE.saturating_sub(t.elapsed());
+            if !wait.is_zero() {
+                actix_rt::time::sleep(wait).await;
             }
         }
-        let Some(&(q, _)) = backlog.front() else {
+        while let Ok(cmd) = rx.try_recv() {
+            take(cmd, &mut backlog, &mut waiters);
+        }
+        let Some((q, values)) = backlog.next_batch() else {
             continue;
         };
-        let run_len = backlog.iter().take_while(|(bq, _)| *bq == q).count();
-        let values: Vec<Vec<u8>> = backlog
-            .iter()
-            .take(run_len)
-            .map(|(_, e)| e.to_bytes())
-            .collect();
-        let n = batch_len(values.iter().map(|v| v.len()));
-        match publish_values(&consul, q, &values[..n]).await {
-            Ok(keys) => {
+        let n = values.len();
+        let known = epochs.remove(&q);
+        match publish_values_after(&consul, q, &values, known).await {
+            Ok((keys, next)) => {
                 backoff.reset();
-                for (key, (_, e)) in keys.iter().zip(backlog.drain(..n)) {
+                last_commit = Some(Instant::now());
+                if let Some(e) = next {
+                    epochs.insert(q, e);
+                }
+                for (key, e) in keys.iter().zip(backlog.drain(n)) {
                     log::info!("queue: {key} {} published", e.message_type);
                 }
                 state.pending.set(state.pending.get().saturating_sub(n));
@@ -287,10 +428,7 @@ async fn run(consul: Consul, mut rx: mpsc::UnboundedReceiver<Cmd>, state: Rc<Pub
                 let now = Instant::now();
                 if state.deadline.get().is_some_and(|d| now >= d) {
                     while let Ok(cmd) = rx.try_recv() {
-                        match cmd {
-                            Cmd::Publish(q, e) => backlog.push_back((q, e)),
-                            Cmd::Flush(w) => waiters.push(w),
-                        }
+                        take(cmd, &mut backlog, &mut waiters);
                     }
                     log::error!(
                         "queue: {} entries could not be published before exit: {e}",
@@ -366,6 +504,51 @@ mod tests {
                 index: 0
             }
         );
+    }
+
+    fn env(t: &str, n: u64) -> Envelope {
+        Envelope::new(t, serde_json::json!({ "n": n }))
+    }
+
+    #[test]
+    fn a_newer_entry_with_the_same_key_replaces_the_queued_one_in_its_place() {
+        let mut b = Backlog::default();
+        assert!(!b.push(Queue::Eq, env("P", 1), Some("p1".into())));
+        assert!(!b.push(Queue::Eq, env("S", 2), None));
+        assert!(!b.push(Queue::Eq, env("P", 3), Some("p2".into())));
+        assert!(b.push(Queue::Eq, env("P", 4), Some("p1".into())));
+        assert!(
+            !b.push(Queue::Eq, env("S", 5), None),
+            "unkeyed entries are never replaced"
+        );
+        assert_eq!(b.len(), 4);
+        let got: Vec<u64> = b
+            .drain(4)
+            .iter()
+            .map(|e| e.payload["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            [4, 2, 3, 5],
+            "p1's newest value, in p1's original place"
+        );
+        assert!(
+            !b.push(Queue::Eq, env("P", 6), Some("p1".into())),
+            "a written entry is not replaced: the key starts a new entry"
+        );
+        assert_eq!(b.len(), 1);
+    }
+
+    #[test]
+    fn a_batch_is_one_queue_at_a_time() {
+        let mut b = Backlog::default();
+        b.push(Queue::Eq, env("A", 1), None);
+        b.push(Queue::Eq, env("A", 2), None);
+        b.push(Queue::Bq, env("B", 3), None);
+        let (q, values) = b.next_batch().unwrap();
+        assert_eq!((q, values.len()), (Queue::Eq, 2));
+        b.drain(2);
+        assert_eq!(b.next_batch().unwrap().0, Queue::Bq);
     }
 
     #[test]

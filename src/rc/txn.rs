@@ -120,9 +120,43 @@ pub fn body(ops: &[Op]) -> Vec<u8> {
 
 /// Commits `ops` as one transaction.
 pub async fn commit(consul: &Consul, ops: &[Op]) -> Result<(), TxnError> {
+    commit_indexes(consul, ops).await.map(|_| ())
+}
+
+/// The ModifyIndex Consul reports for each key a committed transaction wrote (its
+/// `Results`), in op order; keys it did not report are left out.
+pub fn result_indexes(body: &[u8]) -> Vec<(String, u64)> {
+    #[derive(serde::Deserialize)]
+    struct Kv {
+        #[serde(rename = "Key")]
+        key: String,
+        #[serde(rename = "ModifyIndex")]
+        modify_index: u64,
+    }
+    #[derive(serde::Deserialize)]
+    struct One {
+        #[serde(rename = "KV")]
+        kv: Option<Kv>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(rename = "Results", default)]
+        results: Option<Vec<One>>,
+    }
+    serde_json::from_slice::<Answer>(body)
+        .ok()
+        .and_then(|a| a.results)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|r| r.kv.map(|kv| (kv.key, kv.modify_index)))
+        .collect()
+}
+
+/// Commits `ops` as one transaction; answers the ModifyIndex of each key written.
+pub async fn commit_indexes(consul: &Consul, ops: &[Op]) -> Result<Vec<(String, u64)>, TxnError> {
     debug_assert!(ops.len() <= MAX_OPS, "{} ops in one transaction", ops.len());
     match consul.put("/v1/txn", body(ops)).await {
-        Ok(_) => Ok(()),
+        Ok(answer) => Ok(result_indexes(&answer)),
         Err(ConsulError::Status {
             status: 409, body, ..
         }) => {
@@ -136,6 +170,17 @@ pub async fn commit(consul: &Consul, ops: &[Op]) -> Result<(), TxnError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_committed_transaction_tells_the_new_modify_index_of_each_key() {
+        let body = br#"{"Results":[{"KV":{"LockIndex":0,"Key":"epochs/eq","Flags":0,"Value":null,"CreateIndex":5,"ModifyIndex":42}},{"KV":{"Key":"eq/7","ModifyIndex":42}}],"Errors":null}"#;
+        assert_eq!(
+            result_indexes(body),
+            vec![("epochs/eq".to_string(), 42), ("eq/7".to_string(), 42)]
+        );
+        assert!(result_indexes(b"not json").is_empty());
+        assert!(result_indexes(br#"{"Results":null,"Errors":null}"#).is_empty());
+    }
 
     #[test]
     fn ops_serialise_as_consul_expects() {
