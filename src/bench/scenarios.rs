@@ -296,6 +296,20 @@ pub struct PropagationResult {
     pub first: Lat,
     /// Processes that did not hear it within the time limit, summed over repetitions.
     pub missed: usize,
+    /// hax's share, from its own log: the change reached hax → every link confirmed the
+    /// broadcast (Motr's delivered callbacks), per repetition.
+    #[serde(default)]
+    pub hax_confirmed: Lat,
+}
+
+/// The first broadcast confirmation hax logged after byte `from` of its log: the ms from the
+/// change reaching hax to the last link's confirmation.
+pub fn confirmed_ms_after(log: &str, from: usize) -> Option<f64> {
+    log.get(from..)?.lines().find_map(|l| {
+        let (_, rest) = l.split_once(" link(s) ")?;
+        let ms = rest.strip_suffix(" ms after the change reached hax")?;
+        ms.trim().parse().ok()
+    })
 }
 
 /// Waits until every process heard `state` for every fid in `fids` after `t0`; returns
@@ -360,6 +374,7 @@ pub fn propagation(
     let failing = failing.min(procs.len());
     let mut alls = Vec::new();
     let mut firsts = Vec::new();
+    let mut confirmed = Vec::new();
     let mut missed = 0;
     let mut entries = 0;
     let limit = Duration::from_secs(15);
@@ -379,6 +394,7 @@ pub fn propagation(
         entries = listed.len();
         let crit = payload::health_payload(node, "ios", listed, &targets, 1000 + 2 * rep as u64);
         let ok = payload::health_payload(node, "ios", listed, &[], 1001 + 2 * rep as u64);
+        let log_from = env.hax_log_text().len();
         let t0 = Instant::now();
         match hax.post("/watcher/service/ios", &crit) {
             Ok(r) if r.ok() => {}
@@ -394,6 +410,18 @@ pub fn propagation(
         if m == 0 {
             alls.push(last);
             firsts.push(first);
+        }
+        let confirmed_by = Instant::now() + Duration::from_secs(3);
+        loop {
+            if let Some(ms) = confirmed_ms_after(&env.hax_log_text(), log_from) {
+                confirmed.push(Duration::from_secs_f64(ms / 1e3));
+                break;
+            }
+            if Instant::now() > confirmed_by {
+                say("failure propagation: hax logged no confirmed broadcast");
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
         let t1 = Instant::now();
         let _ = hax.post("/watcher/service/ios", &ok);
@@ -412,6 +440,7 @@ pub fn propagation(
         all: Lat::of(&alls),
         first: Lat::of(&firsts),
         missed,
+        hax_confirmed: Lat::of(&confirmed),
     }
 }
 
@@ -720,22 +749,12 @@ pub struct MemoryResult {
     pub disconnects_logged: usize,
 }
 
-/// One restart of a churning process: new connection, first entrypoint (hax makes Motr drop
-/// the previous link: FAILED on the self link), one event that changes its HA state, wait
-/// until its own note arrives, close abruptly.
-fn churn_cycle(ep: &str, cfg: &SimConfig, k: u64) -> Result<(), String> {
+/// One link connect/disconnect cycle: a process never seen before connects, asks its first
+/// entrypoint (Motr makes the link), and closes abruptly (Motr drops the link after its RPC
+/// timeout). No event, so no KV write and no broadcast: what is measured is the cost of a link.
+fn churn_cycle(ep: &str, cfg: &SimConfig) -> Result<(), String> {
     let p = SimProcess::connect(ep, cfg.clone()).map_err(|e| e.to_string())?;
     p.entrypoint_until_ok(true, Instant::now() + Duration::from_secs(10))
-        .map_err(|e| e.to_string())?;
-    let (ev, state) = if k % 2 == 0 {
-        (ProcessEvent::Started, ObjState::DtmRecovering)
-    } else {
-        (ProcessEvent::DtmRecovered, ObjState::Online)
-    };
-    let t = Instant::now();
-    p.send_process_event(ev, ProcessType::M0d)
-        .map_err(|e| e.to_string())?;
-    p.wait_for_note_after(p.fid(), state, t, Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
     p.kill();
     Ok(())
@@ -782,12 +801,14 @@ pub fn memory(
                 ep.clone(),
             );
             s.spawn(move || {
-                let mut cfg = SimConfig::new(Fid::typed(b'r', 1, 0x70_0000 + 2 * c as u64));
-                cfg.pid = 700_000 + c as u64;
-                cfg.timeouts.reply = Duration::from_secs(10);
                 let mut k = 0u64;
                 while !stop.load(Ordering::SeqCst) {
-                    match churn_cycle(&ep, &cfg, k) {
+                    // A new process each cycle (keys apart per churner).
+                    let key = 0x100_0000 + 2 * (k * churners as u64 + c as u64);
+                    let mut cfg = SimConfig::new(Fid::typed(b'r', 1, key));
+                    cfg.pid = 700_000 + c as u64;
+                    cfg.timeouts.reply = Duration::from_secs(10);
+                    match churn_cycle(&ep, &cfg) {
                         Ok(()) => {
                             k += 1;
                             if cycles.fetch_add(1, Ordering::SeqCst) + 1 >= max_cycles {
@@ -864,5 +885,19 @@ pub fn memory(
         samples,
         links_left_at_end: links_left,
         disconnects_logged: log.matches(" disconnected (").count(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_confirmation_time_is_read_from_the_first_broadcast_line_after_the_offset() {
+        let log = "x ProcessStatus: broadcast 1 of 2 note(s) confirmed by 5 link(s) 3.50 ms after the change reached hax\n\
+                   y ProcessStatus: broadcast 2 of 2 note(s) confirmed by 5 link(s) 7.25 ms after the change reached hax\n";
+        assert_eq!(confirmed_ms_after(log, 0), Some(3.5));
+        assert_eq!(confirmed_ms_after(log, log.find('y').unwrap()), Some(7.25));
+        assert_eq!(confirmed_ms_after(log, log.len()), None);
     }
 }
