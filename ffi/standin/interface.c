@@ -1745,11 +1745,13 @@ int m0_halon_interface_start(
 	hi->wake_rd = fds[0];
 	hi->wake_wr = fds[1];
 	hi->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	/* data.ptr tells the pipe and the listener from connections */
 	if (hi->epoll_fd < 0 ||
 	    epoll_ctl(hi->epoll_fd, EPOLL_CTL_ADD, hi->wake_rd,
 		      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &hi->wake_rd }) != 0 ||
 	    epoll_ctl(hi->epoll_fd, EPOLL_CTL_ADD, hi->listen_fd,
-		      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &hi->listen_fd }) != 0) {
+		      &(struct epoll_event){ .events = EPOLLIN,
+					     .data.ptr = &hi->listen_fd }) != 0) {
 		rc = -errno;
 		slog("start: epoll: %s", strerror(errno));
 		goto fail;

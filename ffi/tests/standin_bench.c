@@ -464,9 +464,10 @@ int main(int argc, char **argv)
 		thread_cpu(th0);
 		for (int i = 0; i < PINGS; i++) {
 			uint64_t base = counter(&g_delivered);
+			struct peer *p = peers[i % 2 == 0 ? 0 : npeers - 1];
 			uint64_t tag;
 
-			m0_halon_interface_send(g_hi, peers[i % 2 == 0 ? 0 : npeers - 1]->hl, m, &tag);
+			m0_halon_interface_send(g_hi, p->hl, m, &tag);
 			wait_counter(&g_delivered, base + 1);
 		}
 		thread_cpu(th1);
@@ -518,7 +519,8 @@ int main(int argc, char **argv)
 			for (int i = 0; i < BATCH; i++)
 				peer_free(batch[i]);
 			if (done == 0 || (done + BATCH) % 2000 == 0)
-				printf("  %6d dead links: VmRSS %ld KiB\n", done + BATCH, rss_kib());
+				printf("  %6d dead links: VmRSS %ld KiB\n", done + BATCH,
+				       rss_kib());
 		}
 		printf("%d connect/disconnect cycles in %.2f s; VmRSS %ld KiB -> %ld KiB\n", ndead,
 		       (now_ns() - t0) / 1e9, rss0, rss_kib());

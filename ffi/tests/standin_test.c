@@ -2300,9 +2300,9 @@ static void test_scale(void)
 		quiet_cycle(port, self, fids, BATCH);
 		st = link_stats();
 		if (st.dead > GRAVE || st.allocated != st.live + st.dead || st.live > 1 + BATCH) {
-			CHECKF(false, "after %d cycles: %" PRIu64 " live, %" PRIu64 " dead (at most %d), "
-			       "%" PRIu64 " allocated", done + BATCH, st.live, st.dead, GRAVE,
-			       st.allocated);
+			CHECKF(false, "after %d cycles: %" PRIu64 " live, %" PRIu64
+			       " dead (at most %d), %" PRIu64 " allocated", done + BATCH, st.live,
+			       st.dead, GRAVE, st.allocated);
 			break;
 		}
 	}
@@ -2353,7 +2353,9 @@ static void test_scale(void)
 		m->hm_data.hed_type = M0_HA_MSG_EVENT_RPC;
 		for (int k = 0; k < PER_PEER; k++) {
 			for (i = 0; i < PEERS; i++) {
-				m->hm_data.u.hed_event_rpc.hmr_attempts = (uint64_t)(i * PER_PEER + k);
+				uint64_t id = (uint64_t)(i * PER_PEER + k);
+
+				m->hm_data.u.hed_event_rpc.hmr_attempts = id;
 				if (tsend(hl[i], m) != (uint64_t)(2 * k + 1))
 					ok = false;
 			}
@@ -2432,7 +2434,8 @@ int main(int argc, char **argv)
 		/* the scale test has 500 peers: 1000+ descriptors */
 		struct rlimit rl;
 
-		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max && rl.rlim_cur < 4096) {
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max &&
+		    rl.rlim_cur < 4096) {
 			rl.rlim_cur = rl.rlim_max < 4096 ? rl.rlim_max : 4096;
 			setrlimit(RLIMIT_NOFILE, &rl);
 		}
