@@ -10,7 +10,9 @@
  *   - the caller's threads: init/start/stop/fini, and anything the user calls;
  *   - LOCALITY_NR "locality" threads: run every callback except link_connected/reused/absent
  *     (those run inside entrypoint_reply, on the caller's thread);
- *   - one I/O thread: poll() over the listener, the connections and a wake-up pipe.
+ *   - one I/O thread: epoll over the listener, the connections and a wake-up pipe. It
+ *     accepts, reads, writes and closes. Its work per wake-up follows the connections that
+ *     are ready or changed (hi->dirty), not the number of connections.
  *
  * One mutex (hi->lock) protects all state. It is never held while a user callback runs.
  *
@@ -24,8 +26,11 @@
  * Tags: HA sends on a link get odd tags 1, 3, 5 ...; confirmations are in order, so the set of
  * unconfirmed sends of a link is always the tag range [hl_confirm_next, hl_next_tag).
  *
- * Links are never freed before fini, so that a stale link pointer can be recognised (and a
- * send on it turned into the assertion failure real Motr would hit).
+ * Link pointers from the user are checked against a hash set of the links we know (O(1)).
+ * Dead links (link_disconnected returned) are kept in a bounded graveyard, the LINK_GRAVEYARD
+ * most recent ones, so that a stale link pointer can be recognised (and a send on it turned
+ * into the assertion failure real Motr would hit); older ones are freed, so memory does not
+ * grow with the number of links ever made. See link_bury().
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -33,12 +38,12 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <time.h>
@@ -58,6 +63,8 @@ enum {
 	READ_CHUNK = 64 * 1024,
 	IN_CAP_MAX = WIRE_HDR + WIRE_MAX_FRAME + READ_CHUNK,
 	RX_BACKLOG = 256,             /* queued received messages per link before we stop reading */
+	LINK_GRAVEYARD = 4096,        /* dead links kept so that stale pointers are recognised */
+	IO_EVENTS = 256,              /* epoll events taken per wake-up */
 	STOP_EVENTS_WAIT_MS = 5000,   /* stop: wait this long for the own STOP events' delivered */
 	STOP_LINKS_EXTRA_MS = 30000,  /* stop: wait RPC timeout + this for the links to go */
 	DEFAULT_RPC_TIMEOUT_MS = 10000,
@@ -147,7 +154,8 @@ struct conn;
 
 struct m0_ha_link {
 	uint64_t hl_magic;
-	struct m0_ha_link *hl_next;   /* hi->links, in creation order */
+	struct m0_ha_link *hl_next;   /* hi->links (creation order), or the graveyard once buried */
+	struct m0_ha_link *hl_prev;   /* hi->links only */
 	uint64_t hl_id;
 	bool hl_self;
 	enum link_state hl_state;
@@ -155,6 +163,7 @@ struct m0_ha_link {
 	bool hl_ready;                /* link_connected has returned */
 	bool hl_scheduled;            /* on the run queue or being run */
 	bool hl_gone;                 /* link_disconnected has returned */
+	bool hl_buried;               /* in the graveyard: only recognised, never used again */
 	struct m0_fid hl_process;
 	char *hl_ep;                  /* the peer's endpoint */
 	struct conn *hl_conn;         /* NULL for the self link or once the connection closed */
@@ -165,14 +174,20 @@ struct m0_ha_link {
 	unsigned hl_rx_queued;        /* IT_MSG items queued */
 	struct item *hl_qhead;
 	struct item *hl_qtail;
-	struct rcv *hl_rcvs;          /* received, not yet delivered() */
+	struct rcv *hl_rcvs;          /* received, not yet delivered(), oldest first */
+	struct rcv *hl_rcvs_tail;
 	struct task hl_task;
 };
 
 struct conn {
-	struct conn *c_next;
+	struct conn *c_next;          /* hi->conns */
+	struct conn *c_prev;
+	struct conn *c_dnext;         /* hi->dirty, while c_dirty */
 	uint64_t c_id;
 	int c_fd;
+	uint32_t c_ev;                /* the epoll events registered for c_fd */
+	bool c_dirty;                 /* the I/O thread must flush, re-arm or close it */
+	unsigned c_nreqs;             /* pending entrypoint requests with r_conn == this */
 	uint8_t *c_in;
 	size_t c_in_len;
 	size_t c_in_cap;
@@ -206,6 +221,16 @@ struct note_state {
 
 enum hi_state { HI_INIT, HI_STARTING, HI_STARTED, HI_STOPPING, HI_STOPPED };
 
+/*
+ * An open-addressing (linear probing) hash set of pointers: the links we know, live or buried,
+ * so that a link pointer from the user is checked in O(1) without dereferencing it.
+ */
+struct ptrset {
+	const void **ps_slot;
+	size_t ps_cap;                /* 0 or a power of 2, at least twice ps_nr */
+	size_t ps_nr;
+};
+
 struct m0_halon_interface {
 	pthread_mutex_t lock;
 	pthread_cond_t loc_cv;        /* locality threads wait for work */
@@ -224,6 +249,7 @@ struct m0_halon_interface {
 	int listen_fd;
 	int wake_rd;
 	int wake_wr;
+	int epoll_fd;
 	bool wake_pending;
 	pthread_t io_thread;
 	bool io_running;
@@ -234,8 +260,14 @@ struct m0_halon_interface {
 	struct task *runq_head;
 	struct task *runq_tail;
 	struct timer *timers;
-	struct m0_ha_link *links;
+	struct m0_ha_link *links;     /* links not (yet) buried, in creation order */
 	struct m0_ha_link *links_tail;
+	struct m0_ha_link *grave;     /* buried links, oldest first */
+	struct m0_ha_link *grave_tail;
+	size_t grave_nr;
+	size_t grave_max;
+	struct ptrset known;          /* every link in hi->links or in the graveyard */
+	uint64_t links_allocated;     /* link structs not freed */
 	uint64_t link_seq;
 	unsigned links_live;          /* links whose link_disconnected has not returned */
 	struct m0_ha_link *self_link;
@@ -243,6 +275,7 @@ struct m0_halon_interface {
 	struct epreq *reqs;
 	uint64_t req_seq;
 	struct conn *conns;
+	struct conn *dirty;           /* connections the I/O thread must look at */
 	uint64_t conn_seq;
 	struct note_state *notes;
 };
@@ -251,6 +284,7 @@ static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct m0_halon_interface *g_hi;
 static __thread bool tls_locality;
 static __thread bool tls_adopted;
+static __thread bool tls_io;
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -343,14 +377,95 @@ static bool hi_valid(const struct m0_halon_interface *hi)
 	return hi != NULL && hi == current_hi();
 }
 
-/* Is hl one of our links? Compares pointers only (hl may be garbage). Under the lock. */
-static bool link_known(struct m0_halon_interface *hi, const struct m0_ha_link *hl)
+/* ------------------------------------------------------------------ pointer set */
+
+static size_t ptr_hash(const void *p, size_t mask)
 {
-	for (struct m0_ha_link *l = hi->links; l != NULL; l = l->hl_next) {
-		if (l == hl)
+	uint64_t x = (uint64_t)(uintptr_t)p;
+
+	/* the murmur3 finaliser: allocation addresses differ mostly in the middle bits */
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	return (size_t)x & mask;
+}
+
+static bool ptrset_has(const struct ptrset *s, const void *p)
+{
+	size_t mask = s->ps_cap - 1;
+
+	if (s->ps_cap == 0 || p == NULL)
+		return false;
+	for (size_t i = ptr_hash(p, mask); s->ps_slot[i] != NULL; i = (i + 1) & mask) {
+		if (s->ps_slot[i] == p)
 			return true;
 	}
 	return false;
+}
+
+static void ptrset_put(const void **slot, size_t mask, const void *p)
+{
+	size_t i = ptr_hash(p, mask);
+
+	while (slot[i] != NULL)
+		i = (i + 1) & mask;
+	slot[i] = p;
+}
+
+static void ptrset_add(struct ptrset *s, const void *p)
+{
+	if ((s->ps_nr + 1) * 2 > s->ps_cap) {
+		size_t cap = s->ps_cap == 0 ? 64 : 2 * s->ps_cap;
+		const void **slot = xcalloc(cap, sizeof *slot);
+
+		for (size_t i = 0; i < s->ps_cap; i++) {
+			if (s->ps_slot[i] != NULL)
+				ptrset_put(slot, cap - 1, s->ps_slot[i]);
+		}
+		free(s->ps_slot);
+		s->ps_slot = slot;
+		s->ps_cap = cap;
+	}
+	ptrset_put(s->ps_slot, s->ps_cap - 1, p);
+	s->ps_nr++;
+}
+
+/* Removes p (which must be there). No tombstones: later entries of the run are shifted back. */
+static void ptrset_del(struct ptrset *s, const void *p)
+{
+	size_t mask = s->ps_cap - 1;
+	size_t i = ptr_hash(p, mask);
+	size_t j;
+
+	while (s->ps_slot[i] != p) {
+		STANDIN_ASSERT(s->ps_slot[i] != NULL);
+		i = (i + 1) & mask;
+	}
+	s->ps_slot[i] = NULL;
+	s->ps_nr--;
+	for (j = (i + 1) & mask; s->ps_slot[j] != NULL; j = (j + 1) & mask) {
+		size_t k = ptr_hash(s->ps_slot[j], mask);
+
+		/* the entry at j may move to the hole at i unless its home k lies in (i, j] */
+		if (i <= j ? (k <= i || k > j) : (k <= i && k > j)) {
+			s->ps_slot[i] = s->ps_slot[j];
+			s->ps_slot[j] = NULL;
+			i = j;
+		}
+	}
+}
+
+static void ptrset_fini(struct ptrset *s)
+{
+	free(s->ps_slot);
+	*s = (struct ptrset){ 0 };
+}
+
+/* Is hl one of our links (live or recently dead)? Compares pointers only (hl may be garbage).
+ * Under the lock. */
+static bool link_known(struct m0_halon_interface *hi, const struct m0_ha_link *hl)
+{
+	return ptrset_has(&hi->known, hl);
 }
 
 /* ------------------------------------------------------------------ I/O helpers (locked) */
@@ -365,6 +480,25 @@ static void io_wake(struct m0_halon_interface *hi)
 	}
 }
 
+/*
+ * Puts c on the list of connections the I/O thread looks at before it waits again: to flush
+ * its queued output, to change the epoll events (EPOLLOUT while output
+ * is pending, EPOLLIN unless its link has a backlog) or to close it. Only the connections on
+ * this list cost the I/O thread anything besides those epoll reports ready.
+ */
+static void conn_dirty(struct m0_halon_interface *hi, struct conn *c)
+{
+	if (c == NULL)
+		return;
+	if (!c->c_dirty) {
+		c->c_dirty = true;
+		c->c_dnext = hi->dirty;
+		hi->dirty = c;
+	}
+	if (!tls_io) /* the I/O thread looks at the list before it waits */
+		io_wake(hi);
+}
+
 static void conn_mark_close(struct m0_halon_interface *hi, struct conn *c, bool error,
 			    const char *why)
 {
@@ -373,15 +507,25 @@ static void conn_mark_close(struct m0_halon_interface *hi, struct conn *c, bool 
 	c->c_close = true;
 	c->c_close_error = error;
 	snprintf(c->c_why, sizeof c->c_why, "%s", why);
-	io_wake(hi);
+	conn_dirty(hi, c);
 }
 
-/* Queues bytes for a connection (never blocks). */
+/*
+ * Queues bytes for a connection (never blocks). The I/O thread writes them: it is woken only
+ * when the connection's output goes from empty to not empty (and not again while a wake-up is
+ * pending), so a burst of sends, e.g. a broadcast to every process, costs the sending thread
+ * a memcpy per message and the I/O thread one wake-up. (Writing straight to the socket from
+ * the sending thread was measured too: the I/O thread did less, the sender much more, under
+ * the lock, and the total was no better; see ffi/tests/standin_bench.c.)
+ */
 static void conn_send(struct m0_halon_interface *hi, struct conn *c, const void *p, size_t n)
 {
+	size_t pending;
+
 	if (c == NULL || c->c_close)
 		return;
-	if (c->c_out.len - c->c_out_off + n > OUT_LIMIT) {
+	pending = c->c_out.len - c->c_out_off;
+	if (pending + n > OUT_LIMIT) {
 		conn_mark_close(hi, c, true, "more than 8 MiB of unsent output (peer not reading)");
 		return;
 	}
@@ -389,9 +533,14 @@ static void conn_send(struct m0_halon_interface *hi, struct conn *c, const void 
 		conn_mark_close(hi, c, true, "out of memory for output");
 		return;
 	}
-	io_wake(hi);
+	if (pending == 0)
+		conn_dirty(hi, c); /* to be flushed, and EPOLLOUT turned on if it does not all go */
 }
 
+/*
+ * The binding of links and connections is kept symmetric: l->hl_conn == c if and only if
+ * c->c_link == l. So a connection that closes finds its link through c_link.
+ */
 static void conn_unbind(struct conn *c)
 {
 	if (c != NULL && c->c_link != NULL) {
@@ -402,8 +551,11 @@ static void conn_unbind(struct conn *c)
 }
 
 /* Makes c the connection of link l (and only of l). */
-static void link_bind(struct m0_ha_link *l, struct conn *c)
+static void link_bind(struct m0_halon_interface *hi, struct m0_ha_link *l, struct conn *c)
 {
+	/* Whether a connection is read depends on its link's backlog: both may change. */
+	conn_dirty(hi, l->hl_conn);
+	conn_dirty(hi, c);
 	if (l->hl_conn != NULL && l->hl_conn != c && l->hl_conn->c_link == l)
 		l->hl_conn->c_link = NULL;
 	l->hl_conn = NULL;
@@ -511,8 +663,13 @@ static void link_receive(struct m0_halon_interface *hi, struct m0_ha_link *l, st
 	struct item *it = item_new(IT_MSG, r->r_tag);
 
 	it->i_rcv = r;
-	r->r_next = l->hl_rcvs;
-	l->hl_rcvs = r;
+	/* Oldest first: delivered() usually confirms the oldest, found at once. */
+	r->r_next = NULL;
+	if (l->hl_rcvs_tail == NULL)
+		l->hl_rcvs = r;
+	else
+		l->hl_rcvs_tail->r_next = r;
+	l->hl_rcvs_tail = r;
 	link_enqueue(hi, l, it);
 }
 
@@ -540,13 +697,79 @@ static struct m0_ha_link *link_new(struct m0_halon_interface *hi, bool self,
 	l->hl_next_tag = 1;
 	l->hl_confirm_next = 1;
 	l->hl_task.t_link = l;
+	l->hl_prev = hi->links_tail;
 	if (hi->links_tail == NULL)
 		hi->links = l;
 	else
 		hi->links_tail->hl_next = l;
 	hi->links_tail = l;
+	ptrset_add(&hi->known, l);
+	hi->links_allocated++;
 	hi->links_live++;
 	return l;
+}
+
+static void link_free(struct m0_halon_interface *hi, struct m0_ha_link *l)
+{
+	while (l->hl_qhead != NULL) {
+		struct item *it = l->hl_qhead;
+
+		l->hl_qhead = it->i_next;
+		free(it); /* its rcv, if any, is on hl_rcvs */
+	}
+	while (l->hl_rcvs != NULL) {
+		struct rcv *r = l->hl_rcvs;
+
+		l->hl_rcvs = r->r_next;
+		free(r);
+	}
+	free(l->hl_ep);
+	l->hl_magic = 0;
+	free(l);
+	hi->links_allocated--;
+}
+
+/*
+ * A link whose link_disconnected has returned, and that the locality thread has finished
+ * with, moves from hi->links to the graveyard. Nothing of the stand-in points at it any more
+ * (its connection was unbound by IT_FINISH, it has no work, timer or run queue entry left); it
+ * stays only so that a stale pointer from the user is still recognised (a send on it fails
+ * like Motr's assertion, the other calls ignore it). The graveyard keeps the hi->grave_max
+ * most recent dead links and frees older ones: memory stays bounded however many processes
+ * come and go. A pointer to a freed link is just unknown (or, if its memory was reused for a
+ * new link, that link): the user has held on to it for grave_max link lifetimes.
+ */
+static void link_bury(struct m0_halon_interface *hi, struct m0_ha_link *l)
+{
+	if (l->hl_prev == NULL)
+		hi->links = l->hl_next;
+	else
+		l->hl_prev->hl_next = l->hl_next;
+	if (l->hl_next == NULL)
+		hi->links_tail = l->hl_prev;
+	else
+		l->hl_next->hl_prev = l->hl_prev;
+	l->hl_prev = NULL;
+	l->hl_next = NULL;
+	l->hl_buried = true;
+	if (hi->grave_tail == NULL)
+		hi->grave = l;
+	else
+		hi->grave_tail->hl_next = l;
+	hi->grave_tail = l;
+	hi->grave_nr++;
+	while (hi->grave_nr > hi->grave_max) {
+		struct m0_ha_link *old = hi->grave;
+
+		hi->grave = old->hl_next;
+		if (hi->grave == NULL)
+			hi->grave_tail = NULL;
+		hi->grave_nr--;
+		ptrset_del(&hi->known, old);
+		if (hi->self_link == old)
+			hi->self_link = NULL;
+		link_free(hi, old);
+	}
 }
 
 /* ------------------------------------------------------------------ own events (locked) */
@@ -667,6 +890,8 @@ static struct epreq *epreq_new(struct m0_halon_interface *hi, struct conn *c, bo
 	r->r_id.u_hi = 0;
 	r->r_id.u_lo = ++hi->req_seq;
 	r->r_conn = c;
+	if (c != NULL)
+		c->c_nreqs++;
 	r->r_self = self;
 	r->r_first = first;
 	r->r_seq = seq;
@@ -744,11 +969,12 @@ static void run_item(struct m0_halon_interface *hi, struct m0_ha_link *l, struct
 			if (wire_enc_drop(&b) == 0)
 				conn_send(hi, l->hl_conn, b.data, b.len);
 			wire_buf_fini(&b);
-			link_bind(l, NULL);
+			link_bind(hi, l, NULL);
 		}
 		l->hl_state = LS_DEAD;
 		rcvs = l->hl_rcvs;
 		l->hl_rcvs = NULL;
+		l->hl_rcvs_tail = NULL;
 		pthread_mutex_unlock(&hi->lock);
 		while (rcvs != NULL) {
 			struct rcv *n = rcvs->r_next;
@@ -820,15 +1046,19 @@ static void *locality_main(void *arg)
 			if (l->hl_qhead == NULL)
 				l->hl_qtail = NULL;
 			if (it->i_kind == IT_MSG && l->hl_rx_queued-- == RX_BACKLOG)
-				io_wake(hi); /* its connection may be read again */
+				conn_dirty(hi, l->hl_conn); /* it may be read again */
 			pthread_mutex_unlock(&hi->lock);
 			run_item(hi, l, it);
 			free(it);
 			pthread_mutex_lock(&hi->lock);
-			if (l->hl_qhead != NULL && l->hl_ready)
-				runq_push(hi, &l->hl_task);
-			else
+			if (l->hl_gone) { /* that was IT_FINISH, the last item ever */
 				l->hl_scheduled = false;
+				link_bury(hi, l);
+			} else if (l->hl_qhead != NULL && l->hl_ready) {
+				runq_push(hi, &l->hl_task);
+			} else {
+				l->hl_scheduled = false;
+			}
 		} else {
 			pthread_mutex_unlock(&hi->lock);
 			run_ep(hi, t->t_ep);
@@ -844,26 +1074,25 @@ static void *locality_main(void *arg)
 
 static void conn_close(struct m0_halon_interface *hi, struct conn *c)
 {
-	struct conn **pp;
-
 	if (c->c_close_error)
 		slog("closing connection %" PRIu64 ": %s", c->c_id, c->c_why);
 	else if (hi->log_link)
 		slog("connection %" PRIu64 " closed: %s", c->c_id, c->c_why);
-	for (pp = &hi->conns; *pp != NULL; pp = &(*pp)->c_next) {
-		if (*pp == c) {
-			*pp = c->c_next;
-			break;
+	if (c->c_prev == NULL)
+		hi->conns = c->c_next;
+	else
+		c->c_prev->c_next = c->c_next;
+	if (c->c_next != NULL)
+		c->c_next->c_prev = c->c_prev;
+	conn_unbind(c); /* the only link pointing at c is c->c_link */
+	for (struct epreq *r = hi->reqs; c->c_nreqs > 0 && r != NULL; r = r->r_next) {
+		if (r->r_conn == c) {
+			r->r_conn = NULL;
+			c->c_nreqs--;
 		}
 	}
-	for (struct m0_ha_link *l = hi->links; l != NULL; l = l->hl_next) {
-		if (l->hl_conn == c)
-			l->hl_conn = NULL;
-	}
-	for (struct epreq *r = hi->reqs; r != NULL; r = r->r_next) {
-		if (r->r_conn == c)
-			r->r_conn = NULL;
-	}
+	/* Not on hi->dirty: the callers took it off (or emptied the list). */
+	(void)epoll_ctl(hi->epoll_fd, EPOLL_CTL_DEL, c->c_fd, NULL);
 	close(c->c_fd);
 	free(c->c_in);
 	wire_buf_fini(&c->c_out);
@@ -1084,83 +1313,122 @@ static void listener_accept(struct m0_halon_interface *hi)
 		c = xcalloc(1, sizeof *c);
 		c->c_fd = fd;
 		c->c_id = ++hi->conn_seq;
+		c->c_ev = EPOLLIN;
+		if (epoll_ctl(hi->epoll_fd, EPOLL_CTL_ADD, fd,
+			      &(struct epoll_event){ .events = c->c_ev, .data.ptr = c }) != 0) {
+			slog("connection %" PRIu64 " refused: epoll_ctl: %s", c->c_id,
+			     strerror(errno));
+			close(fd);
+			free(c);
+			continue;
+		}
 		c->c_next = hi->conns;
+		if (hi->conns != NULL)
+			hi->conns->c_prev = c;
 		hi->conns = c;
 		if (hi->log_link)
 			slog("connection %" PRIu64 " accepted", c->c_id);
 	}
 }
 
+/* Sets c's epoll events to what it needs now. I/O thread. */
+static void conn_rearm(struct m0_halon_interface *hi, struct conn *c)
+{
+	uint32_t ev = 0;
+
+	if (c->c_link == NULL || c->c_link->hl_rx_queued < RX_BACKLOG)
+		ev |= EPOLLIN;
+	if (c->c_out_off < c->c_out.len)
+		ev |= EPOLLOUT;
+	if (ev == c->c_ev)
+		return;
+	/* With no events, epoll still reports EPOLLHUP / EPOLLERR, as poll() did. */
+	if (epoll_ctl(hi->epoll_fd, EPOLL_CTL_MOD, c->c_fd,
+		      &(struct epoll_event){ .events = ev, .data.ptr = c }) != 0) {
+		char why[128];
+
+		snprintf(why, sizeof why, "epoll_ctl: %s", strerror(errno));
+		conn_mark_close(hi, c, true, why);
+		return;
+	}
+	c->c_ev = ev;
+}
+
+/* Flushes, re-arms or closes the connections on hi->dirty. I/O thread. */
+static void dirty_service(struct m0_halon_interface *hi)
+{
+	struct conn *c;
+
+	while ((c = hi->dirty) != NULL) {
+		hi->dirty = c->c_dnext;
+		c->c_dnext = NULL;
+		/* c_dirty stays set meanwhile: a close marked below must not queue c again */
+		if (!c->c_close)
+			conn_flush(hi, c);
+		if (!c->c_close)
+			conn_rearm(hi, c);
+		if (c->c_close) {
+			conn_close(hi, c);
+			continue;
+		}
+		c->c_dirty = false;
+	}
+}
+
+/*
+ * The I/O thread. epoll (level-triggered) over the wake-up pipe, the listener and every
+ * connection; a connection's events are changed only when what it needs changes (EPOLLOUT
+ * while output is pending, EPOLLIN unless its link has RX_BACKLOG received messages queued).
+ * An iteration costs the connections epoll reports plus those on hi->dirty, not all of them.
+ */
 static void *io_main(void *arg)
 {
 	struct m0_halon_interface *hi = arg;
-	struct pollfd *pfd = NULL;
-	struct conn **pc = NULL;
-	size_t cap = 0;
+	struct epoll_event ev[IO_EVENTS];
 
+	tls_io = true;
 	pthread_mutex_lock(&hi->lock);
 	while (!hi->io_quit) {
-		size_t nr = 2;
-		size_t i;
-		struct conn *c;
-		struct conn *next;
+		int nr;
 
-		for (c = hi->conns; c != NULL; c = next) {
-			next = c->c_next;
-			if (!c->c_close)
-				conn_flush(hi, c);
-			if (c->c_close)
-				conn_close(hi, c);
-		}
-		for (c = hi->conns; c != NULL; c = c->c_next)
-			nr++;
-		if (nr > cap) {
-			struct pollfd *np = realloc(pfd, nr * 2 * sizeof *pfd);
-			struct conn **ncp = realloc(pc, nr * 2 * sizeof *pc);
-
-			if (np != NULL)
-				pfd = np;
-			if (ncp != NULL)
-				pc = ncp;
-			if (np == NULL || ncp == NULL)
-				assert_fail("memory allocation", __func__);
-			cap = nr * 2;
-		}
-		pfd[0] = (struct pollfd){ .fd = hi->wake_rd, .events = POLLIN };
-		pfd[1] = (struct pollfd){ .fd = hi->listen_fd, .events = POLLIN };
-		for (i = 2, c = hi->conns; c != NULL; c = c->c_next, i++) {
-			bool backlog = c->c_link != NULL && c->c_link->hl_rx_queued >= RX_BACKLOG;
-
-			pc[i] = c;
-			pfd[i] = (struct pollfd){ .fd = c->c_fd };
-			if (!backlog)
-				pfd[i].events |= POLLIN;
-			if (c->c_out_off < c->c_out.len)
-				pfd[i].events |= POLLOUT;
-		}
+		dirty_service(hi);
 		pthread_mutex_unlock(&hi->lock);
-		if (poll(pfd, nr, -1) < 0 && errno != EINTR)
-			slog("poll: %s", strerror(errno));
+		nr = epoll_wait(hi->epoll_fd, ev, IO_EVENTS, -1);
+		if (nr < 0 && errno != EINTR)
+			slog("epoll_wait: %s", strerror(errno));
 		pthread_mutex_lock(&hi->lock);
-		if (pfd[0].revents != 0) {
-			char buf[64];
+		/* The connections reported are still valid: only dirty_service (this thread, and
+		 * never between epoll_wait and here) frees connections, and it deletes them from
+		 * the epoll set first. */
+		for (int i = 0; i < nr; i++) {
+			void *p = ev[i].data.ptr;
+			struct conn *c;
 
-			while (read(hi->wake_rd, buf, sizeof buf) > 0) {
+			if (p == &hi->wake_rd) {
+				char buf[64];
+
+				while (read(hi->wake_rd, buf, sizeof buf) > 0) {
+				}
+				hi->wake_pending = false;
+				continue;
 			}
-			hi->wake_pending = false;
-		}
-		if (pfd[1].revents != 0)
-			listener_accept(hi);
-		/* pc[i] are still valid: only this thread frees connections. */
-		for (i = 2; i < nr; i++) {
-			c = pc[i];
-			if ((pfd[i].revents & (POLLIN | POLLHUP | POLLERR)) != 0 && !c->c_close)
+			if (p == &hi->listen_fd) {
+				listener_accept(hi);
+				continue;
+			}
+			c = p;
+			if ((ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0 && !c->c_close)
 				conn_read(hi, c);
-			if ((pfd[i].revents & POLLOUT) != 0 && !c->c_close)
+			if ((ev[i].events & EPOLLOUT) != 0 && !c->c_close)
 				conn_flush(hi, c);
+			if (!c->c_close)
+				conn_rearm(hi, c);
 		}
 	}
 	/* Last chance for queued frames (DROPs), then close everything. */
+	for (struct conn *c = hi->conns; c != NULL; c = c->c_next)
+		c->c_dirty = true; /* so that a close marked by conn_flush does not queue it */
+	hi->dirty = NULL;
 	while (hi->conns != NULL) {
 		struct conn *c = hi->conns;
 
@@ -1171,8 +1439,6 @@ static void *io_main(void *arg)
 		conn_close(hi, c);
 	}
 	pthread_mutex_unlock(&hi->lock);
-	free(pfd);
-	free(pc);
 	return NULL;
 }
 
@@ -1228,6 +1494,7 @@ int m0_halon_interface_init(struct m0_halon_interface **hi_out, const char *buil
 	hi->listen_fd = -1;
 	hi->wake_rd = -1;
 	hi->wake_wr = -1;
+	hi->epoll_fd = -1;
 	__atomic_store_n(&g_hi, hi, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&g_lock);
 	*hi_out = hi;
@@ -1262,7 +1529,9 @@ static void fds_close(struct m0_halon_interface *hi)
 		close(hi->wake_rd);
 	if (hi->wake_wr >= 0)
 		close(hi->wake_wr);
-	hi->listen_fd = hi->wake_rd = hi->wake_wr = -1;
+	if (hi->epoll_fd >= 0)
+		close(hi->epoll_fd);
+	hi->listen_fd = hi->wake_rd = hi->wake_wr = hi->epoll_fd = -1;
 }
 
 static void hi_free_state(struct m0_halon_interface *hi)
@@ -1284,23 +1553,18 @@ static void hi_free_state(struct m0_halon_interface *hi)
 		struct m0_ha_link *l = hi->links;
 
 		hi->links = l->hl_next;
-		while (l->hl_qhead != NULL) {
-			struct item *it = l->hl_qhead;
+		link_free(hi, l);
+	}
+	while (hi->grave != NULL) {
+		struct m0_ha_link *l = hi->grave;
 
-			l->hl_qhead = it->i_next;
-			free(it); /* its rcv, if any, is on hl_rcvs */
-		}
-		while (l->hl_rcvs != NULL) {
-			struct rcv *r = l->hl_rcvs;
-
-			l->hl_rcvs = r->r_next;
-			free(r);
-		}
-		free(l->hl_ep);
-		l->hl_magic = 0;
-		free(l);
+		hi->grave = l->hl_next;
+		link_free(hi, l);
 	}
 	hi->links_tail = NULL;
+	hi->grave_tail = NULL;
+	hi->grave_nr = 0;
+	ptrset_fini(&hi->known);
 	hi->self_link = NULL;
 	while (hi->reqs != NULL) {
 		struct epreq *r = hi->reqs;
@@ -1314,6 +1578,7 @@ static void hi_free_state(struct m0_halon_interface *hi)
 		hi->notes = ns->ns_next;
 		free(ns);
 	}
+	hi->dirty = NULL;
 	while (hi->conns != NULL) { /* only if the I/O thread never ran */
 		struct conn *c = hi->conns;
 
@@ -1430,6 +1695,7 @@ int m0_halon_interface_start(
 	void (*link_disconnected_cb)(struct m0_halon_interface *hi, struct m0_ha_link *link))
 {
 	const char *env = getenv("HAX_STANDIN_RPC_TIMEOUT_MS");
+	const char *graves = getenv("HAX_STANDIN_LINK_GRAVEYARD");
 	int fds[2];
 	int port;
 	int rc;
@@ -1478,6 +1744,18 @@ int m0_halon_interface_start(
 	}
 	hi->wake_rd = fds[0];
 	hi->wake_wr = fds[1];
+	hi->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	/* data.ptr tells the pipe and the listener from connections */
+	if (hi->epoll_fd < 0 ||
+	    epoll_ctl(hi->epoll_fd, EPOLL_CTL_ADD, hi->wake_rd,
+		      &(struct epoll_event){ .events = EPOLLIN, .data.ptr = &hi->wake_rd }) != 0 ||
+	    epoll_ctl(hi->epoll_fd, EPOLL_CTL_ADD, hi->listen_fd,
+		      &(struct epoll_event){ .events = EPOLLIN,
+					     .data.ptr = &hi->listen_fd }) != 0) {
+		rc = -errno;
+		slog("start: epoll: %s", strerror(errno));
+		goto fail;
+	}
 	hi->endpoint = xstrdup(local_rpc_endpoint);
 	hi->process = *process_fid;
 	hi->ha_svc = *ha_service_fid;
@@ -1485,6 +1763,9 @@ int m0_halon_interface_start(
 	hi->rpc_timeout_ns = (uint64_t)DEFAULT_RPC_TIMEOUT_MS * 1000000ULL;
 	if (env != NULL && env[0] != '\0')
 		hi->rpc_timeout_ns = strtoull(env, NULL, 10) * 1000000ULL;
+	hi->grave_max = LINK_GRAVEYARD;
+	if (graves != NULL && graves[0] != '\0') /* tests: a small graveyard */
+		hi->grave_max = (size_t)strtoull(graves, NULL, 10);
 	hi->cb = (struct callbacks){
 		.entrypoint_request = entrypoint_request_cb,
 		.msg_received = msg_received_cb,
@@ -1647,6 +1928,8 @@ void m0_halon_interface_entrypoint_reply(struct m0_halon_interface *hi,
 		return;
 	}
 	*pp = r->r_next;
+	if (r->r_conn != NULL)
+		r->r_conn->c_nreqs--;
 	if (rc == 0 && !r->r_self && hi->state != HI_STARTING && hi->state != HI_STARTED) {
 		slog("entrypoint_reply %" PRIx64 ":%" PRIx64 ": the interface is stopping; "
 		     "replying -ESHUTDOWN", id.u_hi, id.u_lo);
@@ -1670,11 +1953,11 @@ void m0_halon_interface_entrypoint_reply(struct m0_halon_interface *hi,
 			}
 			if (r->r_first) {
 				l = link_new(hi, false, &r->r_process, r->r_ep);
-				link_bind(l, r->r_conn);
+				link_bind(hi, l, r->r_conn);
 				decision = WIRE_LINK_CONNECTED;
 			} else if (live != NULL) {
 				l = live;
-				link_bind(l, r->r_conn);
+				link_bind(hi, l, r->r_conn);
 				free(l->hl_ep);
 				l->hl_ep = xstrdup(r->r_ep);
 				decision = WIRE_LINK_REUSED;
@@ -1784,6 +2067,7 @@ void m0_halon_interface_delivered(struct m0_halon_interface *hi, struct m0_ha_li
 {
 	struct rcv **pp;
 	struct rcv *r;
+	struct rcv *prev = NULL;
 
 	if (!hi_valid(hi)) {
 		slog("delivered: not the current interface; ignored");
@@ -1795,7 +2079,7 @@ void m0_halon_interface_delivered(struct m0_halon_interface *hi, struct m0_ha_li
 		slog("delivered: unknown link %p; ignored", (void *)hl);
 		return;
 	}
-	for (pp = &hl->hl_rcvs; *pp != NULL; pp = &(*pp)->r_next) {
+	for (pp = &hl->hl_rcvs; *pp != NULL; prev = *pp, pp = &(*pp)->r_next) {
 		if (&(*pp)->r_msg == msg)
 			break;
 	}
@@ -1807,6 +2091,8 @@ void m0_halon_interface_delivered(struct m0_halon_interface *hi, struct m0_ha_li
 		return;
 	}
 	*pp = r->r_next;
+	if (hl->hl_rcvs_tail == r)
+		hl->hl_rcvs_tail = prev;
 	if (hl->hl_self) {
 		if (hl->hl_rcvs == NULL)
 			pthread_cond_broadcast(&hi->state_cv);
@@ -1895,6 +2181,32 @@ int m0_ha_link_rpc_endpoint(struct m0_ha_link *hl, char *buf, m0_bcount_t buf_le
 		n = (size_t)(buf_len - 1);
 	memcpy(buf, hl->hl_ep, n);
 	buf[n] = '\0';
+	pthread_mutex_unlock(&hi->lock);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ test hook */
+
+/*
+ * Not part of Motr's interface: the stand-in's link bookkeeping, for its tests. live: links
+ * not yet buried; dead: buried links kept (at most dead_max); allocated: link structs not freed.
+ */
+int hax_standin_link_stats(struct m0_halon_interface *hi, uint64_t *live, uint64_t *dead,
+			   uint64_t *dead_max, uint64_t *allocated);
+int hax_standin_link_stats(struct m0_halon_interface *hi, uint64_t *live, uint64_t *dead,
+			   uint64_t *dead_max, uint64_t *allocated)
+{
+	uint64_t n = 0;
+
+	if (!hi_valid(hi))
+		return -EINVAL;
+	pthread_mutex_lock(&hi->lock);
+	for (struct m0_ha_link *l = hi->links; l != NULL; l = l->hl_next)
+		n++;
+	*live = n;
+	*dead = hi->grave_nr;
+	*dead_max = hi->grave_max;
+	*allocated = hi->links_allocated;
 	pthread_mutex_unlock(&hi->lock);
 	return 0;
 }

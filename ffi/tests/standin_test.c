@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -133,6 +134,16 @@ static int g_nev;
 static pthread_mutex_t g_ev_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_ev_cv = PTHREAD_COND_INITIALIZER;
 
+/*
+ * Quiet mode (the scale tests): callbacks are only counted per kind, and the links given to
+ * link_connected are recorded in order, instead of filling the event log.
+ */
+enum { QUIET_LINKS_MAX = 4096 };
+static bool g_quiet;
+static int g_quiet_count[EV_DISC + 1];
+static struct m0_ha_link *g_quiet_links[QUIET_LINKS_MAX];
+static int g_quiet_nlinks;
+
 static pthread_t g_main;
 static __thread bool tls_in_send;
 static __thread bool tls_in_reply;
@@ -148,6 +159,14 @@ static int ev_add(struct ev *e)
 	e->on_stopper = tls_stopper;
 	e->at_ms = now_ms();
 	pthread_mutex_lock(&g_ev_lock);
+	if (__atomic_load_n(&g_quiet, __ATOMIC_SEQ_CST)) {
+		g_quiet_count[e->k]++;
+		if (e->k == EV_CONN && g_quiet_nlinks < QUIET_LINKS_MAX)
+			g_quiet_links[g_quiet_nlinks++] = e->hl;
+		pthread_cond_broadcast(&g_ev_cv);
+		pthread_mutex_unlock(&g_ev_lock);
+		return -1;
+	}
 	i = g_nev;
 	if (g_nev < EV_MAX)
 		g_ev[g_nev++] = *e;
@@ -222,6 +241,39 @@ static struct ev ev_get(int i)
 	e = g_ev[i];
 	pthread_mutex_unlock(&g_ev_lock);
 	return e;
+}
+
+static int quiet_count(int k)
+{
+	int n;
+
+	pthread_mutex_lock(&g_ev_lock);
+	n = g_quiet_count[k];
+	pthread_mutex_unlock(&g_ev_lock);
+	return n;
+}
+
+/* Waits until the quiet count of kind k reaches n; false on timeout. */
+static bool quiet_wait(int k, int n, int timeout_ms)
+{
+	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+	bool ok;
+
+	pthread_mutex_lock(&g_ev_lock);
+	while (g_quiet_count[k] < n && now_ms() < deadline) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 20 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&g_ev_cv, &g_ev_lock, &ts);
+	}
+	ok = g_quiet_count[k] >= n;
+	pthread_mutex_unlock(&g_ev_lock);
+	return ok;
 }
 
 /* Entrypoint request event for a process fid, from index `from`. */
@@ -1228,13 +1280,94 @@ static void child_dead_link(void)
 	client_free(c);
 }
 
+/* Sends one NVEC SET on the self link with a note (state) for each of nr process fids. */
+static void self_notes(struct m0_ha_link *self, const struct m0_fid *fids, uint32_t nr,
+		       uint32_t state)
+{
+	struct m0_ha_msg *m = malloc(sizeof *m);
+
+	mk_nvec(m, M0_HA_NVEC_SET, 0, false, 0, NULL, state);
+	m->hm_data.u.hed_nvec.hmnv_nr = nr;
+	for (uint32_t i = 0; i < nr; i++) {
+		m->hm_data.u.hed_nvec.hmnv_arr.hmna_arr[i].no_id = fids[i];
+		m->hm_data.u.hed_nvec.hmnv_arr.hmna_arr[i].no_state = state;
+	}
+	tsend(self, m);
+	free(m);
+}
+
+/* Connects a process without the event log (auto reply on): EP_REQ, wait for EP_REP. */
+static struct client *quiet_connect(int port, const struct m0_fid *proc, const char *ep)
+{
+	struct client *c = client_new(port, 0);
+	struct frame f;
+
+	c_ep_req(c, 1, true, 4242, proc, ep);
+	CHECK(client_expect(c, WIRE_EP_REP, &f, T(5000)) == 1 && f.rep.rc == 0 &&
+	      f.rep.link == WIRE_LINK_CONNECTED);
+	frame_free(&f);
+	return c;
+}
+
+/*
+ * nr processes connect (fids[0..nr)) and are dropped by FAILED notes; returns when their
+ * link_disconnected have run and their DROPs arrived. The fids must have a first note
+ * recorded already. Quiet mode.
+ */
+static void quiet_cycle(int port, struct m0_ha_link *self, const struct m0_fid *fids, int nr)
+{
+	struct client *c[64];
+	int disc = quiet_count(EV_DISC);
+
+	for (int i = 0; i < nr && i < 64; i++)
+		c[i] = quiet_connect(port, &fids[i], "inet:tcp:127.0.0.1@3");
+	self_notes(self, fids, (uint32_t)nr, M0_NC_FAILED);
+	CHECK(quiet_wait(EV_DISC, disc + nr, T(10000)));
+	for (int i = 0; i < nr && i < 64; i++) {
+		struct frame f;
+
+		CHECK(client_expect(c[i], WIRE_DROP, &f, T(5000)) == 1);
+		client_free(c[i]);
+	}
+}
+
+/* Like child_dead_link, but 40 more links die between the link's death and the send. */
+static void child_dead_link_graveyard(void)
+{
+	const struct m0_fid pf = { 0x7200000000000099ULL, 1 };
+	struct m0_fid fids[40];
+	struct m0_ha_msg *m = malloc(sizeof *m);
+	struct m0_ha_link *hl = NULL;
+	struct client *c;
+	int port = atoi(strrchr(g_child_ep, '@') + 1);
+	int from;
+
+	c = process_connect(port, &pf, "inet:tcp:127.0.0.1@1", &hl, 0);
+	if (hl == NULL)
+		_exit(5);
+	from = ev_now();
+	self_note(child_self(), &pf, M0_NC_ONLINE, false);
+	self_note(child_self(), &pf, M0_NC_FAILED, false);
+	if (ev_wait(from, EV_DISC, hl, 0, T(5000)) < 0)
+		_exit(6);
+	for (int i = 0; i < 40; i++)
+		fids[i] = (struct m0_fid){ 0x72000000000000a0ULL, (uint64_t)i + 1 };
+	self_notes(child_self(), fids, 40, M0_NC_ONLINE);
+	set_flag(&g_quiet, true);
+	quiet_cycle(port, child_self(), fids, 40);
+	set_flag(&g_quiet, false);
+	mk_nvec(m, M0_HA_NVEC_SET, 0, false, 0, NULL, 0);
+	tsend(hl, m);
+	client_free(c);
+}
+
 static void child_send_after_disconnect(void)
 {
 	set_flag(&g_send_after_disconnect, true);
 	m0_halon_interface_stop(g_hi);
 }
 
-static void run_abort_child(const char *name, void (*fn)(void))
+static void run_abort_child(const char *name, void (*fn)(void), const char *want)
 {
 	int pfd[2];
 	pid_t pid;
@@ -1274,17 +1407,25 @@ static void run_abort_child(const char *name, void (*fn)(void))
 	       "%s: the stand-in aborts like Motr's M0_ASSERT (status 0x%x)", name, status);
 	CHECKF(strstr(out, "Assertion failed") != NULL, "%s: an assertion message is printed",
 	       name);
+	if (want != NULL)
+		CHECKF(strstr(out, want) != NULL, "%s: the message says '%s'", name, want);
 }
 
 static void test_aborts(void)
 {
 	section("assertions (forked children)");
-	run_abort_child("hm_tag != 0", child_tag_nonzero);
-	run_abort_child("nr > 1024", child_nr_too_big);
-	run_abort_child("keepalive type", child_bad_type);
-	run_abort_child("unknown link pointer", child_bogus_link);
-	run_abort_child("send on a disconnected link", child_dead_link);
-	run_abort_child("send after disconnect()", child_send_after_disconnect);
+	run_abort_child("hm_tag != 0", child_tag_nonzero, NULL);
+	run_abort_child("nr > 1024", child_nr_too_big, NULL);
+	run_abort_child("keepalive type", child_bad_type, NULL);
+	run_abort_child("unknown link pointer", child_bogus_link, "hl is a link of this interface");
+	run_abort_child("send on a disconnected link", child_dead_link,
+			"the link is not disconnected");
+	run_abort_child("send after disconnect()", child_send_after_disconnect, NULL);
+	/* a small graveyard: 64 dead links are kept, the link dies 40 links before the send */
+	setenv("HAX_STANDIN_LINK_GRAVEYARD", "64", 1);
+	run_abort_child("send on a link dead 40 links ago", child_dead_link_graveyard,
+			"the link is not disconnected");
+	unsetenv("HAX_STANDIN_LINK_GRAVEYARD");
 }
 
 /* ------------------------------------------------------------------ interface tests */
@@ -2071,6 +2212,215 @@ static void test_fini_without_stop(void)
 	set_flag(&g_auto_reply, false);
 }
 
+/* Test hook of interface.c (not in Motr's header): its link bookkeeping. */
+int hax_standin_link_stats(struct m0_halon_interface *hi, uint64_t *live, uint64_t *dead,
+			   uint64_t *dead_max, uint64_t *allocated);
+
+struct link_stats {
+	uint64_t live, dead, dead_max, allocated;
+};
+
+static struct link_stats link_stats(void)
+{
+	struct link_stats st = { 0 };
+
+	CHECK(hax_standin_link_stats(g_hi, &st.live, &st.dead, &st.dead_max, &st.allocated) == 0);
+	return st;
+}
+
+/* Waits until `live` links are not buried yet (a link is buried just after link_disconnected). */
+static struct link_stats link_stats_wait_live(uint64_t live)
+{
+	uint64_t deadline = now_ms() + (uint64_t)T(5000);
+	struct link_stats st = link_stats();
+
+	while (st.live != live && now_ms() < deadline) {
+		sleep_ms(5);
+		st = link_stats();
+	}
+	return st;
+}
+
+/*
+ * Many processes: the stand-in keeps a bounded number of dead links (a small graveyard here),
+ * still recognises the recent ones, and delivers a broadcast to hundreds of peers in order.
+ */
+static void test_scale(void)
+{
+	enum { GRAVE = 100, BATCH = 50, CYCLES = 2000, PEERS = 500, PER_PEER = 3 };
+	char ep[64];
+	char buf[64];
+	int port = free_port();
+	struct m0_ha_link *self = NULL;
+	struct m0_ha_link *hl_old = NULL;
+	struct m0_ha_link **dead = calloc(CYCLES, sizeof *dead);
+	struct m0_fid fids[BATCH];
+	struct link_stats st;
+	struct client *c;
+	bool ok = true;
+	int from, i;
+
+	section("scale: 2000 links come and go, a bounded graveyard");
+	g_nev = 0;
+	g_nsent = 0;
+	set_flag(&g_auto_reply, true);
+	setenv("HAX_STANDIN_LINK_GRAVEYARD", "100", 1);
+	snprintf(ep, sizeof ep, "inet:tcp:127.0.0.1@%d", port);
+	CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", "", "u") == 0);
+	CHECK(start_at(ep, &g_proc) == 0);
+	unsetenv("HAX_STANDIN_LINK_GRAVEYARD");
+	i = ev_wait(0, EV_CONN, NULL, 0, T(5000));
+	if (CHECK(i >= 0))
+		self = ev_get(i).hl;
+	CHECK(ev_wait(0, EV_RECV, self, 12, T(5000)) >= 0);
+	st = link_stats();
+	CHECK(st.live == 1 && st.dead == 0 && st.dead_max == GRAVE && st.allocated == 1);
+	/* a link that dies first: recognised while in the graveyard */
+	{
+		const struct m0_fid f0 = { 0x7200000000000060ULL, 1 };
+
+		c = process_connect(port, &f0, "inet:tcp:127.0.0.1@4", &hl_old, 0);
+		from = ev_now();
+		self_note(self, &f0, M0_NC_ONLINE, false);
+		self_note(self, &f0, M0_NC_FAILED, false);
+		CHECK(ev_wait(from, EV_DISC, hl_old, 0, T(5000)) >= 0);
+		client_free(c);
+		st = link_stats_wait_live(1);
+		CHECK(st.live == 1 && st.dead == 1 && st.allocated == 2);
+		CHECK(m0_ha_link_rpc_endpoint(hl_old, buf, sizeof buf) == 0 &&
+		      strcmp(buf, "inet:tcp:127.0.0.1@4") == 0);
+		m0_halon_interface_disconnect(g_hi, hl_old); /* ignored */
+		m0_halon_interface_delivered(g_hi, hl_old, NULL); /* ignored */
+	}
+	for (i = 0; i < BATCH; i++)
+		fids[i] = (struct m0_fid){ 0x7200000000000061ULL, (uint64_t)i + 1 };
+	self_notes(self, fids, BATCH, M0_NC_ONLINE); /* first notes: recorded only */
+	set_flag(&g_quiet, true);
+	for (int done = 0; done < CYCLES; done += BATCH) {
+		quiet_cycle(port, self, fids, BATCH);
+		st = link_stats();
+		if (st.dead > GRAVE || st.allocated != st.live + st.dead || st.live > 1 + BATCH) {
+			CHECKF(false, "after %d cycles: %" PRIu64 " live, %" PRIu64
+			       " dead (at most %d), %" PRIu64 " allocated", done + BATCH, st.live,
+			       st.dead, GRAVE, st.allocated);
+			break;
+		}
+	}
+	st = link_stats_wait_live(1);
+	CHECKF(st.live == 1 && st.dead == GRAVE && st.allocated == 1 + GRAVE,
+	       "after %d cycles: %" PRIu64 " live, %" PRIu64 " dead, %" PRIu64 " allocated",
+	       CYCLES, st.live, st.dead, st.allocated);
+	CHECK(quiet_count(EV_CONN) == CYCLES && quiet_count(EV_DISC) == CYCLES);
+	CHECK(quiet_count(EV_NOTDELIV) == 0);
+	/* The last GRAVE dead links are all still known (the hash set survived 1900 removals).
+	 * Older pointers are not used: their memory may be another link's by now. */
+	pthread_mutex_lock(&g_ev_lock);
+	for (i = 0; i < CYCLES && i < g_quiet_nlinks; i++)
+		dead[i] = g_quiet_links[i];
+	pthread_mutex_unlock(&g_ev_lock);
+	for (i = CYCLES - GRAVE; i < CYCLES; i++) {
+		if (m0_ha_link_rpc_endpoint(dead[i], buf, sizeof buf) != 0 ||
+		    strcmp(buf, "inet:tcp:127.0.0.1@3") != 0)
+			ok = false;
+	}
+	CHECKF(ok, "the %d most recent dead links are recognised", GRAVE);
+
+	section("scale: a broadcast to 500 peers, delivered to all, in order");
+	{
+		struct client **peers = calloc(PEERS, sizeof *peers);
+		struct m0_ha_link **hl = calloc(PEERS, sizeof *hl);
+		struct m0_ha_msg *m = malloc(sizeof *m);
+		int base = quiet_count(EV_CONN);
+		int got_all = 0;
+		int *next = calloc(PEERS, sizeof *next);
+
+		for (i = 0; i < PEERS; i++) {
+			struct m0_fid f = { 0x7200000000000062ULL, (uint64_t)i + 1 };
+
+			peers[i] = quiet_connect(port, &f, "inet:tcp:127.0.0.1@5");
+			/* link_connected runs right after the reply is queued */
+			CHECK(quiet_wait(EV_CONN, base + i + 1, T(5000)));
+			pthread_mutex_lock(&g_ev_lock);
+			hl[i] = base + i < QUIET_LINKS_MAX ? g_quiet_links[base + i] : NULL;
+			pthread_mutex_unlock(&g_ev_lock);
+		}
+		st = link_stats();
+		CHECK(st.live == 1 + PEERS && st.allocated == 1 + PEERS + GRAVE);
+		set_flag(&g_quiet, false);
+		g_nev = 0;
+		g_nsent = 0;
+		mk_process_event(m, &g_proc, M0_CONF_HA_PROCESS_STARTED, 1);
+		m->hm_data.hed_type = M0_HA_MSG_EVENT_RPC;
+		for (int k = 0; k < PER_PEER; k++) {
+			for (i = 0; i < PEERS; i++) {
+				uint64_t id = (uint64_t)(i * PER_PEER + k);
+
+				m->hm_data.u.hed_event_rpc.hmr_attempts = id;
+				if (tsend(hl[i], m) != (uint64_t)(2 * k + 1))
+					ok = false;
+			}
+		}
+		CHECKF(ok, "tags 1, 3, 5 on every link");
+		/* every peer gets its messages in order; even peers ACK each, odd ones the last */
+		for (i = 0; i < PEERS; i++) {
+			for (int k = 0; k < PER_PEER; k++) {
+				struct frame f;
+
+				if (client_expect(peers[i], WIRE_HA_MSG, &f, T(5000)) == 1 &&
+				    f.tag == (uint64_t)(2 * k + 1) &&
+				    f.msg->hm_data.u.hed_event_rpc.hmr_attempts ==
+					    (uint64_t)(i * PER_PEER + k))
+					got_all++;
+				frame_free(&f);
+				if (i % 2 == 0 || k == PER_PEER - 1)
+					c_ack(peers[i], (uint64_t)(2 * k + 1));
+			}
+		}
+		CHECKF(got_all == PEERS * PER_PEER, "%d of %d messages arrived in order", got_all,
+		       PEERS * PER_PEER);
+		for (i = 0; i < PEERS * PER_PEER; i++) {
+			if (ev_wait(i, EV_DELIV, NULL, 0, T(10000)) < 0)
+				break;
+		}
+		CHECKF(i == PEERS * PER_PEER && ev_count(0, EV_DELIV, NULL, 0) == PEERS * PER_PEER,
+		       "%d delivered", ev_count(0, EV_DELIV, NULL, 0));
+		/* per link: delivered 1, 3, 5 in that order, nothing else */
+		ok = true;
+		pthread_mutex_lock(&g_ev_lock);
+		for (int e = 0; e < g_nev; e++) {
+			int p;
+
+			if (g_ev[e].k != EV_DELIV && g_ev[e].k != EV_NOTDELIV)
+				continue;
+			for (p = 0; p < PEERS && hl[p] != g_ev[e].hl; p++) {
+			}
+			if (p == PEERS || g_ev[e].k != EV_DELIV ||
+			    g_ev[e].tag != (uint64_t)(2 * next[p] + 1))
+				ok = false;
+			else
+				next[p]++;
+		}
+		pthread_mutex_unlock(&g_ev_lock);
+		for (i = 0; i < PEERS; i++)
+			ok &= next[i] == PER_PEER;
+		CHECKF(ok, "every link: delivered 1, 3, 5 in order, once");
+		set_flag(&g_quiet, true);
+		m0_halon_interface_stop(g_hi);
+		CHECK(quiet_count(EV_DISC) == CYCLES + PEERS + 1);
+		m0_halon_interface_fini(g_hi);
+		g_hi = NULL;
+		for (i = 0; i < PEERS; i++)
+			client_free(peers[i]);
+		free(peers);
+		free(hl);
+		free(next);
+		free(m);
+	}
+	set_flag(&g_quiet, false);
+	set_flag(&g_auto_reply, false);
+	free(dead);
+}
+
 int main(int argc, char **argv)
 {
 	const char *scale = getenv("STANDIN_TEST_SCALE");
@@ -2080,6 +2430,16 @@ int main(int argc, char **argv)
 	if (scale != NULL && atoi(scale) > 0)
 		g_scale = atoi(scale);
 	signal(SIGPIPE, SIG_IGN);
+	{
+		/* the scale test has 500 peers: 1000+ descriptors */
+		struct rlimit rl;
+
+		if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max &&
+		    rl.rlim_cur < 4096) {
+			rl.rlim_cur = rl.rlim_max < 4096 ? rl.rlim_max : 4096;
+			setrlimit(RLIMIT_NOFILE, &rl);
+		}
+	}
 	g_main = pthread_self();
 	test_codec();
 	test_aborts();
@@ -2088,6 +2448,7 @@ int main(int argc, char **argv)
 	test_init();
 	test_interface();
 	test_fini_without_stop();
+	test_scale();
 	printf("%d passed, %d failed\n", g_passed, g_failed);
 	return g_failed == 0 ? 0 : 1;
 }
