@@ -164,6 +164,8 @@ pub struct EntrypointReq {
     pub git_rev: String,
     pub pid: u64,
     pub first_request: bool,
+    /// When Motr's callback handed the request to hax.
+    pub received: std::time::Instant,
 }
 
 /// The answer to an entrypoint request.

@@ -63,6 +63,8 @@ enum {
 	READ_CHUNK = 64 * 1024,
 	IN_CAP_MAX = WIRE_HDR + WIRE_MAX_FRAME + READ_CHUNK,
 	RX_BACKLOG = 256,             /* queued received messages per link before we stop reading */
+	RX_TOTAL_MAX = 1024,          /* ... and over all links (each holds a whole m0_ha_msg,
+	                               * about 24 KiB): reading resumes below half of it */
 	LINK_GRAVEYARD = 4096,        /* dead links kept so that stale pointers are recognised */
 	IO_EVENTS = 256,              /* epoll events taken per wake-up */
 	STOP_EVENTS_WAIT_MS = 5000,   /* stop: wait this long for the own STOP events' delivered */
@@ -276,6 +278,9 @@ struct m0_halon_interface {
 	uint64_t req_seq;
 	struct conn *conns;
 	struct conn *dirty;           /* connections the I/O thread must look at */
+	unsigned rx_total;            /* IT_MSG items queued over all links */
+	unsigned rx_peak;             /* the most rx_total has been (tests) */
+	bool rx_held;                 /* rx_total reached RX_TOTAL_MAX: no connection is read */
 	uint64_t conn_seq;
 	struct note_state *notes;
 };
@@ -618,8 +623,13 @@ static void link_enqueue(struct m0_halon_interface *hi, struct m0_ha_link *l, st
 	else
 		l->hl_qtail->i_next = it;
 	l->hl_qtail = it;
-	if (it->i_kind == IT_MSG)
+	if (it->i_kind == IT_MSG) {
 		l->hl_rx_queued++;
+		if (++hi->rx_total > hi->rx_peak)
+			hi->rx_peak = hi->rx_total;
+		if (hi->rx_total >= RX_TOTAL_MAX)
+			hi->rx_held = true; /* connections are disarmed as the I/O thread sees them */
+	}
 	link_kick(hi, l);
 }
 
@@ -1047,6 +1057,12 @@ static void *locality_main(void *arg)
 				l->hl_qtail = NULL;
 			if (it->i_kind == IT_MSG && l->hl_rx_queued-- == RX_BACKLOG)
 				conn_dirty(hi, l->hl_conn); /* it may be read again */
+			if (it->i_kind == IT_MSG && --hi->rx_total <= RX_TOTAL_MAX / 2 &&
+			    hi->rx_held) {
+				hi->rx_held = false; /* every connection may be read again */
+				for (struct conn *c = hi->conns; c != NULL; c = c->c_next)
+					conn_dirty(hi, c);
+			}
 			pthread_mutex_unlock(&hi->lock);
 			run_item(hi, l, it);
 			free(it);
@@ -1336,7 +1352,7 @@ static void conn_rearm(struct m0_halon_interface *hi, struct conn *c)
 {
 	uint32_t ev = 0;
 
-	if (c->c_link == NULL || c->c_link->hl_rx_queued < RX_BACKLOG)
+	if (!hi->rx_held && (c->c_link == NULL || c->c_link->hl_rx_queued < RX_BACKLOG))
 		ev |= EPOLLIN;
 	if (c->c_out_off < c->c_out.len)
 		ev |= EPOLLOUT;
@@ -1378,7 +1394,8 @@ static void dirty_service(struct m0_halon_interface *hi)
 /*
  * The I/O thread. epoll (level-triggered) over the wake-up pipe, the listener and every
  * connection; a connection's events are changed only when what it needs changes (EPOLLOUT
- * while output is pending, EPOLLIN unless its link has RX_BACKLOG received messages queued).
+ * while output is pending, EPOLLIN unless its link has RX_BACKLOG received messages queued or
+ * all links together RX_TOTAL_MAX).
  * An iteration costs the connections epoll reports plus those on hi->dirty, not all of them.
  */
 static void *io_main(void *arg)
@@ -1417,8 +1434,11 @@ static void *io_main(void *arg)
 				continue;
 			}
 			c = p;
-			if ((ev[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0 && !c->c_close)
-				conn_read(hi, c);
+			/* While held, only a hang-up or an error is read (to see the close). */
+			if ((ev[i].events & (hi->rx_held ? 0 : EPOLLIN)) != 0 ||
+			    ((ev[i].events & (EPOLLHUP | EPOLLERR)) != 0 && !c->c_close))
+				if (!c->c_close)
+					conn_read(hi, c);
 			if ((ev[i].events & EPOLLOUT) != 0 && !c->c_close)
 				conn_flush(hi, c);
 			if (!c->c_close)
@@ -2191,6 +2211,22 @@ int m0_ha_link_rpc_endpoint(struct m0_ha_link *hl, char *buf, m0_bcount_t buf_le
  * Not part of Motr's interface: the stand-in's link bookkeeping, for its tests. live: links
  * not yet buried; dead: buried links kept (at most dead_max); allocated: link structs not freed.
  */
+int hax_standin_rx_stats(struct m0_halon_interface *hi, unsigned *queued, unsigned *peak,
+			 unsigned *cap);
+/* Test-only, like hax_standin_link_stats: received messages queued now, at most, and the cap. */
+int hax_standin_rx_stats(struct m0_halon_interface *hi, unsigned *queued, unsigned *peak,
+			 unsigned *cap)
+{
+	if (!hi_valid(hi))
+		return -EINVAL;
+	pthread_mutex_lock(&hi->lock);
+	*queued = hi->rx_total;
+	*peak = hi->rx_peak;
+	*cap = RX_TOTAL_MAX;
+	pthread_mutex_unlock(&hi->lock);
+	return 0;
+}
+
 int hax_standin_link_stats(struct m0_halon_interface *hi, uint64_t *live, uint64_t *dead,
 			   uint64_t *dead_max, uint64_t *allocated);
 int hax_standin_link_stats(struct m0_halon_interface *hi, uint64_t *live, uint64_t *dead,

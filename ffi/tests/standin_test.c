@@ -2216,6 +2216,9 @@ static void test_fini_without_stop(void)
 int hax_standin_link_stats(struct m0_halon_interface *hi, uint64_t *live, uint64_t *dead,
 			   uint64_t *dead_max, uint64_t *allocated);
 
+int hax_standin_rx_stats(struct m0_halon_interface *hi, unsigned *queued, unsigned *peak,
+			 unsigned *cap);
+
 struct link_stats {
 	uint64_t live, dead, dead_max, allocated;
 };
@@ -2404,6 +2407,49 @@ static void test_scale(void)
 		for (i = 0; i < PEERS; i++)
 			ok &= next[i] == PER_PEER;
 		CHECKF(ok, "every link: delivered 1, 3, 5 in order, once");
+
+		section("scale: a flood from many peers stays within the received-message cap");
+		{
+			enum { FLOODERS = 16, PER = 200 };
+			unsigned queued = 0, peak = 0, cap = 0;
+			int from = ev_now();
+			int in_order = 0;
+
+			set_flag(&g_slow_recv, true); /* 1 ms per callback: the queue fills */
+			for (int k = 0; k < PER; k++) {
+				for (i = 0; i < FLOODERS; i++) {
+					const struct m0_fid f = { 0x7200000000000062ULL,
+								  (uint64_t)i + 1 };
+
+					mk_process_event(m, &f, M0_CONF_HA_PROCESS_STARTED,
+							 (uint64_t)k);
+					c_msg(peers[i], (uint64_t)(2 * k + 2), m);
+				}
+			}
+			for (i = 0; i < FLOODERS; i++)
+				CHECK(ev_wait(from, EV_RECV, hl[i], 2 * PER, T(30000)) >= 0);
+			set_flag(&g_slow_recv, false);
+			for (i = 0; i < FLOODERS; i++) {
+				uint64_t want = 2;
+
+				pthread_mutex_lock(&g_ev_lock);
+				for (int e = from; e < g_nev; e++) {
+					if (g_ev[e].k == EV_RECV && g_ev[e].hl == hl[i] &&
+					    g_ev[e].tag == want)
+						want += 2;
+				}
+				pthread_mutex_unlock(&g_ev_lock);
+				in_order += want == 2 * PER + 2;
+			}
+			CHECKF(in_order == FLOODERS, "%d of %d peers' %d messages received in order",
+			       in_order, FLOODERS, PER);
+			CHECK(hax_standin_rx_stats(g_hi, &queued, &peak, &cap) == 0);
+			/* one read may finish parsing its chunk past the cap: at most one peer's */
+			CHECKF(peak >= cap && peak <= cap + PER,
+			       "at most %u received messages queued (cap %u, %d sent at once)", peak,
+			       cap, FLOODERS * PER);
+			CHECK(queued == 0);
+		}
 		set_flag(&g_quiet, true);
 		m0_halon_interface_stop(g_hi);
 		CHECK(quiet_count(EV_DISC) == CYCLES + PEERS + 1);

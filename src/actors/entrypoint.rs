@@ -138,19 +138,20 @@ impl Responder {
 }
 
 fn reply_now(req: &EntrypointReq, reply: &EntrypointReply) {
-    if reply.rc == 0 {
+    if let Err(e) = ffi::entrypoint_reply(req.req_id, reply) {
+        log::error!("entrypoint: reply to {} failed: {e}", req.process);
+    } else if reply.rc == 0 {
+        // The time is hax's: from Motr's callback to the reply handed back to Motr.
         log::info!(
-            "entrypoint: {} ({}) -> {} confd(s), quorum {}, RM {} at {}",
+            "entrypoint: {} ({}) -> {} confd(s), quorum {}, RM {} at {}; answered in {:.3} ms",
             req.process,
             req.remote_ep,
             reply.confds.len(),
             reply.quorum,
             reply.rm_fid,
-            reply.rm_ep
+            reply.rm_ep,
+            req.received.elapsed().as_secs_f64() * 1e3
         );
-    }
-    if let Err(e) = ffi::entrypoint_reply(req.req_id, reply) {
-        log::error!("entrypoint: reply to {} failed: {e}", req.process);
     }
 }
 

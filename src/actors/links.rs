@@ -96,6 +96,8 @@ pub struct SendReport {
     pub timed_out: usize,
     /// Sends refused because the link was gone or the message invalid.
     pub failed: usize,
+    /// When the last send of the batch had been handed to Motr.
+    pub all_sent: Option<Instant>,
 }
 
 impl SendReport {
@@ -169,6 +171,9 @@ impl Deliveries {
     }
     /// No more sends will join the batch: completes it now if nothing is pending.
     pub fn seal(&mut self, batch: u64) {
+        if let Some(b) = self.batches.get_mut(&batch) {
+            b.report.all_sent = Some(Instant::now());
+        }
         self.finish_if_done(batch);
     }
 

@@ -172,11 +172,15 @@ impl ProcessStatus {
             return;
         }
         self.flush_scheduled = true;
-        ctx.run_later(self.coalesce, |act, ctx| act.flush(ctx));
+        ctx.run_later(self.coalesce, |act, ctx| {
+            act.flush_scheduled = false;
+            if act.in_flight.is_none() {
+                act.flush(ctx);
+            }
+        });
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        self.flush_scheduled = false;
         let dirty = std::mem::take(&mut self.dirty);
         let since = self.dirty_since.take().unwrap_or_else(Instant::now);
         let cfg = self
@@ -212,8 +216,11 @@ impl ProcessStatus {
         let done = Box::new(move |r: super::links::SendReport| {
             let ms = since.elapsed().as_secs_f64() * 1e3;
             if r.all_delivered() {
+                let sent_ms = r
+                    .all_sent
+                    .map_or(f64::NAN, |t| t.saturating_duration_since(since).as_secs_f64() * 1e3);
                 log::info!(
-                    "ProcessStatus: broadcast {number} of {count} note(s) confirmed by {} link(s) {ms:.2} ms after the change reached hax",
+                    "ProcessStatus: broadcast {number} of {count} note(s) handed to Motr for {} link(s) {sent_ms:.2} ms and confirmed {ms:.2} ms after the change reached hax",
                     r.delivered
                 );
             } else {
@@ -339,6 +346,11 @@ impl Handler<HaStateUpdate> for ProcessStatus {
         }
         for p in changed {
             self.touch(p, u.received, ctx);
+        }
+        // A health snapshot arrives whole: nothing to gather, send it now (unless a broadcast
+        // is in flight; then it goes out with what gathers meanwhile).
+        if self.in_flight.is_none() && !self.dirty.is_empty() {
+            self.flush(ctx);
         }
         for name in recheck {
             let consul = self.consul.clone();

@@ -57,8 +57,61 @@ pub fn spawn_logged(
     for (k, v) in envs {
         cmd.env(k, v);
     }
-    cmd.spawn()
+    spawner()
+        .and_then(|tx| {
+            let (reply_tx, reply_rx) = std::sync::mpsc::channel();
+            tx.send((cmd, reply_tx)).ok()?;
+            reply_rx.recv().ok()
+        })
+        .unwrap_or_else(|| Err(std::io::Error::other("the spawner thread is gone")))
         .map_err(|e| format!("cannot start {}: {e}", program.display()))
+}
+
+type SpawnReq = (Command, std::sync::mpsc::Sender<std::io::Result<Child>>);
+
+/// The thread that starts Consul and hax: created before [`lower_peer_priority`] lowers the
+/// main thread's priority, so that they run at the priority the bench was started with (a
+/// process inherits the nice value of the thread that forks it).
+fn spawner() -> Option<std::sync::mpsc::Sender<SpawnReq>> {
+    static SPAWNER: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<SpawnReq>>> =
+        std::sync::OnceLock::new();
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<SpawnReq>();
+        let _ = std::thread::Builder::new()
+            .name("bench-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(cmd.spawn());
+                }
+            });
+        Mutex::new(tx)
+    });
+    Some(tx.lock().unwrap_or_else(|e| e.into_inner()).clone())
+}
+
+/// The simulated Motr processes stand for processes on other machines: run them (every thread
+/// the main thread creates from now on) under `SCHED_IDLE`, so that they only take the CPU
+/// hax and Consul leave, and hax's figures are not its share of two cores among a thousand
+/// simulator threads. Call it first thing in `main`, before other threads exist; answers
+/// what was done.
+pub fn lower_peer_priority(idle: bool) -> String {
+    if !idle {
+        return "simulated processes scheduled like hax".into();
+    }
+    let _ = spawner();
+    // The policy of `chrt -p <pid>` is the main thread's; threads it creates inherit it.
+    match Command::new("chrt")
+        .args(["--idle", "-p", "0", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+    {
+        Ok(s) if s.success() => {
+            "simulated processes under SCHED_IDLE (hax and Consul: normal scheduling)".into()
+        }
+        Ok(s) => format!("chrt failed ({s}): simulated processes scheduled like hax"),
+        Err(e) => format!("chrt not run ({e}): simulated processes scheduled like hax"),
+    }
 }
 
 /// The last `n` lines of a file.

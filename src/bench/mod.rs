@@ -52,6 +52,9 @@ pub struct Config {
     /// Scenario groups to run (`sizes`, `events`, `ingest`, `memory`); empty: all.
     #[serde(default)]
     pub only: Vec<String>,
+    /// How the simulated processes were scheduled against hax (see `--peer-nice`).
+    #[serde(default)]
+    pub peers: String,
 }
 
 impl Config {
@@ -81,6 +84,7 @@ impl Config {
             churn_max_cycles: 100_000,
             perf: false,
             only: Vec::new(),
+            peers: String::new(),
         }
     }
 

@@ -95,6 +95,10 @@ pub struct BootResult {
     /// hax's log at the end of the storm: sends given up without a delivery report
     /// (`--delivery-timeout-ms`), broadcasts and link count.
     pub sends_timed_out: u64,
+    /// hax's own time per entrypoint in the storm (its log: Motr's callback → reply handed
+    /// back to Motr).
+    #[serde(default)]
+    pub hax_entrypoint: Lat,
     pub broadcasts_logged: usize,
     pub hax_mem: Mem,
 }
@@ -108,6 +112,7 @@ pub fn boot_storm(
 ) -> (BootResult, Vec<SimProcess>) {
     let mut metrics = env.consul.client();
     let before = http_counts(&mut metrics).unwrap_or_default();
+    let log_from = env.hax_log_text().len();
     let cfgs: Vec<SimConfig> = (0..n).map(|i| sim_config(base_key, i)).collect();
     let fids: Vec<String> = cfgs.iter().map(|c| c.process_fid.to_string()).collect();
     let t0 = Instant::now();
@@ -182,6 +187,7 @@ pub fn boot_storm(
         hax_reads: reads,
         requests_per_process: total as f64 / n.max(1) as f64,
         sends_timed_out: sends_timed_out(&env.hax_log_text()),
+        hax_entrypoint: Lat::of_ms(entrypoint_ms_after(&env.hax_log_text(), log_from)),
         broadcasts_logged: env.hax_log_text().matches("ProcessStatus: 0x").count(),
         hax_mem: procfs::mem(env.hax_pid()).unwrap_or_default(),
     };
@@ -300,16 +306,34 @@ pub struct PropagationResult {
     /// broadcast (Motr's delivered callbacks), per repetition.
     #[serde(default)]
     pub hax_confirmed: Lat,
+    /// hax's own part, from its log: the change reached hax → the last link's send handed to
+    /// Motr (what remains until confirmation is Motr's transport and the peers).
+    #[serde(default)]
+    pub hax_handed: Lat,
 }
 
 /// The first broadcast confirmation hax logged after byte `from` of its log: the ms from the
-/// change reaching hax to the last link's confirmation.
-pub fn confirmed_ms_after(log: &str, from: usize) -> Option<f64> {
+/// change reaching hax to the last send handed to Motr, and to the last link's confirmation.
+pub fn confirmed_ms_after(log: &str, from: usize) -> Option<(f64, f64)> {
     log.get(from..)?.lines().find_map(|l| {
         let (_, rest) = l.split_once(" link(s) ")?;
+        let (sent, rest) = rest.split_once(" ms and confirmed ")?;
         let ms = rest.strip_suffix(" ms after the change reached hax")?;
-        ms.trim().parse().ok()
+        Some((sent.trim().parse().ok()?, ms.trim().parse().ok()?))
     })
+}
+
+/// hax's own time per answered entrypoint (Motr's callback → reply handed back), from the
+/// entrypoint lines of its log after byte `from`.
+pub fn entrypoint_ms_after(log: &str, from: usize) -> Vec<f64> {
+    log.get(from..)
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| {
+            let (_, ms) = l.split_once("; answered in ")?;
+            ms.strip_suffix(" ms")?.trim().parse().ok()
+        })
+        .collect()
 }
 
 /// Waits until every process heard `state` for every fid in `fids` after `t0`; returns
@@ -375,6 +399,7 @@ pub fn propagation(
     let mut alls = Vec::new();
     let mut firsts = Vec::new();
     let mut confirmed = Vec::new();
+    let mut handed = Vec::new();
     let mut missed = 0;
     let mut entries = 0;
     let limit = Duration::from_secs(15);
@@ -413,7 +438,8 @@ pub fn propagation(
         }
         let confirmed_by = Instant::now() + Duration::from_secs(3);
         loop {
-            if let Some(ms) = confirmed_ms_after(&env.hax_log_text(), log_from) {
+            if let Some((sent_ms, ms)) = confirmed_ms_after(&env.hax_log_text(), log_from) {
+                handed.push(Duration::from_secs_f64(sent_ms / 1e3));
                 confirmed.push(Duration::from_secs_f64(ms / 1e3));
                 break;
             }
@@ -424,12 +450,21 @@ pub fn propagation(
             std::thread::sleep(Duration::from_millis(20));
         }
         let t1 = Instant::now();
+        let online_from = env.hax_log_text().len();
         let _ = hax.post("/watcher/service/ios", &ok);
         let (_, _, m2) = wait_all_heard(procs, &targets, ObjState::Online, t1, limit);
         if m2 > 0 {
             say(format!(
                 "failure propagation: {m2} process(es) did not hear ONLINE again"
             ));
+        }
+        // Each repetition is an isolated failure: wait until hax has every confirmation of
+        // the ONLINE broadcast too (it holds new changes while one is in flight).
+        let quiet_by = Instant::now() + Duration::from_secs(3);
+        while confirmed_ms_after(&env.hax_log_text(), online_from).is_none()
+            && Instant::now() < quiet_by
+        {
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
     PropagationResult {
@@ -441,6 +476,7 @@ pub fn propagation(
         first: Lat::of(&firsts),
         missed,
         hax_confirmed: Lat::of(&confirmed),
+        hax_handed: Lat::of(&handed),
     }
 }
 
@@ -894,10 +930,22 @@ mod tests {
 
     #[test]
     fn the_confirmation_time_is_read_from_the_first_broadcast_line_after_the_offset() {
-        let log = "x ProcessStatus: broadcast 1 of 2 note(s) confirmed by 5 link(s) 3.50 ms after the change reached hax\n\
-                   y ProcessStatus: broadcast 2 of 2 note(s) confirmed by 5 link(s) 7.25 ms after the change reached hax\n";
-        assert_eq!(confirmed_ms_after(log, 0), Some(3.5));
-        assert_eq!(confirmed_ms_after(log, log.find('y').unwrap()), Some(7.25));
+        let log = "x ProcessStatus: broadcast 1 of 2 note(s) handed to Motr for 5 link(s) 1.25 ms and confirmed 3.50 ms after the change reached hax\n\
+                   y ProcessStatus: broadcast 2 of 2 note(s) handed to Motr for 5 link(s) 2.00 ms and confirmed 7.25 ms after the change reached hax\n";
+        assert_eq!(confirmed_ms_after(log, 0), Some((1.25, 3.5)));
+        assert_eq!(
+            confirmed_ms_after(log, log.find('y').unwrap()),
+            Some((2.0, 7.25))
+        );
         assert_eq!(confirmed_ms_after(log, log.len()), None);
+    }
+
+    #[test]
+    fn entrypoint_times_are_read_from_the_answer_lines() {
+        let log = "a entrypoint: 0x72:0x1 (ep) -> 1 confd(s), quorum 1, RM 0x73:0x2 at ep; answered in 0.250 ms\n\
+                   b ProcessStatus: something else\n\
+                   c entrypoint: 0x72:0x3 (ep) -> 1 confd(s), quorum 1, RM 0x73:0x2 at ep; answered in 12.500 ms\n";
+        assert_eq!(entrypoint_ms_after(log, 0), vec![0.25, 12.5]);
+        assert_eq!(entrypoint_ms_after(log, log.find('b').unwrap()), vec![12.5]);
     }
 }

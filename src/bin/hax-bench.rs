@@ -72,6 +72,10 @@ struct Args {
     /// Soak: simulated processes.
     #[arg(long, default_value_t = 20)]
     soak_processes: usize,
+    /// Schedule the simulated processes like hax instead of under SCHED_IDLE (by default they
+    /// only take the CPU hax and Consul leave: they stand for processes on other machines).
+    #[arg(long)]
+    peers_compete: bool,
     /// The command line to name in the report.
     #[arg(long, default_value = "scripts/bench")]
     command: String,
@@ -144,6 +148,7 @@ fn from_json(a: &Args, path: &std::path::Path) -> ExitCode {
 
 fn main() -> ExitCode {
     let a = Args::parse();
+    let priority = bench::env::lower_peer_priority(a.from_json.is_none() && !a.peers_compete);
     if let Some(p) = &a.from_json {
         return from_json(&a, p);
     }
@@ -230,6 +235,7 @@ fn main() -> ExitCode {
     if let Some(s) = a.churn_secs {
         cfg.churn_secs = s.clamp(1.0, 600.0);
     }
+    cfg.peers = priority;
     let version = consul_version(&cfg.consul_bin);
     bench::scenarios::say(format!(
         "{} mode, {} run(s), sizes {:?}; {version}; hax {}",

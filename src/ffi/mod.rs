@@ -183,9 +183,13 @@ pub fn send_nvec_set(link: LinkId, id_of_get: u64, notes: &[Note]) -> Result<u64
     })
 }
 
+/// Links sent to under one hold of the sendable-set lock: a link that starts disconnecting
+/// (or a new one connecting: an entrypoint reply) waits for at most this many sends.
+const BROADCAST_STRIDE: usize = 32;
+
 /// Sends the same NVEC SET broadcast on every link of `links` that is still sendable,
-/// building the message once. Answers each link's outcome, in the order given: its tag, or
-/// why nothing was sent on it.
+/// building the message once per stride of links. Answers each link's outcome, in the order
+/// given: its tag, or why nothing was sent on it.
 pub fn broadcast_nvec_set(links: &[LinkId], notes: &[Note]) -> Vec<Result<u64, MotrError>> {
     let raw = match raw_notes(notes) {
         Ok(r) => r,
@@ -196,36 +200,35 @@ pub fn broadcast_nvec_set(links: &[LinkId], notes: &[Note]) -> Vec<Result<u64, M
                 .collect()
         }
     };
-    // Held for the whole broadcast: no link can start disconnecting meanwhile.
-    let live = trampolines::SENDABLE
-        .read()
-        .unwrap_or_else(|e| e.into_inner());
-    let ok: Vec<bool> = links.iter().map(|l| live.contains(&l.0)).collect();
-    let sendable: Vec<u64> = links
-        .iter()
-        .zip(&ok)
-        .filter(|(_, ok)| **ok)
-        .map(|(l, _)| l.0)
-        .collect();
-    let mut tags = vec![0u64; sendable.len()];
-    // SAFETY: `sendable` and `tags` have the same length and outlive the call; `raw` has
-    // `raw.len()` notes.
-    let rc = unsafe {
-        raw::hax_shim_broadcast_nvec_set(
-            sendable.as_ptr(),
-            sendable.len() as u32,
-            raw.len() as u32,
-            raw.as_ptr(),
-            tags.as_mut_ptr(),
-        )
-    };
-    drop(live);
-    let sent = check("send", rc);
-    let mut tags = tags.into_iter();
-    links
-        .iter()
-        .zip(ok)
-        .map(|(l, ok)| {
+    let mut out = Vec::with_capacity(links.len());
+    for stride in links.chunks(BROADCAST_STRIDE) {
+        // Held for the stride: none of these links can start disconnecting meanwhile.
+        let live = trampolines::SENDABLE
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        let ok: Vec<bool> = stride.iter().map(|l| live.contains(&l.0)).collect();
+        let sendable: Vec<u64> = stride
+            .iter()
+            .zip(&ok)
+            .filter(|(_, ok)| **ok)
+            .map(|(l, _)| l.0)
+            .collect();
+        let mut tags = vec![0u64; sendable.len()];
+        // SAFETY: `sendable` and `tags` have the same length and outlive the call; `raw` has
+        // `raw.len()` notes.
+        let rc = unsafe {
+            raw::hax_shim_broadcast_nvec_set(
+                sendable.as_ptr(),
+                sendable.len() as u32,
+                raw.len() as u32,
+                raw.as_ptr(),
+                tags.as_mut_ptr(),
+            )
+        };
+        drop(live);
+        let sent = check("send", rc);
+        let mut tags = tags.into_iter();
+        out.extend(stride.iter().zip(ok).map(|(l, ok)| {
             if !ok {
                 return Err(MotrError::LinkGone(l.0));
             }
@@ -233,8 +236,9 @@ pub fn broadcast_nvec_set(links: &[LinkId], notes: &[Note]) -> Vec<Result<u64, M
                 Ok(_) => Ok(tags.next().unwrap_or(0)),
                 Err(e) => Err(e.clone()),
             }
-        })
-        .collect()
+        }));
+    }
+    out
 }
 
 /// Answers a failure-vector request for `pool`, echoing its cookie.

@@ -135,6 +135,7 @@ extern "C" fn on_entrypoint_request(req: *const raw::hax_entrypoint_req) {
             git_rev: unsafe { owned(r.git_rev) },
             pid: r.pid,
             first_request: r.first_request != 0,
+            received: std::time::Instant::now(),
         };
         if let Some(s) = SINKS.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
             if s.entrypoints.send(owned_req).is_err() {
