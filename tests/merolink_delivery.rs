@@ -66,12 +66,23 @@ fn a_process_that_reports_stopped_gets_no_more_broadcasts() {
     let (qs, _) = h.boot(sim_config(0x33));
 
     ps.send_stop_events().expect("p stops");
-    // MeroLink marks the link inactive before it forwards the STOPPED event.
+    // MeroLink marks the link inactive before it forwards the STOPPED event, and has Motr
+    // drop it (FAILED on the self link).
     h.wait_event(p, ProcessEventKind::Stopped);
     let pl = h.links_of(p);
-    assert_eq!(pl.len(), 1);
-    assert_eq!(pl[0].1.state, LinkState::Inactive);
+    assert!(
+        pl.iter().all(|(_, i)| i.state != LinkState::Active),
+        "p's link takes no broadcasts: {pl:?}"
+    );
     assert_eq!(h.links_of(q)[0].1.state, LinkState::Active);
+    let gone_by = std::time::Instant::now() + T;
+    while !h.links_of(p).is_empty() && std::time::Instant::now() < gone_by {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        h.links_of(p).is_empty(),
+        "Motr dropped the stopped process's link"
+    );
 
     let x = svc_fids(0x2100, 1)[0];
     let report = h.broadcast_wait(notes(&[x], HaState::Online), None);

@@ -357,6 +357,29 @@ impl Worker {
         self.deliveries.seal(batch);
     }
 
+    /// Makes Motr drop a stopped process's links now: FAILED on the self link, after a
+    /// TRANSIENT so that it is a change (Motr ignores an unchanged state and the first note
+    /// about a process). The other links learn the state from ProcessStatus's broadcast, which
+    /// may coalesce a quick STARTED..STOPPED into no change at all; the link would then stay.
+    fn drop_on_self_link(&mut self, process: Fid) {
+        let Some(own) = self.links.self_link() else {
+            return;
+        };
+        let notes = [
+            Note {
+                fid: process,
+                state: HaState::Transient,
+            },
+            Note {
+                fid: process,
+                state: HaState::Failed,
+            },
+        ];
+        let batch = self.deliveries.open(None);
+        self.send_tracked(batch, own, 0, &notes);
+        self.deliveries.seal(batch);
+    }
+
     fn send_tracked(&mut self, batch: u64, link: LinkId, id_of_get: u64, notes: &[Note]) {
         match ffi::send_nvec_set(link, id_of_get, notes) {
             Ok(tag) => {
@@ -473,6 +496,9 @@ impl Worker {
                 if kind == ProcessEventKind::Stopped {
                     let n = self.links.deactivate_process(process);
                     log::info!("MeroLink: {process} STOPPED: {n} link(s) inactive");
+                    if n > 0 {
+                        self.drop_on_self_link(process);
+                    }
                 }
                 let ev = ProcessEvent {
                     process,

@@ -216,9 +216,9 @@ impl ProcessStatus {
         let done = Box::new(move |r: super::links::SendReport| {
             let ms = since.elapsed().as_secs_f64() * 1e3;
             if r.all_delivered() {
-                let sent_ms = r
-                    .all_sent
-                    .map_or(f64::NAN, |t| t.saturating_duration_since(since).as_secs_f64() * 1e3);
+                let sent_ms = r.all_sent.map_or(f64::NAN, |t| {
+                    t.saturating_duration_since(since).as_secs_f64() * 1e3
+                });
                 log::info!(
                     "ProcessStatus: broadcast {number} of {count} note(s) handed to Motr for {} link(s) {sent_ms:.2} ms and confirmed {ms:.2} ms after the change reached hax",
                     r.delivered

@@ -529,10 +529,11 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
             w,
             "One hax: RSS when ready {}, with {} booted links {} (peak so far {}, {} threads). \
              Then link churn with the {} links still connected: {} churners each, in a loop, \
-             connect as a process hax has not seen, ask the first entrypoint (Motr makes a link \
-             to hax) and close the connection abruptly (the stand-in drops the link after \
-             `HAX_STANDIN_RPC_TIMEOUT_MS=200`). No event is sent, so nothing is written to KV \
-             or broadcast: the cycle is a link's whole life. {} cycles in {:.0} s ({:.1}/s; \
+             connect as one of 64 processes of their own, ask the first entrypoint (Motr makes \
+             a link to hax), report STOPPED (hax has Motr drop the link: FAILED on the self \
+             link), wait for its ACK and close the connection (the stand-in lets the link go \
+             after `HAX_STANDIN_RPC_TIMEOUT_MS=200`): a link's whole life. Once each process's \
+             FAILED state has been broadcast, a cycle broadcasts nothing. {} cycles in {:.0} s ({:.1}/s; \
              target 100000: {}), {} failed cycles{}. hax logged {} link disconnections and {} \
              links left after its last disconnection (at most {}: the booted ones, the self link \
              and one per churner; no link leaks).\n",

@@ -785,12 +785,22 @@ pub struct MemoryResult {
     pub disconnects_logged: usize,
 }
 
-/// One link connect/disconnect cycle: a process never seen before connects, asks its first
-/// entrypoint (Motr makes the link), and closes abruptly (Motr drops the link after its RPC
-/// timeout). No event, so no KV write and no broadcast: what is measured is the cost of a link.
+/// Processes each churner cycles through: by the time one comes back, Motr has dropped its
+/// previous link (so its first entrypoint is not a restart), and hax's per-process state
+/// stays bounded.
+const CHURN_POOL: u64 = 64;
+
+/// One link connect/disconnect cycle: a process connects, asks its first entrypoint (Motr
+/// makes a link), reports STOPPED (hax has Motr drop the link: FAILED on the self link) and
+/// closes. Nothing is broadcast to the other links once the process's FAILED state is known.
 fn churn_cycle(ep: &str, cfg: &SimConfig) -> Result<(), String> {
     let p = SimProcess::connect(ep, cfg.clone()).map_err(|e| e.to_string())?;
     p.entrypoint_until_ok(true, Instant::now() + Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    let tag = p
+        .send_process_event(ProcessEvent::Stopped, ProcessType::M0d)
+        .map_err(|e| e.to_string())?;
+    p.wait_for_ack(tag, Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
     p.kill();
     Ok(())
@@ -839,8 +849,7 @@ pub fn memory(
             s.spawn(move || {
                 let mut k = 0u64;
                 while !stop.load(Ordering::SeqCst) {
-                    // A new process each cycle (keys apart per churner).
-                    let key = 0x100_0000 + 2 * (k * churners as u64 + c as u64);
+                    let key = 0x100_0000 + 2 * ((k % CHURN_POOL) * churners as u64 + c as u64);
                     let mut cfg = SimConfig::new(Fid::typed(b'r', 1, key));
                     cfg.pid = 700_000 + c as u64;
                     cfg.timeouts.reply = Duration::from_secs(10);
