@@ -31,6 +31,11 @@
  * most recent ones, so that a stale link pointer can be recognised (and a send on it turned
  * into the assertion failure real Motr would hit); older ones are freed, so memory does not
  * grow with the number of links ever made. See link_bury().
+ *
+ * Received messages wait for their callback as whole m0_ha_msg structs (about 24 KiB each, as
+ * in Motr): the I/O thread stops reading a connection whose link has RX_BACKLOG of them queued,
+ * and every connection while RX_TOTAL_MAX are queued over all links, so a flood of events
+ * from many peers is held back by TCP instead of growing the process's memory.
  */
 #include <arpa/inet.h>
 #include <errno.h>

@@ -140,6 +140,37 @@ pub struct Results {
     pub seconds: f64,
     pub load_before: String,
     pub load_after: String,
+    /// The stand-in alone (ffi/tests/standin_bench, no hax): links, and the median ms from the
+    /// first send of a one-message broadcast to the last delivered callback.
+    #[serde(default)]
+    pub standin_floor: Option<(usize, f64)>,
+}
+
+/// Builds and runs the stand-in's own broadcast bench for `n` peers (one reader thread for all
+/// of them, acknowledging at once): the floor under hax's broadcast confirmation times.
+pub fn standin_floor(n: usize) -> Result<f64, String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ffi/tests");
+    let built = std::process::Command::new("make")
+        .args(["-s", "-C"])
+        .arg(&dir)
+        .arg("build/standin_bench")
+        .output()
+        .map_err(|e| format!("make: {e}"))?;
+    if !built.status.success() {
+        return Err(format!(
+            "make build/standin_bench: {}",
+            String::from_utf8_lossy(&built.stderr)
+        ));
+    }
+    let out = std::process::Command::new(dir.join("build/standin_bench"))
+        .args([n.to_string(), "10".into(), "0".into()])
+        .output()
+        .map_err(|e| format!("standin_bench: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find(|l| l.starts_with("broadcast to "))
+        .and_then(|l| l.split_once("median ")?.1.split_once(" ms")?.0.parse().ok())
+        .ok_or_else(|| format!("standin_bench printed no broadcast figure: {text}"))
 }
 
 fn loadavg() -> String {
@@ -391,6 +422,14 @@ pub fn run_all(cfg: &Config) -> Results {
                 m.links_left_at_end.map_or("?".into(), |n| n.to_string())
             ));
             res.memory = Some(m);
+        }
+    }
+    if cfg.runs_group("sizes") {
+        let n = *cfg.sizes.iter().max().unwrap_or(&10);
+        say(format!("the stand-in alone: a broadcast to {n} peers"));
+        match standin_floor(n) {
+            Ok(ms) => res.standin_floor = Some((n, ms)),
+            Err(e) => res.errors.push(format!("stand-in floor: {e}")),
         }
     }
     res.seconds = started.elapsed().as_secs_f64();
