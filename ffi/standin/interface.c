@@ -200,6 +200,9 @@ struct conn {
 	size_t c_in_cap;
 	struct wire_buf c_out;
 	size_t c_out_off;
+	bool c_writing;               /* the I/O thread writes c_out without the lock: senders
+	                               * append to c_side meanwhile */
+	struct wire_buf c_side;
 	struct m0_ha_link *c_link;
 	bool c_ever_linked;
 	uint64_t c_last_rx_tag;
@@ -534,12 +537,12 @@ static void conn_send(struct m0_halon_interface *hi, struct conn *c, const void 
 
 	if (c == NULL || c->c_close)
 		return;
-	pending = c->c_out.len - c->c_out_off;
+	pending = c->c_out.len - c->c_out_off + c->c_side.len;
 	if (pending + n > OUT_LIMIT) {
 		conn_mark_close(hi, c, true, "more than 8 MiB of unsent output (peer not reading)");
 		return;
 	}
-	if (wire_buf_append(&c->c_out, p, n) != 0) {
+	if (wire_buf_append(c->c_writing ? &c->c_side : &c->c_out, p, n) != 0) {
 		conn_mark_close(hi, c, true, "out of memory for output");
 		return;
 	}
@@ -1117,14 +1120,41 @@ static void conn_close(struct m0_halon_interface *hi, struct conn *c)
 	close(c->c_fd);
 	free(c->c_in);
 	wire_buf_fini(&c->c_out);
+	wire_buf_fini(&c->c_side);
 	free(c);
 }
 
-static void conn_flush(struct m0_halon_interface *hi, struct conn *c)
+/*
+ * Writes what c has to send. With `unlocked` (the I/O thread's rounds), each send() runs
+ * without hi->lock, so that senders (a broadcast to every link) are not held up by the I/O
+ * thread's writes to a thousand sockets; what they add meanwhile goes to c_side and is moved
+ * behind c_out afterwards. Only the I/O thread frees connections or closes their sockets, so
+ * c stays valid while the lock is dropped.
+ */
+static void conn_flush_io(struct m0_halon_interface *hi, struct conn *c, bool unlocked)
 {
 	while (!c->c_close && c->c_out_off < c->c_out.len) {
-		ssize_t n = send(c->c_fd, c->c_out.data + c->c_out_off,
-				 c->c_out.len - c->c_out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+		const uint8_t *p = c->c_out.data + c->c_out_off;
+		size_t len = c->c_out.len - c->c_out_off;
+		ssize_t n;
+		int err;
+
+		if (unlocked) {
+			c->c_writing = true;
+			pthread_mutex_unlock(&hi->lock);
+		}
+		n = send(c->c_fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		err = errno;
+		if (unlocked) {
+			pthread_mutex_lock(&hi->lock);
+			c->c_writing = false;
+			if (c->c_side.len > 0) {
+				if (wire_buf_append(&c->c_out, c->c_side.data, c->c_side.len) != 0)
+					conn_mark_close(hi, c, true, "out of memory for output");
+				c->c_side.len = 0;
+			}
+		}
+		errno = err;
 
 		if (n > 0) {
 			c->c_out_off += (size_t)n;
@@ -1147,6 +1177,11 @@ static void conn_flush(struct m0_halon_interface *hi, struct conn *c)
 		c->c_out.len -= c->c_out_off;
 		c->c_out_off = 0;
 	}
+}
+
+static void conn_flush(struct m0_halon_interface *hi, struct conn *c)
+{
+	conn_flush_io(hi, c, false);
 }
 
 static int frame_ep_req(struct m0_halon_interface *hi, struct conn *c, const uint8_t *body,
@@ -1385,7 +1420,7 @@ static void dirty_service(struct m0_halon_interface *hi)
 		c->c_dnext = NULL;
 		/* c_dirty stays set meanwhile: a close marked below must not queue c again */
 		if (!c->c_close)
-			conn_flush(hi, c);
+			conn_flush_io(hi, c, true);
 		if (!c->c_close)
 			conn_rearm(hi, c);
 		if (c->c_close) {
@@ -1445,7 +1480,7 @@ static void *io_main(void *arg)
 				if (!c->c_close)
 					conn_read(hi, c);
 			if ((ev[i].events & EPOLLOUT) != 0 && !c->c_close)
-				conn_flush(hi, c);
+				conn_flush_io(hi, c, true);
 			if (!c->c_close)
 				conn_rearm(hi, c);
 		}
@@ -1611,6 +1646,7 @@ static void hi_free_state(struct m0_halon_interface *hi)
 		close(c->c_fd);
 		free(c->c_in);
 		wire_buf_fini(&c->c_out);
+		wire_buf_fini(&c->c_side);
 		free(c);
 	}
 	free(hi->endpoint);

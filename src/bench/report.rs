@@ -267,7 +267,14 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
         fail_big_handed.show(2),
         fail_big.show(2),
         fail_big_first.show(2),
-        verdict(fail_big_hax.median < 10.0)
+        if fail_big_hax.median < 10.0 {
+            verdict(true).to_string()
+        } else {
+            format!(
+                "**not met** to confirmation (see Findings); hax's own part, to every send handed to Motr: {}",
+                verdict(fail_big_handed.median < 10.0)
+            )
+        }
     );
     let _ = writeln!(
         w,
@@ -276,7 +283,18 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
         ep_big_hax.show(2),
         reads_big.show(1),
         probe_eps.show(0),
-        verdict(ep_big.median < 20.0 && reads_big.median < probe_eps.median / 100.0)
+        {
+            let no_reads = reads_big.median < probe_eps.median / 100.0;
+            if ep_big.median < 20.0 || !no_reads {
+                verdict(ep_big.median < 20.0 && no_reads).to_string()
+            } else {
+                format!(
+                    "hax's own time: {}; as the simulated processes see it: {}",
+                    verdict(ep_big_hax.median < 20.0),
+                    verdict(false)
+                )
+            }
+        }
     );
     let _ = writeln!(
         w,
@@ -292,10 +310,12 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
         verdict(handled_big.median < 50.0)
     );
     if let Some(m) = &res.memory {
-        let grow = m.rss_end_kib as f64 / m.rss_start_kib.max(1) as f64;
+        // Flat: no growth over the second half of the churn (the first seconds warm the
+        // allocator and the stand-in's graveyard of dead links up).
+        let grow = m.rss_end_kib as f64 / m.rss_mid_kib.max(1) as f64;
         let _ = writeln!(
             w,
-            "| RSS < 50 MB at {} links, flat under churn | {} with {} links; churn {} → {} → {} over {} cycles | {} |",
+            "| RSS < 50 MB at {} links, flat under 100000 link cycles | {} with {} links; churn {} → {} (mid) → {} (end) over {} cycles | {} |",
             m.links,
             kib_mb(m.rss_links.rss_kib),
             m.links,
@@ -303,7 +323,15 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
             kib_mb(m.rss_mid_kib),
             kib_mb(m.rss_end_kib),
             m.cycles,
-            verdict(m.rss_links.rss_kib < 50 * 1024 && grow < 1.10)
+            if m.cycles < 100_000 {
+                format!(
+                    "{}; only {} cycles fitted in the time bound",
+                    verdict(m.rss_links.rss_kib < 50 * 1024 && grow < 1.05),
+                    m.cycles
+                )
+            } else {
+                verdict(m.rss_links.rss_kib < 50 * 1024 && grow < 1.05).to_string()
+            }
         );
     }
 
