@@ -135,16 +135,19 @@ struct KeyOnly {
 /// or a keyprefix body (recognised and ignored). The common shape is decoded straight into
 /// typed entries; the others are tried only when that fails.
 pub fn parse_payload(body: &[u8]) -> Result<Parsed, PayloadError> {
-    let entries_err = match serde_json::from_slice::<Option<Vec<HealthEntry>>>(body) {
+    // Validating UTF-8 once for the whole body is cheaper than string by string.
+    let text = std::str::from_utf8(body)
+        .map_err(|e| PayloadError(format!("the body is not UTF-8 ({e})")))?;
+    let entries_err = match serde_json::from_str::<Option<Vec<HealthEntry>>>(text) {
         Ok(entries) => return Ok(from_entries(&entries.unwrap_or_default())),
         Err(e) => e,
     };
-    if let Ok(checks) = serde_json::from_slice::<Vec<Check>>(body) {
+    if let Ok(checks) = serde_json::from_str::<Vec<Check>>(text) {
         if !checks.is_empty() {
             return Ok(from_checks(&checks));
         }
     }
-    if let Ok(keys) = serde_json::from_slice::<Vec<KeyOnly>>(body) {
+    if let Ok(keys) = serde_json::from_str::<Vec<KeyOnly>>(text) {
         return Ok(Parsed {
             health: vec![],
             ignored: keys.into_iter().map(|k| k.key).collect(),
