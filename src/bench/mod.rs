@@ -80,7 +80,7 @@ impl Config {
             handled_reps: 5,
             mem_links: 1000,
             churners: 4,
-            churn_secs: 150.0,
+            churn_secs: 180.0,
             churn_max_cycles: 100_000,
             perf: false,
             only: Vec::new(),

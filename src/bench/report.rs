@@ -441,8 +441,10 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
          passing and waits for ONLINE before the next repetition ({} repetitions per case, the \
          failing process rotating). *one*: a payload with the failing entry only; *full view*: \
          the payload lists all N processes, one critical (what a Consul watch really sends); \
-         *node*: one payload with {} critical entries (fewer when N is smaller). The figures \
-         include ProcessStatus's 2 ms coalescing window. *hax: confirmed* is hax's share, from \
+         *node*: one payload with {} critical entries (fewer when N is smaller). A health \
+         snapshot's changes are broadcast at once (no coalescing window; a broadcast still in \
+         flight would hold them, which the bench avoids by waiting for the previous one's \
+         confirmations). *hax: confirmed* is hax's share, from \
          its own log: from the POST reaching hax to Motr's delivered callback for the last \
          link (every simulated process had read and acknowledged the note).\n",
         cfg.fail_reps, cfg.node_failing
@@ -525,8 +527,8 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
          to back on one kept-alive connection, bounded by count and time. CPU = hax's user+system \
          time ÷ wall time (1.00 = one core). *Handled*: POST one payload, then at once a \
          one-entry payload failing a booted process; time until that process heard TRANSIENT \
-         (so the big payload went through WatchIngest and ProcessStatus first; includes the 5 ms \
-         coalescing). Same as `cargo run --release --example replay_watch -- --synthetic-entries N`.\n"
+         (so the big payload went through WatchIngest and ProcessStatus first). Decoding alone: \
+         `cargo bench --bench watch_payload`. Same as `cargo run --release --example replay_watch -- --synthetic-entries N`.\n"
     );
     let _ = writeln!(w, "| entries | bytes | payloads/s | entries/s | POST p50 ms | p99 ms | handled p50 ms | hax CPU (cores) | hax RSS after |");
     let _ = writeln!(w, "|---|---|---|---|---|---|---|---|---|");
