@@ -137,6 +137,30 @@ fn a_process_killed_abruptly_and_restarted_is_failed_everywhere_and_its_old_link
         "the old link was not disconnected:\n{}",
         n.hax.log_text()
     );
+    // The new incarnation boots while its check is still critical: the others hear TRANSIENT
+    // after the restart's FAILED (hax counts that FAILED as said), not FAILED until it passes.
+    let transient_after_failed = || {
+        let notes: Vec<_> = ios2
+            .received_notes()
+            .into_iter()
+            .filter(|x| x.fid == IOS1)
+            .collect();
+        let failed_at = notes.iter().rposition(|x| x.state == FAILED);
+        failed_at.is_some_and(|i| notes[i + 1..].iter().any(|x| x.state == TRANSIENT))
+    };
+    let deadline = std::time::Instant::now() + T;
+    while !transient_after_failed() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        transient_after_failed(),
+        "ios2 did not hear {IOS1} TRANSIENT after its restart's FAILED: {:?}",
+        ios2.received_notes()
+            .iter()
+            .filter(|x| x.fid == IOS1)
+            .map(|x| x.state)
+            .collect::<Vec<_>>()
+    );
     n.client().check_pass(&format!("service:{IOS1}")).unwrap();
     assert!(n.wait_process_state(IOS1, "DTM_RECOVERED", T));
     assert!(

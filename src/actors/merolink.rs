@@ -37,6 +37,9 @@ pub struct MeroLinkConfig {
 /// Answers NVEC GET questions from memory (implemented by the HA state model).
 pub trait StateView: Send + Sync {
     fn answer(&self, fids: &[Fid]) -> Vec<Note>;
+    /// MeroLink broadcast `state` for `process` on its own (a restart's FAILED): the model
+    /// records it as sent, so that the process's next state is a change again.
+    fn broadcast_by_merolink(&self, _process: Fid, _state: HaState) {}
 }
 
 /// Entrypoint requests in flight: who asked, so that a new link can be tied to its process.
@@ -319,6 +322,9 @@ impl Worker {
                         );
                     }
                     self.broadcast(&notes, Some(process), Some(done));
+                    if let Some(n) = notes.iter().find(|n| n.fid == process) {
+                        self.out.view.broadcast_by_merolink(process, n.state);
+                    }
                 }
             }
             MeroCmd::Links { reply } => {

@@ -46,6 +46,13 @@ impl SharedModel {
 }
 
 impl StateView for SharedModel {
+    fn broadcast_by_merolink(&self, process: Fid, state: HaState) {
+        self.model
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .record_sent(process, state);
+    }
+
     fn answer(&self, fids: &[Fid]) -> Vec<Note> {
         let cfg = self
             .view
