@@ -1258,23 +1258,30 @@ static void child_bogus_link(void)
 	tsend((struct m0_ha_link *)bogus, m);
 }
 
-static void child_dead_link(void)
+/* In an abort child: connects a process and has its link dropped (FAILED on the self link). */
+static struct client *child_link_then_drop(int port, struct m0_ha_link **hl)
 {
 	const struct m0_fid pf = { 0x7200000000000099ULL, 1 };
-	struct m0_ha_msg *m = malloc(sizeof *m);
-	struct m0_ha_link *hl = NULL;
 	struct client *c;
-	int port = atoi(strrchr(g_child_ep, '@') + 1);
 	int from;
 
-	c = process_connect(port, &pf, "inet:tcp:127.0.0.1@1", &hl, 0);
-	if (hl == NULL)
+	c = process_connect(port, &pf, "inet:tcp:127.0.0.1@1", hl, 0);
+	if (*hl == NULL)
 		_exit(5);
 	from = ev_now();
 	self_note(child_self(), &pf, M0_NC_ONLINE, false);
 	self_note(child_self(), &pf, M0_NC_FAILED, false);
-	if (ev_wait(from, EV_DISC, hl, 0, T(5000)) < 0)
+	if (ev_wait(from, EV_DISC, *hl, 0, T(5000)) < 0)
 		_exit(6);
+	return c;
+}
+
+static void child_dead_link(void)
+{
+	struct m0_ha_msg *m = malloc(sizeof *m);
+	struct m0_ha_link *hl = NULL;
+	struct client *c = child_link_then_drop(atoi(strrchr(g_child_ep, '@') + 1), &hl);
+
 	mk_nvec(m, M0_HA_NVEC_SET, 0, false, 0, NULL, 0);
 	tsend(hl, m);
 	client_free(c);
@@ -1334,22 +1341,12 @@ static void quiet_cycle(int port, struct m0_ha_link *self, const struct m0_fid *
 /* Like child_dead_link, but 40 more links die between the link's death and the send. */
 static void child_dead_link_graveyard(void)
 {
-	const struct m0_fid pf = { 0x7200000000000099ULL, 1 };
 	struct m0_fid fids[40];
 	struct m0_ha_msg *m = malloc(sizeof *m);
 	struct m0_ha_link *hl = NULL;
-	struct client *c;
 	int port = atoi(strrchr(g_child_ep, '@') + 1);
-	int from;
+	struct client *c = child_link_then_drop(port, &hl);
 
-	c = process_connect(port, &pf, "inet:tcp:127.0.0.1@1", &hl, 0);
-	if (hl == NULL)
-		_exit(5);
-	from = ev_now();
-	self_note(child_self(), &pf, M0_NC_ONLINE, false);
-	self_note(child_self(), &pf, M0_NC_FAILED, false);
-	if (ev_wait(from, EV_DISC, hl, 0, T(5000)) < 0)
-		_exit(6);
 	for (int i = 0; i < 40; i++)
 		fids[i] = (struct m0_fid){ 0x72000000000000a0ULL, (uint64_t)i + 1 };
 	self_notes(child_self(), fids, 40, M0_NC_ONLINE);

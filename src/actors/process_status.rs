@@ -517,6 +517,7 @@ async fn reconcile_loop(consul: Consul, me: Addr<ProcessStatus>) {
 mod tests {
     use super::*;
     use crate::actors::consul_writer::ConsulWriter;
+    use crate::actors::links::{OnDone, SendReport};
     use crate::consul::ConsulConfig;
     use crate::messages::ServiceHealth;
     use crossbeam_channel::{unbounded, Receiver};
@@ -535,48 +536,54 @@ mod tests {
         }
     }
 
-    fn next_broadcast(rx: &Receiver<MeroCmd>, within: Duration) -> Option<(Vec<Note>, OnDoneBox)> {
-        match rx.recv_timeout(within) {
+    /// ProcessStatus with a channel in MeroLink's place. Nothing listens at its Consul
+    /// address: these tests never reach Consul (no recheck, no reconciliation).
+    async fn start_status(hold: Duration) -> (Addr<ProcessStatus>, Receiver<MeroCmd>) {
+        let consul = Consul::new(&ConsulConfig {
+            addr: "127.0.0.1:9".into(),
+            token: None,
+            ca_file: None,
+        });
+        let writer = ConsulWriter::start(consul.clone(), 16);
+        let shared = Arc::new(SharedModel::new(Default::default()));
+        let ps = ProcessStatus::new(shared, writer, consul, false, false)
+            .with_hold(hold)
+            .start();
+        let (tx, rx) = unbounded();
+        ps.send(AttachMero(tx)).await.unwrap();
+        (ps, rx)
+    }
+
+    /// The next broadcast MeroLink would get within `within`: its notes and completion.
+    async fn next_broadcast(
+        rx: &Receiver<MeroCmd>,
+        within: Duration,
+    ) -> Option<(Vec<Note>, OnDone)> {
+        let rx = rx.clone();
+        actix_rt::task::spawn_blocking(move || match rx.recv_timeout(within) {
             Ok(MeroCmd::Broadcast { notes, done, .. }) => Some((notes, done.expect("a callback"))),
             Ok(_) => panic!("only broadcasts are expected"),
             Err(_) => None,
-        }
+        })
+        .await
+        .unwrap()
     }
-
-    type OnDoneBox = super::super::links::OnDone;
 
     #[test]
     fn changes_during_an_unconfirmed_broadcast_go_out_together_once_it_is_confirmed() {
-        let sys = actix::System::new();
-        sys.block_on(async {
-            // Nothing listens there: this test never reaches Consul (no recheck, no reconcile).
-            let consul = Consul::new(&ConsulConfig {
-                addr: "127.0.0.1:9".into(),
-                token: None,
-                ca_file: None,
-            });
-            let writer = ConsulWriter::start(consul.clone(), 16);
-            let shared = Arc::new(SharedModel::new(Default::default()));
-            let ps = ProcessStatus::new(shared, writer, consul, false, false)
-                .with_hold(Duration::from_secs(30))
-                .start();
-            let (tx, rx) = unbounded();
-            ps.send(AttachMero(tx)).await.unwrap();
+        actix::System::new().block_on(async {
+            let (ps, rx) = start_status(Duration::from_secs(30)).await;
             let (a, b, c) = (
                 Fid::typed(b'r', 1, 10),
                 Fid::typed(b'r', 1, 11),
                 Fid::typed(b'r', 1, 12),
             );
             ps.send(failing(a)).await.unwrap();
-            let rx2 = rx.clone();
-            let first = actix_rt::task::spawn_blocking(move || {
-                next_broadcast(&rx2, Duration::from_secs(5))
-            })
-            .await
-            .unwrap()
-            .expect("the first change is broadcast at once");
+            let (notes, confirm) = next_broadcast(&rx, Duration::from_secs(5))
+                .await
+                .expect("the first change is broadcast at once");
             assert_eq!(
-                first.0,
+                notes,
                 vec![Note {
                     fid: a,
                     state: HaState::Transient
@@ -585,69 +592,38 @@ mod tests {
             // Two more changes while the first broadcast is unconfirmed: nothing goes out.
             ps.send(failing(b)).await.unwrap();
             ps.send(failing(c)).await.unwrap();
-            let rx2 = rx.clone();
-            let early = actix_rt::task::spawn_blocking(move || {
-                next_broadcast(&rx2, Duration::from_millis(200))
-            })
-            .await
-            .unwrap();
             assert!(
-                early.is_none(),
+                next_broadcast(&rx, Duration::from_millis(200))
+                    .await
+                    .is_none(),
                 "nothing is sent while a broadcast is in flight"
             );
             // Motr confirms the first: both later changes go out in one broadcast.
-            (first.1)(super::super::links::SendReport {
+            confirm(SendReport {
                 sent: 1,
                 delivered: 1,
                 ..Default::default()
             });
-            let rx2 = rx.clone();
-            let second = actix_rt::task::spawn_blocking(move || {
-                next_broadcast(&rx2, Duration::from_secs(5))
-            })
-            .await
-            .unwrap()
-            .expect("the held changes are broadcast after the confirmation");
-            let fids: Vec<Fid> = second.0.iter().map(|n| n.fid).collect();
-            assert_eq!(fids, vec![b, c]);
-            assert!(second.0.iter().all(|n| n.state == HaState::Transient));
+            let (notes, _) = next_broadcast(&rx, Duration::from_secs(5))
+                .await
+                .expect("the held changes are broadcast after the confirmation");
+            assert_eq!(notes.iter().map(|n| n.fid).collect::<Vec<_>>(), vec![b, c]);
+            assert!(notes.iter().all(|n| n.state == HaState::Transient));
         });
     }
 
     #[test]
     fn an_unconfirmed_broadcast_holds_later_changes_back_only_until_the_hold_passes() {
-        let sys = actix::System::new();
-        sys.block_on(async {
-            let consul = Consul::new(&ConsulConfig {
-                addr: "127.0.0.1:9".into(),
-                token: None,
-                ca_file: None,
-            });
-            let writer = ConsulWriter::start(consul.clone(), 16);
-            let shared = Arc::new(SharedModel::new(Default::default()));
-            let ps = ProcessStatus::new(shared, writer, consul, false, false)
-                .with_hold(Duration::from_millis(100))
-                .start();
-            let (tx, rx) = unbounded();
-            ps.send(AttachMero(tx)).await.unwrap();
+        actix::System::new().block_on(async {
+            let (ps, rx) = start_status(Duration::from_millis(100)).await;
             ps.send(failing(Fid::typed(b'r', 1, 20))).await.unwrap();
-            let rx2 = rx.clone();
-            let _never_confirmed = actix_rt::task::spawn_blocking(move || {
-                next_broadcast(&rx2, Duration::from_secs(5))
-            })
-            .await
-            .unwrap()
-            .expect("first broadcast");
+            let _never_confirmed = next_broadcast(&rx, Duration::from_secs(5))
+                .await
+                .expect("first broadcast");
             let t = Instant::now();
             ps.send(failing(Fid::typed(b'r', 1, 21))).await.unwrap();
-            let rx2 = rx.clone();
-            let second = actix_rt::task::spawn_blocking(move || {
-                next_broadcast(&rx2, Duration::from_secs(5))
-            })
-            .await
-            .unwrap();
             assert!(
-                second.is_some(),
+                next_broadcast(&rx, Duration::from_secs(5)).await.is_some(),
                 "a peer that never confirms does not stop later broadcasts"
             );
             assert!(t.elapsed() < Duration::from_secs(2));
