@@ -191,6 +191,20 @@ static bool ev_match(const struct ev *e, int k, const struct m0_ha_link *hl, uin
 }
 
 /* Index of the first event >= from matching (k, hl, tag), waiting up to timeout_ms; -1. */
+/* Waits (g_ev_lock held) up to 20 ms for a new event. */
+static void ev_cv_wait_20ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_nsec += 20 * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_cond_timedwait(&g_ev_cv, &g_ev_lock, &ts);
+}
+
 static int ev_wait(int from, int k, const struct m0_ha_link *hl, uint64_t tag, int timeout_ms)
 {
 	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
@@ -206,17 +220,7 @@ static int ev_wait(int from, int k, const struct m0_ha_link *hl, uint64_t tag, i
 		}
 		if (found >= 0 || now_ms() >= deadline)
 			break;
-		{
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += 20 * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
-			pthread_cond_timedwait(&g_ev_cv, &g_ev_lock, &ts);
-		}
+		ev_cv_wait_20ms();
 	}
 	pthread_mutex_unlock(&g_ev_lock);
 	return found;
@@ -260,17 +264,8 @@ static bool quiet_wait(int k, int n, int timeout_ms)
 	bool ok;
 
 	pthread_mutex_lock(&g_ev_lock);
-	while (g_quiet_count[k] < n && now_ms() < deadline) {
-		struct timespec ts;
-
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 20 * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
-		pthread_cond_timedwait(&g_ev_cv, &g_ev_lock, &ts);
-	}
+	while (g_quiet_count[k] < n && now_ms() < deadline)
+		ev_cv_wait_20ms();
 	ok = g_quiet_count[k] >= n;
 	pthread_mutex_unlock(&g_ev_lock);
 	return ok;
