@@ -172,20 +172,7 @@ fn a_process_killed_abruptly_and_restarted_is_failed_everywhere_and_its_old_link
 #[test]
 fn a_watch_delivery_hax_missed_is_repaired_by_reconciliation() {
     // Watches point at a port where nobody listens: every delivery is lost.
-    let http_port = free_port();
-    let agent = ConsulAgent::dev_with_json(&watch_config(free_port()));
-    let ports = ClusterPorts::allocate();
-    register_cluster(agent.client(), agent.node_name(), &ports);
-    let hax = HaxProc::spawn(
-        &agent.http_addr(),
-        agent.node_name(),
-        http_port,
-        ports.hax,
-        agent.dir(),
-        &[],
-    );
-    assert!(hax.wait_log("hax: ready", T));
-    let n = SingleNode { hax, ports, agent };
+    let n = SingleNode::start_unwatched(&[]);
     let (_confd, _ios1, ios2) = boot_all(&n);
     n.client().check_fail(&format!("service:{IOS1}")).unwrap();
     assert!(
@@ -200,8 +187,9 @@ fn fixture_dir() -> std::path::PathBuf {
 
 #[test]
 fn replaying_every_captured_watch_payload_gives_the_expected_notes() {
-    // The captures describe another agent's health: hax takes them at their word here.
-    let n = SingleNode::start_with(&["--recheck-failures", "false", "--reconcile", "false"]);
+    // The captures describe another agent's health: hax takes them at their word here, and
+    // hears nothing else (this agent's own watch deliveries would race with the replay).
+    let n = SingleNode::start_unwatched(&["--recheck-failures", "false", "--reconcile", "false"]);
     let (_confd, _ios1, ios2) = boot_all(&n);
     let headers = std::fs::read_to_string(fixture_dir().join("headers.jsonl")).unwrap();
     let mut expect: Vec<(&str, Fid, u32)> = vec![
@@ -244,8 +232,14 @@ fn replaying_every_captured_watch_payload_gives_the_expected_notes() {
             let (_, fid, state) = expect.pop().unwrap();
             assert!(
                 wait_heard(&ios2, fid, state),
-                "after {file}: {fid} should be {state}, ios2 heard {:?}",
-                last_heard(&ios2, fid)
+                "after {file}: {fid} should be {state}, ios2 heard {:?}; hax's lines about it:\n{}",
+                last_heard(&ios2, fid),
+                n.hax
+                    .log_text()
+                    .lines()
+                    .filter(|l| l.contains(&fid.to_string()) || l.contains("broadcast"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
             );
         }
     }

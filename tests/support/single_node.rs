@@ -244,6 +244,29 @@ impl SingleNode {
         Self::start_with(&[])
     }
 
+    /// A single node whose agent's watches point at a port nobody listens on: hax hears about
+    /// health only from what a test POSTs (or from its own reconciliation).
+    pub fn start_unwatched(extra: &[&str]) -> SingleNode {
+        let agent = ConsulAgent::dev_with_json(&watch_config(free_port()));
+        let ports = ClusterPorts::allocate();
+        register_cluster(agent.client(), agent.node_name(), &ports);
+        let hax = HaxProc::spawn(
+            &agent.http_addr(),
+            agent.node_name(),
+            free_port(),
+            ports.hax,
+            agent.dir(),
+            extra,
+        );
+        let n = SingleNode { hax, ports, agent };
+        assert!(
+            n.hax.wait_log("hax: ready", Duration::from_secs(30)),
+            "hax did not become ready:\n{}",
+            log_tail(&n.hax.log, 40)
+        );
+        n
+    }
+
     pub fn start_with(extra: &[&str]) -> SingleNode {
         let secret = extra
             .windows(2)
