@@ -445,6 +445,23 @@ impl Env {
     pub fn hax_log_text(&self) -> String {
         std::fs::read_to_string(&self.hax_log).unwrap_or_default()
     }
+
+    /// Bytes in hax's log so far (an offset for [`Env::hax_log_since`]).
+    pub fn hax_log_len(&self) -> usize {
+        std::fs::metadata(&self.hax_log).map_or(0, |m| m.len() as usize)
+    }
+
+    /// hax's log from byte `offset` on (polled while waiting: no rereading of the whole log).
+    pub fn hax_log_since(&self, offset: usize) -> String {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut text = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(&self.hax_log) {
+            if f.seek(SeekFrom::Start(offset as u64)).is_ok() {
+                let _ = f.read_to_end(&mut text);
+            }
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    }
 }
 
 impl Drop for Env {

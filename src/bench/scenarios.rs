@@ -112,7 +112,7 @@ pub fn boot_storm(
 ) -> (BootResult, Vec<SimProcess>) {
     let mut metrics = env.consul.client();
     let before = http_counts(&mut metrics).unwrap_or_default();
-    let log_from = env.hax_log_text().len();
+    let log_from = env.hax_log_len();
     let cfgs: Vec<SimConfig> = (0..n).map(|i| sim_config(base_key, i)).collect();
     let fids: Vec<String> = cfgs.iter().map(|c| c.process_fid.to_string()).collect();
     let t0 = Instant::now();
@@ -187,7 +187,7 @@ pub fn boot_storm(
         hax_reads: reads,
         requests_per_process: total as f64 / n.max(1) as f64,
         sends_timed_out: sends_timed_out(&env.hax_log_text()),
-        hax_entrypoint: Lat::of_ms(entrypoint_ms_after(&env.hax_log_text(), log_from)),
+        hax_entrypoint: Lat::of_ms(entrypoint_ms_after(&env.hax_log_since(log_from), 0)),
         broadcasts_logged: env.hax_log_text().matches("ProcessStatus: 0x").count(),
         hax_mem: procfs::mem(env.hax_pid()).unwrap_or_default(),
     };
@@ -419,7 +419,7 @@ pub fn propagation(
         entries = listed.len();
         let crit = payload::health_payload(node, "ios", listed, &targets, 1000 + 2 * rep as u64);
         let ok = payload::health_payload(node, "ios", listed, &[], 1001 + 2 * rep as u64);
-        let log_from = env.hax_log_text().len();
+        let log_from = env.hax_log_len();
         let t0 = Instant::now();
         match hax.post("/watcher/service/ios", &crit) {
             Ok(r) if r.ok() => {}
@@ -438,7 +438,7 @@ pub fn propagation(
         }
         let confirmed_by = Instant::now() + Duration::from_secs(3);
         loop {
-            if let Some((sent_ms, ms)) = confirmed_ms_after(&env.hax_log_text(), log_from) {
+            if let Some((sent_ms, ms)) = confirmed_ms_after(&env.hax_log_since(log_from), 0) {
                 handed.push(Duration::from_secs_f64(sent_ms / 1e3));
                 confirmed.push(Duration::from_secs_f64(ms / 1e3));
                 break;
@@ -450,7 +450,7 @@ pub fn propagation(
             std::thread::sleep(Duration::from_millis(20));
         }
         let t1 = Instant::now();
-        let online_from = env.hax_log_text().len();
+        let online_from = env.hax_log_len();
         let _ = hax.post("/watcher/service/ios", &ok);
         let (_, _, m2) = wait_all_heard(procs, &targets, ObjState::Online, t1, limit);
         if m2 > 0 {
@@ -461,7 +461,7 @@ pub fn propagation(
         // Each repetition is an isolated failure: wait until hax has every confirmation of
         // the ONLINE broadcast too (it holds new changes while one is in flight).
         let quiet_by = Instant::now() + Duration::from_secs(3);
-        while confirmed_ms_after(&env.hax_log_text(), online_from).is_none()
+        while confirmed_ms_after(&env.hax_log_since(online_from), 0).is_none()
             && Instant::now() < quiet_by
         {
             std::thread::sleep(Duration::from_millis(5));

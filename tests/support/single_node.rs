@@ -247,33 +247,28 @@ impl SingleNode {
     /// A single node whose agent's watches point at a port nobody listens on: hax hears about
     /// health only from what a test POSTs (or from its own reconciliation).
     pub fn start_unwatched(extra: &[&str]) -> SingleNode {
-        let agent = ConsulAgent::dev_with_json(&watch_config(free_port()));
-        let ports = ClusterPorts::allocate();
-        register_cluster(agent.client(), agent.node_name(), &ports);
-        let hax = HaxProc::spawn(
-            &agent.http_addr(),
-            agent.node_name(),
-            free_port(),
-            ports.hax,
-            agent.dir(),
-            extra,
-        );
-        let n = SingleNode { hax, ports, agent };
-        assert!(
-            n.hax.wait_log("hax: ready", Duration::from_secs(30)),
-            "hax did not become ready:\n{}",
-            log_tail(&n.hax.log, 40)
-        );
-        n
+        Self::start_watching(free_port(), free_port(), None, extra)
     }
 
+    /// Starts everything with extra hax arguments (`--watch-secret S` also goes into the
+    /// agent's watch headers).
     pub fn start_with(extra: &[&str]) -> SingleNode {
         let secret = extra
             .windows(2)
             .find(|w| w[0] == "--watch-secret")
             .map(|w| w[1]);
-        let http_port = free_port();
-        let agent = ConsulAgent::dev_with_json(&watch_config_with_secret(http_port, secret));
+        let port = free_port();
+        Self::start_watching(port, port, secret, extra)
+    }
+
+    /// The agent's watches POST to `watch_port`; hax's HTTP server listens on `http_port`.
+    fn start_watching(
+        watch_port: u16,
+        http_port: u16,
+        secret: Option<&str>,
+        extra: &[&str],
+    ) -> SingleNode {
+        let agent = ConsulAgent::dev_with_json(&watch_config_with_secret(watch_port, secret));
         let ports = ClusterPorts::allocate();
         register_cluster(agent.client(), agent.node_name(), &ports);
         let hax = HaxProc::spawn(
