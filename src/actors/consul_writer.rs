@@ -76,6 +76,11 @@ pub struct ConsulWriter {
     order: VecDeque<String>,
     latest: HashMap<String, Entry>,
     in_flight: bool,
+    /// Keys of a transaction whose answer never came: Consul may still apply it later (a
+    /// frozen agent reads the request when it resumes) and put an older value back.
+    uncertain: std::collections::HashSet<String>,
+    /// Values written for uncertain keys since, written once more a while later.
+    rewrite: HashMap<String, Option<Vec<u8>>>,
     backoff: Backoff,
     stopping: bool,
     stats: WriterStats,
@@ -89,6 +94,8 @@ impl ConsulWriter {
             order: VecDeque::new(),
             latest: HashMap::new(),
             in_flight: false,
+            uncertain: Default::default(),
+            rewrite: HashMap::new(),
             backoff: Backoff::default(),
             stopping: false,
             stats: WriterStats::default(),
@@ -151,11 +158,15 @@ impl ConsulWriter {
                     match r {
                         Ok(_) => {
                             act.stats.written += batch.len() as u64;
+                            act.after_success(&batch, ctx);
                             act.backoff.reset();
                             act.pump(ctx);
                         }
                         Err(e) => {
                             act.stats.retries += 1;
+                            if matches!(e, ConsulError::Unreachable { .. }) {
+                                act.uncertain.extend(batch.iter().map(|(k, _)| k.clone()));
+                            }
                             // Put the batch back in front, unless a newer write superseded a key.
                             for (k, e) in batch.into_iter().rev() {
                                 if act.latest.contains_key(&k) {
@@ -180,6 +191,39 @@ impl ConsulWriter {
         );
     }
 }
+
+impl ConsulWriter {
+    /// After a transaction whose answer was lost, the values written since for its keys are
+    /// written again a second later, so that a late apply of the lost one cannot leave an
+    /// older value in KV.
+    fn after_success(&mut self, batch: &[(String, Entry)], ctx: &mut Context<Self>) {
+        if self.uncertain.is_empty() && self.rewrite.is_empty() {
+            return;
+        }
+        let first = self.rewrite.is_empty();
+        for (k, e) in batch {
+            // A later value for a key already due to be written again replaces the older.
+            if self.uncertain.remove(k) || self.rewrite.contains_key(k) {
+                self.rewrite.insert(k.clone(), e.value.clone());
+            }
+        }
+        if first && !self.rewrite.is_empty() {
+            ctx.run_later(REWRITE_AFTER, |act, ctx| {
+                for (key, value) in std::mem::take(&mut act.rewrite) {
+                    if !act.latest.contains_key(&key) {
+                        log::info!("ConsulWriter: writing {key} again (an earlier write to it got no answer)");
+                        act.latest.insert(key.clone(), Entry { value, _permit: None });
+                        act.order.push_back(key);
+                    }
+                }
+                act.pump(ctx);
+            });
+        }
+    }
+}
+
+/// How long after a lost answer's keys were written again they are written once more.
+const REWRITE_AFTER: Duration = Duration::from_secs(1);
 
 impl Actor for ConsulWriter {
     type Context = Context<Self>;
