@@ -1,11 +1,14 @@
-//! Builds the ffi/ shim with `cc` (against the stand-in by default, against a real Motr build
-//! tree with `--features motr` and `MOTR_SRC`) and generates its Rust bindings with bindgen.
+//! Builds the ffi/ shim with `cc` and generates its Rust bindings with bindgen. By default the
+//! shim is linked with the stand-in (ffi/standin). With `--features motr` it is linked with a
+//! real libmotr: from a built cortx-motr tree when `MOTR_SRC` names one, else from an installed
+//! Motr found with pkg-config (`motr.pc`; headers under `<prefix>/include/motr`).
 use std::env;
 use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=ffi");
     println!("cargo:rerun-if-env-changed=MOTR_SRC");
+    println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
     let mut build = cc::Build::new();
     build
         .file("ffi/hax_shim.c")
@@ -18,23 +21,11 @@ fn main() {
         .define("_REENTRANT", None);
 
     if env::var_os("CARGO_FEATURE_MOTR").is_some() {
-        let motr = env::var("MOTR_SRC")
-            .expect("--features motr needs MOTR_SRC=<path to a built cortx-motr tree>");
-        build
-            .define("M0_INTERNAL", Some(""))
-            .define("M0_EXTERN", Some("extern"))
-            .define("ENABLE_LIBFAB", None)
-            .define("HAX_BACKEND_MOTR", None)
-            .flag(format!("-iquote{motr}"))
-            .flag("-include")
-            .flag("config.h")
-            .flag("-Wno-attributes")
-            .flag("-Wno-unused-parameter")
-            .flag("-Wno-sign-compare")
-            .flag("-Wno-missing-field-initializers");
-        build.compile("hax_shim");
-        println!("cargo:rustc-link-search=native={motr}/motr/.libs");
-        println!("cargo:rustc-link-lib=dylib=motr");
+        build.define("HAX_BACKEND_MOTR", None);
+        match env::var("MOTR_SRC") {
+            Ok(motr) => motr_build_tree(&mut build, &motr),
+            Err(_) => motr_installed(&mut build),
+        }
     } else {
         build
             .include("ffi/standin/include")
@@ -56,4 +47,93 @@ fn main() {
         );
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("shim_bindings.rs");
     bindings.write_to_file(out).expect("write bindings");
+}
+
+/// A built cortx-motr tree: its headers (generated `*_xc.h` included), `config.h` and
+/// `motr/.libs/libmotr.so`.
+fn motr_build_tree(build: &mut cc::Build, motr: &str) {
+    build
+        .define("M0_INTERNAL", Some(""))
+        .define("M0_EXTERN", Some("extern"))
+        .define("ENABLE_LIBFAB", None)
+        .flag(format!("-iquote{motr}"))
+        .flag("-include")
+        .flag("config.h");
+    motr_warnings(build);
+    build.compile("hax_shim");
+    println!("cargo:rustc-link-search=native={motr}/motr/.libs");
+    println!("cargo:rustc-link-lib=dylib=motr");
+}
+
+/// An installed Motr: compile flags and libraries from `pkg-config motr`.
+fn motr_installed(build: &mut cc::Build) {
+    let lib = pkg_config::Config::new()
+        .cargo_metadata(true)
+        .probe("motr")
+        .unwrap_or_else(|e| {
+            panic!(
+                "--features motr needs MOTR_SRC=<a built cortx-motr tree> or an installed Motr \
+                 that pkg-config finds (motr.pc; set PKG_CONFIG_PATH): {e}"
+            )
+        });
+    // Motr's Cflags carry more than include paths and defines (-include config.h, -iquote):
+    // pass them as pkg-config prints them.
+    let out = std::process::Command::new(env::var("PKG_CONFIG").unwrap_or("pkg-config".into()))
+        .args(["--cflags", "motr"])
+        .output()
+        .expect("run pkg-config --cflags motr");
+    let cflags = String::from_utf8_lossy(&out.stdout).into_owned();
+    for flag in shell_words(&cflags) {
+        // Motr's own warning set is for Motr's code; the shim keeps its own (-Werror).
+        if flag.starts_with("-W") || flag.starts_with("-O") || flag == "-g" {
+            continue;
+        }
+        build.flag(&flag);
+    }
+    for dir in &lib.include_paths {
+        build.include(dir);
+    }
+    motr_warnings(build);
+    build.compile("hax_shim");
+}
+
+/// Warnings Motr's headers trip that are not the shim's.
+fn motr_warnings(build: &mut cc::Build) {
+    build
+        .flag("-Wno-attributes")
+        .flag("-Wno-unused-parameter")
+        .flag("-Wno-sign-compare")
+        .flag("-Wno-missing-field-initializers");
+}
+
+/// Splits pkg-config output into words, honouring single and double quotes.
+fn shell_words(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quote: Option<char> = None;
+    let mut any = false;
+    for c in s.chars() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), c) => cur.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(c);
+                any = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if any || !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+                any = false;
+            }
+            (None, c) => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if any || !cur.is_empty() {
+        out.push(cur);
+    }
+    out
 }
