@@ -8,6 +8,10 @@
  *
  * Callbacks have no user-data argument in Motr, so the interface and hax's callbacks are
  * globals, set once by hax_shim_init().
+ *
+ * Threads: the shim adopts no thread. The thread that calls hax_shim_init() is Motr's main
+ * thread (adopting it again makes Motr's fini panic); any other thread that calls in is one
+ * Motr does not know, and Motr gives it the main instance by itself (an "anon" thread).
  */
 #include "hax_shim.h"
 
@@ -24,13 +28,10 @@
 #include "ha/link.h"
 #include "ha/msg.h"
 #include "ha/note.h"
-#include "lib/thread.h"
 #include "lib/types.h"
 
 static struct m0_halon_interface *g_hi;
 static struct hax_callbacks g_cb;
-/* The thread descriptor of a thread hax adopted (one per thread). */
-static __thread struct m0_thread *t_adopted;
 /* Notes of the message being handed to hax on this thread (valid during the callback). */
 static __thread struct hax_note t_notes[HAX_NOTES_MAX];
 
@@ -197,8 +198,9 @@ static void cb_link_connected(struct m0_halon_interface *hi, const struct m0_uin
 	char ep[HAX_ENDPOINT_MAX + 1];
 
 	(void)hi;
-	if (m0_ha_link_rpc_endpoint(hl, ep, sizeof ep) != 0)
-		ep[0] = '\0';
+	/* Motr's m0_ha_link_rpc_endpoint() returns nothing; it terminates the string. */
+	ep[0] = '\0';
+	m0_ha_link_rpc_endpoint(hl, ep, sizeof ep);
 	ep[sizeof ep - 1] = '\0';
 	g_cb.link_connected(req_id->u_hi, req_id->u_lo, link_id(hl), ep);
 }
@@ -427,39 +429,14 @@ void hax_shim_disconnect(hax_link_t link)
 		m0_halon_interface_disconnect(g_hi, link_ptr(link));
 }
 
-int hax_shim_thread_adopt(void)
-{
-	int rc;
-
-	if (g_hi == NULL)
-		return -ENOTCONN;
-	if (t_adopted != NULL)
-		return 0;
-	t_adopted = calloc(1, sizeof *t_adopted);
-	if (t_adopted == NULL)
-		return -ENOMEM;
-	rc = m0_halon_interface_thread_adopt(g_hi, t_adopted);
-	if (rc != 0) {
-		free(t_adopted);
-		t_adopted = NULL;
-	}
-	return rc;
-}
-
-void hax_shim_thread_shun(void)
-{
-	if (t_adopted != NULL) {
-		m0_halon_interface_thread_shun();
-		free(t_adopted);
-		t_adopted = NULL;
-	}
-}
-
 int hax_shim_link_endpoint(hax_link_t link, char *buf, size_t len)
 {
 	if (link == 0 || buf == NULL || len == 0)
 		return -EINVAL;
-	return m0_ha_link_rpc_endpoint(link_ptr(link), buf, len);
+	buf[0] = '\0';
+	m0_ha_link_rpc_endpoint(link_ptr(link), buf, len);
+	buf[len - 1] = '\0';
+	return 0;
 }
 
 const char *hax_shim_backend(void)

@@ -11,7 +11,9 @@
  *
  * Threading: callbacks arrive on Motr's locality threads (link_connected/reused/absent on the
  * thread that calls hax_shim_entrypoint_reply). Every function here except init/start/stop/
- * fini may be called from any thread, including from inside a callback.
+ * fini may be called from any thread, including from inside a callback, without adopting it:
+ * the thread that called hax_shim_init() is Motr's main thread and must call start and fini;
+ * other threads are "anon" threads to Motr, which gives them its main instance by itself.
  */
 #ifndef HAX_SHIM_H
 #define HAX_SHIM_H
@@ -153,10 +155,6 @@ int hax_shim_send_failure_vec_rep(hax_link_t link, const struct hax_fid *pool,
 void hax_shim_delivered(hax_link_t link, const void *motr_msg);
 /** Lets a disconnecting link go (call it inside link_is_disconnecting). */
 void hax_shim_disconnect(hax_link_t link);
-
-/** Adopts the calling thread into Motr once; 0 or -errno. Shun it before the thread exits. */
-int hax_shim_thread_adopt(void);
-void hax_shim_thread_shun(void);
 
 /** Copies the peer endpoint of a link into buf (NUL-terminated); 0 or -errno. */
 int hax_shim_link_endpoint(hax_link_t link, char *buf, size_t len);

@@ -69,18 +69,21 @@ fn raw_notes(notes: &[Note]) -> Result<Vec<raw::hax_note>, MotrError> {
 }
 
 /// Creates the process's one HA interface. Callbacks are written to the given channels:
-/// entrypoint requests to `entrypoints`, everything else to `events`.
+/// entrypoint requests to `entrypoints`, everything else to `events`. `node_uuid` must be a
+/// UUID (Motr refuses anything else with EINVAL); None lets Motr use the nil UUID. The
+/// calling thread becomes Motr's main thread: it must also call `start` and `fini`.
 pub fn init(
-    node_uuid: &str,
+    node_uuid: Option<&str>,
     entrypoints: Sender<EntrypointReq>,
     events: Sender<MotrEvent>,
 ) -> Result<(), MotrError> {
+    let uuid = node_uuid.map(cstring).transpose()?;
     trampolines::install(entrypoints, events);
-    let uuid = cstring(node_uuid)?;
     let cbs = trampolines::callbacks();
+    let uuid_ptr = uuid.as_ref().map_or(std::ptr::null(), |u| u.as_ptr());
     // SAFETY: `cbs` holds valid function pointers; the shim copies the struct; `uuid` lives
-    // for the duration of the call.
-    let rc = unsafe { raw::hax_shim_init(&cbs, uuid.as_ptr()) };
+    // for the duration of the call (or the pointer is NULL, which Motr accepts).
+    let rc = unsafe { raw::hax_shim_init(&cbs, uuid_ptr) };
     if rc != 0 {
         trampolines::uninstall();
     }
@@ -268,16 +271,15 @@ pub fn send_failure_vec_rep(
     })
 }
 
-/// Adopts the calling thread into Motr (idempotent per thread).
-pub fn thread_adopt() -> Result<(), MotrError> {
-    // SAFETY: no arguments.
-    check("thread_adopt", unsafe { raw::hax_shim_thread_adopt() })
-}
-
-/// Releases the calling thread's adoption.
-pub fn thread_shun() {
-    // SAFETY: no arguments; a no-op for a thread that was not adopted.
-    unsafe { raw::hax_shim_thread_shun() }
+/// Ends the process at once with `code`, without running exit handlers: used when Motr is
+/// still stopping past hax's shutdown bound (libmotr's and libfabric's exit handlers would
+/// wait for it). Standard output and error are flushed first.
+pub fn exit_now(code: i32) -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: _exit ends the process; nothing runs after it.
+    unsafe { libc::_exit(code) }
 }
 
 /// The peer endpoint of a live link.
