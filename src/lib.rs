@@ -17,5 +17,6 @@ pub mod hamodel;
 pub mod messages;
 pub mod motr;
 pub mod rc;
+pub mod signals;
 pub mod sim;
 pub mod view;

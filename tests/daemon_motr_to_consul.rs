@@ -225,6 +225,53 @@ fn sigterm_exits_cleanly_and_releases_leadership() {
     );
 }
 
+/// Builds tests/preload/hostile_signals.c (a library that, like libinfinipath, makes SIGTERM
+/// and SIGINT call exit(1) from its load-time constructor) into `dir`.
+fn hostile_signals_library(dir: &std::path::Path) -> std::path::PathBuf {
+    let src =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/preload/hostile_signals.c");
+    let out = dir.join("libhostile_signals.so");
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O1", "-Wall", "-Werror", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("run cc (scripts/setup installs gcc)");
+    assert!(status.success(), "cc failed to build {}", src.display());
+    out
+}
+
+#[test]
+fn sigterm_ends_in_the_bounded_shutdown_even_when_a_loaded_library_made_it_call_exit() {
+    let dir = std::env::temp_dir().join(format!("hax-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let lib = hostile_signals_library(&dir);
+    let mut n = SingleNode::start_with_env(&[("LD_PRELOAD", lib.to_str().expect("utf-8 path"))]);
+    let took = n
+        .hax
+        .signal_and_wait("TERM", Duration::from_secs(10))
+        .expect("hax exits after SIGTERM");
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    assert_eq!(
+        n.hax.exit_code(),
+        Some(0),
+        "exit(1) from the preloaded handler instead of hax's shutdown"
+    );
+    // The shutdown ran: hax's own STOPPED (from Motr's stop, through the self link) was
+    // recorded, and the leader key was released.
+    assert_eq!(
+        n.process_record(HAX)
+            .and_then(|v| v["state"].as_str().map(String::from)),
+        Some("M0_CONF_HA_PROCESS_STOPPED".to_string())
+    );
+    let leader = n.client().kv_get_pair("leader").expect("read leader");
+    assert!(
+        leader.is_none_or(|e| e.session.is_none()),
+        "the leader key is still held"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn sigterm_while_consul_is_down_exits_within_its_bound() {
     let mut n = SingleNode::start();

@@ -14,6 +14,14 @@ fn main() {
             std::process::exit(0);
         }
     };
+    // The daemon takes its stop signals with sigwait: block them before any thread exists
+    // (see hax::signals). Commands keep the default handling (Ctrl-C ends them).
+    if cli.command.is_none() {
+        if let Err(e) = hax::signals::block() {
+            eprintln!("hax: cannot block the stop signals: {e}");
+            std::process::exit(70);
+        }
+    }
     env_logger::Builder::new()
         .parse_filters(&cli.log)
         .format_timestamp_millis()

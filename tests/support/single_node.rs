@@ -38,6 +38,19 @@ impl HaxProc {
         dir: &std::path::Path,
         extra: &[&str],
     ) -> HaxProc {
+        Self::spawn_env(consul_addr, node, http_port, endpoint_port, dir, extra, &[])
+    }
+
+    /// `spawn` with extra environment variables for hax.
+    pub fn spawn_env(
+        consul_addr: &str,
+        node: &str,
+        http_port: u16,
+        endpoint_port: u16,
+        dir: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> HaxProc {
         let log = dir.join(format!("hax-{http_port}.log"));
         let out = std::fs::File::create(&log).expect("hax log file");
         let child = Command::new(env!("CARGO_BIN_EXE_hax"))
@@ -60,6 +73,7 @@ impl HaxProc {
             .args(extra)
             .env("HAX_LOG", "info,hax=debug")
             .env("HAX_STANDIN_RPC_TIMEOUT_MS", "1000")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(out.try_clone().expect("dup log")))
             .stderr(Stdio::from(out))
             .spawn()
@@ -261,6 +275,12 @@ impl SingleNode {
         Self::start_watching(port, port, secret, extra)
     }
 
+    /// Starts everything with extra environment variables for hax.
+    pub fn start_with_env(env: &[(&str, &str)]) -> SingleNode {
+        let port = free_port();
+        Self::start_watching_env(port, port, None, &[], env)
+    }
+
     /// The agent's watches POST to `watch_port`; hax's HTTP server listens on `http_port`.
     fn start_watching(
         watch_port: u16,
@@ -268,16 +288,27 @@ impl SingleNode {
         secret: Option<&str>,
         extra: &[&str],
     ) -> SingleNode {
+        Self::start_watching_env(watch_port, http_port, secret, extra, &[])
+    }
+
+    fn start_watching_env(
+        watch_port: u16,
+        http_port: u16,
+        secret: Option<&str>,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> SingleNode {
         let agent = ConsulAgent::dev_with_json(&watch_config_with_secret(watch_port, secret));
         let ports = ClusterPorts::allocate();
         register_cluster(agent.client(), agent.node_name(), &ports);
-        let hax = HaxProc::spawn(
+        let hax = HaxProc::spawn_env(
             &agent.http_addr(),
             agent.node_name(),
             http_port,
             ports.hax,
             agent.dir(),
             extra,
+            env,
         );
         let n = SingleNode { hax, ports, agent };
         assert!(
