@@ -4,16 +4,15 @@ use crate::actors::consul_writer::{ConsulWriter, Flush};
 use crate::actors::entrypoint::{self, Responder};
 use crate::actors::fid_resolver::FidResolver;
 use crate::actors::merolink::{
-    failed, EntrypointLog, LinkedProcesses, MeroLink, MeroLinkConfig, MeroOutputs,
+    EntrypointLog, LinkedProcesses, MeroLink, MeroLinkConfig, MeroOutputs, Stopped,
 };
 use crate::actors::process_status::{AttachMero, ProcessStatus, SharedModel};
 use crate::actors::rc_leader::{campaign, resign, CampaignConfig, SessionSlot};
 use crate::actors::watch_ingest::{self, IngestState};
 use crate::config::Cli;
 use crate::consul::Consul;
-use crate::messages::ProcessEvent;
-use crate::motr::{ProcessEventKind, ProcessType};
 use crate::rc::{self, QueueHandle, RcConfig, RcSetup};
+use crate::signals::StopSignal;
 use crate::view::{ClusterView, Identity, SharedView};
 use actix::prelude::*;
 use std::sync::{Arc, RwLock};
@@ -33,41 +32,68 @@ async fn wait_for_identity(view: &SharedView) -> Identity {
     }
 }
 
-/// Runs the daemon; returns the process exit code.
+/// Runs the daemon; returns the process exit code. The stop signals must have been blocked
+/// in every thread before (`signals::block`, first thing in `main`): hax takes them with
+/// `sigwait`, so no handler a loaded library installed ever runs.
 pub fn run(cli: Cli) -> i32 {
+    let stop = match crate::signals::spawn_waiter() {
+        Ok(s) => s,
+        Err(e) => {
+            log::error!("cannot start the signal thread: {e}");
+            return 70;
+        }
+    };
     let sys = actix::System::new();
-    sys.block_on(async move { serve(cli).await })
+    sys.block_on(async move { serve(cli, stop).await })
 }
 
-async fn serve(cli: Cli) -> i32 {
+/// Says which Motr library hax is linked against, first thing: a daemon built on the stand-in
+/// can only talk to simulated processes, and must not pass unnoticed in production.
+fn log_backend() {
+    match crate::ffi::backend() {
+        "motr" => log::info!(
+            "hax {}: Motr backend: libmotr (real Motr processes)",
+            env!("CARGO_PKG_VERSION")
+        ),
+        other => log::warn!(
+            "hax {}: Motr backend: {other}; this build can only talk to SIMULATED Motr processes (build with --features motr for a real cluster)",
+            env!("CARGO_PKG_VERSION")
+        ),
+    }
+}
+
+async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
+    log_backend();
     let consul_cfg = cli.consul_config();
     let consul = Consul::new(&consul_cfg);
-    log::info!(
-        "hax {} using Consul at {}",
-        env!("CARGO_PKG_VERSION"),
-        consul.base_url()
-    );
+    log::info!("using Consul at {}", consul.base_url());
     let view: SharedView = Arc::new(RwLock::new(ClusterView::default()));
     FidResolver::new(consul.clone(), view.clone(), cli.node.clone()).start();
 
     // Nothing else can start before hax knows who it is (Consul may not be up yet).
     let identity = tokio::select! {
         id = wait_for_identity(&view) => id,
-        _ = shutdown_signal() => {
-            log::info!("hax: stopped before it learned its identity");
+        _ = stop.wait() => {
+            log::info!("stopped before it learned its identity");
             return 0;
         }
     };
 
     let leader_slot = SessionSlot::default();
-    if cli.campaign {
+    let campaign_task = if cli.campaign {
         let cfg = CampaignConfig {
             node: identity.node.clone(),
             ttl: Duration::from_secs(cli.leader_ttl_s),
             lock_delay: Duration::from_secs(cli.leader_lock_delay_s),
         };
-        actix::spawn(campaign(consul.clone(), cfg, leader_slot.clone()));
-    }
+        Some(actix::spawn(campaign(
+            consul.clone(),
+            cfg,
+            leader_slot.clone(),
+        )))
+    } else {
+        None
+    };
 
     let writer = ConsulWriter::start(consul.clone(), cli.write_capacity);
     let model = Arc::new(SharedModel::new(view.clone()));
@@ -85,12 +111,14 @@ async fn serve(cli: Cli) -> i32 {
     let secret = match cli.secret() {
         Ok(s) => s,
         Err(e) => {
-            log::error!("hax: bad configuration: {e}");
+            log::error!("bad configuration: {e}");
             return 64;
         }
     };
     if secret.is_none() {
-        log::warn!("hax: no watch secret configured: anyone who can reach the watch endpoint can post health");
+        log::warn!(
+            "no watch secret configured: anyone who can reach the watch endpoint can post health"
+        );
     }
     let ingest = IngestState {
         updates: status.clone().recipient(),
@@ -109,12 +137,12 @@ async fn serve(cli: Cli) -> i32 {
     {
         Ok(s) => s,
         Err(e) => {
-            log::error!("hax: cannot bind {}:{}: {e}", cli.http_addr, cli.http_port);
+            log::error!("cannot bind {}:{}: {e}", cli.http_addr, cli.http_port);
             return 64;
         }
     };
     for a in server.addrs() {
-        log::info!("hax: watch endpoint listening on http://{a}");
+        log::info!("watch endpoint listening on http://{a}");
     }
     let server = server.run();
     let server_handle = server.handle();
@@ -127,7 +155,7 @@ async fn serve(cli: Cli) -> i32 {
         process: identity.process,
         ha_service: identity.ha_service,
         rm_service: identity.rm_service,
-        node_uuid: identity.node.clone(),
+        node_uuid: identity.node_uuid.clone(),
         delivery_timeout: Duration::from_millis(cli.delivery_timeout_ms),
     };
     let outputs = MeroOutputs {
@@ -140,7 +168,7 @@ async fn serve(cli: Cli) -> i32 {
     let (mero, ep_rx, started) = match MeroLink::spawn(mero_cfg, outputs) {
         Ok(x) => x,
         Err(e) => {
-            log::error!("hax: Motr HA interface init failed: {e}");
+            log::error!("Motr HA interface init failed: {e}");
             return 70;
         }
     };
@@ -176,7 +204,7 @@ async fn serve(cli: Cli) -> i32 {
         }
         tokio::select! {
             _ = actix_rt::time::sleep(Duration::from_millis(50)) => {},
-            _ = shutdown_signal() => break None,
+            _ = stop.wait() => break None,
         }
     };
     let code = match start_result {
@@ -186,12 +214,12 @@ async fn serve(cli: Cli) -> i32 {
                 identity.process,
                 identity.endpoint
             );
-            shutdown_signal().await;
+            stop.wait().await;
             0
         }
         Some(Err(e)) => {
             log::error!(
-                "hax: Motr HA interface start failed at {}: {e}",
+                "Motr HA interface start failed at {}: {e}",
                 identity.endpoint
             );
             70
@@ -199,70 +227,75 @@ async fn serve(cli: Cli) -> i32 {
         None => 0,
     };
 
-    // Shutdown: stop taking work, tell Motr hax is going, stop the interface, flush KV.
-    log::info!("hax: shutting down");
+    // Shutdown: stop taking work, have Motr drop every link and stop (hax's own STOPPING and
+    // STOPPED come through the self link meanwhile and are recorded), flush KV.
+    log::info!("shutting down");
     let bound = Duration::from_millis(cli.shutdown_ms);
+    let shutdown_started = std::time::Instant::now();
     view.write().unwrap_or_else(|e| e.into_inner()).stopping = true;
     rc.signal_stop();
-    status.do_send(ProcessEvent {
-        process: identity.process,
-        event: ProcessEventKind::Stopped,
-        process_type: ProcessType::M0d,
-        pid: std::process::id() as u64,
-        link: None,
-    });
-    let own = std::iter::once(identity.process).chain([identity.ha_service, identity.rm_service]);
-    let final_notes = failed(own);
-    let shutdown_started = std::time::Instant::now();
-    let stopper = std::thread::spawn(move || mero.stop(final_notes, bound / 4));
-    // Motr's stop waits out the RPC timeout for peers that are gone: do not wait past the bound.
-    while !stopper.is_finished() && shutdown_started.elapsed() < bound / 2 {
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    // Motr's stop waits out the RPC timeout for each peer that is gone: never past the bound.
+    let motr_bound = bound.mul_f64(0.6);
+    let stopper = std::thread::spawn(move || mero.stop(motr_bound));
+    while !stopper.is_finished() {
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
-    if stopper.is_finished() {
-        let _ = responder_thread.join();
-    } else {
-        log::warn!(
-            "hax: Motr HA interface still stopping after {:?}; exiting without waiting",
-            bound / 2
-        );
+    let mut motr_left = false;
+    match stopper.join() {
+        Ok(Stopped::Clean) => {
+            let _ = responder_thread.join();
+        }
+        Ok(Stopped::Left(links)) => {
+            motr_left = true;
+            log::warn!(
+                "Motr HA interface still stopping after {motr_bound:?}; exiting without waiting for {} link(s):",
+                links.len()
+            );
+            for (link, info) in links {
+                log::warn!(
+                    "  link {:#x}: process {} at {} ({:?}{})",
+                    link.0,
+                    info.process
+                        .map(|p| p.to_string())
+                        .unwrap_or_else(|| "?".into()),
+                    info.peer_ep,
+                    info.state,
+                    if info.is_self { ", self link" } else { "" }
+                );
+            }
+        }
+        Err(_) => log::error!("MeroLink's stop panicked"),
     }
+    let left = bound.saturating_sub(shutdown_started.elapsed());
     let (flushed, unpublished) = tokio::join!(
-        writer.addr.send(Flush {
-            deadline: bound / 2
-        }),
-        queue.flush(bound / 2)
+        writer.addr.send(Flush { deadline: left }),
+        queue.flush(left)
     );
     match flushed {
-        Ok(0) => log::info!("hax: all KV writes flushed"),
-        Ok(n) => log::error!("hax: {n} KV write(s) could not be written before exit"),
-        Err(_) => log::error!("hax: KV writer gone before flush"),
+        Ok(0) => log::info!("all KV writes flushed"),
+        Ok(n) => log::error!("{n} KV write(s) could not be written before exit"),
+        Err(_) => log::error!("KV writer gone before flush"),
     }
     match unpublished {
-        0 => log::info!("hax: all queue entries published"),
-        n => log::error!("hax: {n} queue entries could not be published before exit"),
+        0 => log::info!("all queue entries published"),
+        n => log::error!("{n} queue entries could not be published before exit"),
     }
     rc.stop(Duration::from_millis(300)).await;
-    if cli.campaign {
-        let _ = tokio::time::timeout(Duration::from_secs(1), resign(&consul, &leader_slot)).await;
+    if let Some(task) = campaign_task {
+        // Stopped first: it would take the key again the moment resign releases it.
+        task.abort();
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            resign(&consul, &leader_slot, &identity.node),
+        )
+        .await;
     }
     server_handle.stop(false).await;
     log::info!("hax: stopped");
-    code
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+    if motr_left {
+        // Motr is still stopping on another thread; the exit handlers of the libraries it
+        // loaded would wait for it (until the RPC timeout of the peers that are gone).
+        crate::ffi::exit_now(code);
     }
+    code
 }

@@ -10,6 +10,8 @@ use std::sync::{Arc, RwLock};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
     pub node: String,
+    /// The node's UUID as Consul knows it (the catalog's node ID); Motr's node UUID.
+    pub node_uuid: Option<String>,
     pub process: Fid,
     pub ha_service: Fid,
     pub rm_service: Fid,
@@ -123,6 +125,9 @@ pub struct ClusterView {
     pub identity: Option<Identity>,
     pub confds: Option<Vec<Confd>>,
     pub leader_node: Option<String>,
+    /// The node the `leader` key names even while no session holds it (the last leader):
+    /// what a reconnecting process is told while a new leader is being elected.
+    pub last_leader_node: Option<String>,
     pub config: ConfigTree,
     pub consul_up: bool,
     pub stopping: bool,
@@ -132,7 +137,7 @@ pub struct ClusterView {
 pub type SharedView = Arc<RwLock<ClusterView>>;
 
 impl ClusterView {
-    /// The entrypoint reply for now, or why there is none yet.
+    /// The entrypoint reply for a process's first request, or why there is none yet.
     pub fn entrypoint(&self) -> Result<EntrypointReply, String> {
         if self.stopping {
             return Ok(EntrypointReply::default());
@@ -140,14 +145,35 @@ impl ClusterView {
         if !self.consul_up {
             return Err("Consul is unreachable".into());
         }
-        let confds = match &self.confds {
-            Some(c) if !c.is_empty() => c,
-            _ => return Err("no confd service is registered".into()),
-        };
         let leader = self
             .leader_node
             .as_deref()
             .ok_or("no RC leader holds the leader key")?;
+        self.reply_with_leader(leader)
+    }
+
+    /// The entrypoint reply for a request that is not a process's first (it reconnects to
+    /// HA, e.g. after hax restarted): from what hax knows, the last leader included, even
+    /// when Consul is unreachable or no session holds the `leader` key right now. Motr kills a
+    /// reconnecting process that is told to ask again, so this never says "not yet" while
+    /// something true can be said.
+    pub fn reconnect_entrypoint(&self) -> Result<EntrypointReply, String> {
+        if self.stopping {
+            return Ok(EntrypointReply::default());
+        }
+        let leader = self
+            .leader_node
+            .as_deref()
+            .or(self.last_leader_node.as_deref())
+            .ok_or("no RC leader is known yet")?;
+        self.reply_with_leader(leader)
+    }
+
+    fn reply_with_leader(&self, leader: &str) -> Result<EntrypointReply, String> {
+        let confds = match &self.confds {
+            Some(c) if !c.is_empty() => c,
+            _ => return Err("no confd service is registered".into()),
+        };
         let principal = confds
             .iter()
             .find(|c| c.node == leader)

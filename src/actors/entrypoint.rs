@@ -1,9 +1,12 @@
 //! The entrypoint responder: FidResolver's thread that answers Motr's entrypoint requests
 //! from the cached cluster view. It never waits behind broadcasts or KV writes: requests
 //! arrive on their own crossbeam channel straight from the C callback. When the view is not
-//! ready (no Consul, no confd, no leader) the request is answered EAGAIN after a pause (Motr
-//! asks again at once otherwise); when it becomes ready before the pause ends, the answer is
-//! a real one. A first request from a process hax still holds a link to (a restart) waits
+//! ready (no Consul, no confd, no leader) a first request is answered EAGAIN after a pause
+//! (Motr asks again at once otherwise); when it becomes ready before the pause ends, the
+//! answer is a real one. A request that is not a process's first (it reconnects, e.g. after
+//! hax restarted) is answered from what hax knows, the last leader included, and is held, never
+//! answered EAGAIN, while hax knows nothing to say: Motr kills a reconnecting process told to
+//! ask again. A first request from a process hax still holds a link to (a restart) waits
 //! until its FAILED state has been broadcast (bounded by MeroLink's delivery timeout).
 use super::merolink::{EntrypointLog, LinkedProcesses, MeroCmd};
 use crate::ffi;
@@ -57,7 +60,7 @@ impl Responder {
                     let now = Instant::now();
                     while deferred.front().is_some_and(|(at, _)| *at <= now) {
                         let (_, req) = deferred.pop_front().expect("front exists");
-                        self.answer_or_eagain(req, &mut last_reason);
+                        self.answer_or_eagain(req, &mut deferred, &mut last_reason);
                     }
                 }
             }
@@ -75,7 +78,12 @@ impl Responder {
         let (reply, own, services) = {
             let v = self.view.read().unwrap_or_else(|e| e.into_inner());
             let own = v.identity.as_ref().map(|i| i.process);
-            (v.entrypoint(), own, v.config.services_of(req.process))
+            let reply = if req.first_request {
+                v.entrypoint()
+            } else {
+                v.reconnect_entrypoint()
+            };
+            (reply, own, v.config.services_of(req.process))
         };
         match reply {
             Ok(_)
@@ -96,17 +104,24 @@ impl Responder {
                     }),
                 };
                 if self.mero.send(cmd).is_err() {
-                    self.answer_or_eagain(req, last_reason);
+                    self.answer_or_eagain(req, deferred, last_reason);
                 }
             }
             Ok(reply) => reply_now(&req, &reply),
             Err(why) => {
                 if *last_reason != why {
-                    log::warn!(
-                        "entrypoint: cannot answer {} yet ({why}); EAGAIN after {:?}",
-                        req.process,
-                        self.pause
-                    );
+                    if req.first_request {
+                        log::warn!(
+                            "entrypoint: cannot answer {} yet ({why}); EAGAIN after {:?}",
+                            req.process,
+                            self.pause
+                        );
+                    } else {
+                        log::warn!(
+                            "entrypoint: cannot answer {}'s reconnection yet ({why}); holding it until hax can",
+                            req.process
+                        );
+                    }
                     *last_reason = why;
                 }
                 deferred.push_back((Instant::now() + self.pause, req));
@@ -114,14 +129,34 @@ impl Responder {
         }
     }
 
-    fn answer_or_eagain(&self, req: EntrypointReq, last_reason: &mut String) {
-        let reply = self
-            .view
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .entrypoint();
+    /// A deferred request whose pause is over: answered for real if hax can by now. Else a
+    /// first request gets EAGAIN (the process asks again); a reconnecting process is never
+    /// told that (Motr kills it: its link was made anyway, and its next request is refused as
+    /// "disconnected previously"), so its request waits another pause.
+    fn answer_or_eagain(
+        &self,
+        req: EntrypointReq,
+        deferred: &mut VecDeque<(Instant, EntrypointReq)>,
+        last_reason: &mut String,
+    ) {
+        let reply = {
+            let v = self.view.read().unwrap_or_else(|e| e.into_inner());
+            if req.first_request {
+                v.entrypoint()
+            } else {
+                v.reconnect_entrypoint()
+            }
+        };
         match reply {
             Ok(r) => reply_now(&req, &r),
+            Err(why) if !req.first_request => {
+                log::debug!(
+                    "entrypoint: {}'s reconnection still held ({why})",
+                    req.process
+                );
+                *last_reason = why;
+                deferred.push_back((Instant::now() + self.pause, req));
+            }
             Err(why) => {
                 log::debug!("entrypoint: EAGAIN to {} ({why})", req.process);
                 *last_reason = why;

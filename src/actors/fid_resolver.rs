@@ -16,6 +16,9 @@ use std::time::Duration;
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CatalogEntry {
+    /// The node's ID (a UUID).
+    #[serde(rename = "ID", default)]
+    pub id: String,
     pub node: String,
     #[serde(default)]
     pub address: String,
@@ -230,6 +233,7 @@ async fn watch_identity(consul: Consul, view: SharedView, node: Option<String>, 
                     .unwrap_or_else(|| derived_rm(process));
                 let id = Identity {
                     node: node.clone(),
+                    node_uuid: Some(e.id.clone()).filter(|u| !u.is_empty()),
                     process,
                     ha_service: ha,
                     rm_service: rm,
@@ -309,6 +313,10 @@ async fn watch_leader(consul: Consul, view: SharedView, wait: Duration) {
                 continue;
             }
         };
+        let named = entry
+            .as_ref()
+            .map(|e| e.value_string())
+            .filter(|v| !v.is_empty());
         let node = match entry.and_then(|e| e.session).filter(|s| !s.is_empty()) {
             None => None,
             Some(session) => {
@@ -339,6 +347,9 @@ async fn watch_leader(consul: Consul, view: SharedView, wait: Duration) {
         logged = false;
         set(&view, |v| {
             v.consul_up = true;
+            if let Some(n) = named.clone().or_else(|| node.clone()) {
+                v.last_leader_node = Some(n);
+            }
             if v.leader_node != node {
                 match &node {
                     Some(n) => log::info!("FidResolver: RC leader is on node {n}"),

@@ -1,9 +1,10 @@
 //! MeroLink: the actor pinned to the one thread that owns Motr's HA interface.
 //!
-//! Its thread (`hax-merolink`) calls init, adopts itself, calls `start` (which blocks until
-//! hax's own entrypoint request is answered by the entrypoint responder on another thread),
-//! then serves two crossbeam mailboxes: `MotrEvent`s from the C callbacks and `MeroCmd`s
-//! from the other actors. It tracks links from connected to disconnected, never sends on a
+//! Its thread (`hax-merolink`) calls init (so it is Motr's main thread; it is never adopted
+//! again, which would make Motr's fini panic), calls `start` (which blocks until hax's own
+//! entrypoint request is answered by the entrypoint responder on another thread), then serves
+//! two crossbeam mailboxes, events first: `MotrEvent`s from the C callbacks and `MeroCmd`s from
+//! the other actors. It tracks links from connected to disconnected, never sends on a
 //! link that is disconnecting or whose process reported STOPPED, splits broadcasts at 1024
 //! notes, answers NVEC GET and failure-vector requests on the asking link, and tracks every
 //! send until Motr reports it delivered or not delivered (or a bounded wait passes).
@@ -16,7 +17,7 @@ use crate::motr::{
     NOTES_MAX,
 };
 use actix::Recipient;
-use crossbeam_channel::{after, bounded, select, unbounded, Receiver, Sender};
+use crossbeam_channel::{after, bounded, select_biased, unbounded, Receiver, Sender};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -29,7 +30,9 @@ pub struct MeroLinkConfig {
     pub process: Fid,
     pub ha_service: Fid,
     pub rm_service: Fid,
-    pub node_uuid: String,
+    /// This node's UUID (Consul's node ID), or None for Motr's nil UUID. Motr refuses
+    /// anything that does not parse as a UUID (a node name, say) with EINVAL.
+    pub node_uuid: Option<String>,
     /// How long a send may wait for Motr's delivered/not-delivered before it is given up.
     pub delivery_timeout: Duration,
 }
@@ -118,11 +121,8 @@ pub enum MeroCmd {
     Links {
         reply: Sender<Vec<(LinkId, LinkInfo)>>,
     },
-    /// Shut down: broadcast `final_notes`, wait up to `wait` for delivery, stop, fini.
-    Stop {
-        final_notes: Vec<Note>,
-        wait: Duration,
-    },
+    /// Shut down: have Motr drop every other process's link, stop, fini.
+    Stop,
 }
 
 /// What `MeroLink::spawn` hands back: the handle, the entrypoint requests for the responder,
@@ -137,6 +137,30 @@ pub type Spawned = (
 pub struct MeroLink {
     cmds: Sender<MeroCmd>,
     thread: Option<JoinHandle<()>>,
+    left: LinksLeft,
+}
+
+/// The links Motr still holds while it stops (updated by MeroLink as they go).
+#[derive(Clone, Default)]
+pub struct LinksLeft(Arc<Mutex<Vec<(LinkId, LinkInfo)>>>);
+
+impl LinksLeft {
+    fn set(&self, links: Vec<(LinkId, LinkInfo)>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = links;
+    }
+    fn get(&self) -> Vec<(LinkId, LinkInfo)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// How MeroLink's shutdown ended.
+#[derive(Debug)]
+pub enum Stopped {
+    /// Every link is gone and the interface is finalised.
+    Clean,
+    /// The bound passed while Motr was still stopping: these links were left (typically
+    /// to processes that are gone, whose disconnection waits out Motr's RPC timeout).
+    Left(Vec<(LinkId, LinkInfo)>),
 }
 
 impl MeroLink {
@@ -150,17 +174,16 @@ impl MeroLink {
         let (cmd_tx, cmd_rx) = unbounded();
         let (init_tx, init_rx) = bounded(1);
         let (start_tx, start_rx) = bounded(1);
+        let left = LinksLeft::default();
+        let left_w = left.clone();
         let thread = std::thread::Builder::new()
             .name("hax-merolink".into())
             .spawn(move || {
-                if let Err(e) = ffi::init(&cfg.node_uuid, ep_tx, ev_tx) {
+                if let Err(e) = ffi::init(cfg.node_uuid.as_deref(), ep_tx, ev_tx) {
                     let _ = init_tx.send(Err(e));
                     return;
                 }
                 let _ = init_tx.send(Ok(()));
-                if let Err(e) = ffi::thread_adopt() {
-                    log::warn!("MeroLink: thread adoption failed ({e}); continuing unadopted");
-                }
                 log::info!(
                     "MeroLink: starting HA interface ({}) at {}",
                     ffi::backend(),
@@ -179,11 +202,10 @@ impl MeroLink {
                         "MeroLink: HA interface started; own process {}",
                         cfg.process
                     );
-                    Worker::new(cfg, out).run(ev_rx, cmd_rx);
+                    Worker::new(cfg, out, left_w).run(ev_rx, cmd_rx);
                 } else {
                     log::error!("MeroLink: start failed: {:?}", started);
                 }
-                ffi::thread_shun();
                 ffi::fini();
                 log::info!("MeroLink: HA interface finalised");
             })
@@ -196,6 +218,7 @@ impl MeroLink {
                 MeroLink {
                     cmds: cmd_tx,
                     thread: Some(thread),
+                    left,
                 },
                 ep_rx,
                 start_rx,
@@ -225,12 +248,39 @@ impl MeroLink {
         rx.recv_timeout(Duration::from_secs(5)).unwrap_or_default()
     }
 
-    /// Runs the shutdown sequence and waits for the thread to end.
-    pub fn stop(mut self, final_notes: Vec<Note>, wait: Duration) {
-        let _ = self.cmds.send(MeroCmd::Stop { final_notes, wait });
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+    /// Runs the shutdown sequence and waits up to `bound` for the thread to end. Past the
+    /// bound it returns the links Motr was still disconnecting (the thread goes on alone).
+    pub fn stop(mut self, bound: Duration) -> Stopped {
+        let _ = self.cmds.send(MeroCmd::Stop);
+        let deadline = Instant::now() + bound;
+        let Some(t) = self.thread.take() else {
+            return Stopped::Clean;
+        };
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
         }
+        if t.is_finished() {
+            let _ = t.join();
+            Stopped::Clean
+        } else {
+            Stopped::Left(self.left.get())
+        }
+    }
+}
+
+/// How long MeroLink waits, after a process's STOPPED, for the process to confirm the probe
+/// that carries STOPPED's confirmation, before it has Motr drop the link anyway.
+const DRAIN_WAIT: Duration = Duration::from_secs(1);
+
+/// A note about a node that no configuration has (node type, key 2^64-1), ONLINE: Motr skips
+/// notes whose object is not in its configuration cache, so it changes nothing (a fid without
+/// a type, such as 0:0, would make Motr log "invalid note"). MeroLink sends it to a process
+/// that reported STOPPED to carry the confirmation of STOPPED (Motr sends pending
+/// confirmations with the next message of the link) before the link is dropped.
+pub fn probe_note() -> Note {
+    Note {
+        fid: Fid::typed(b'n', 0, u64::MAX),
+        state: HaState::Online,
     }
 }
 
@@ -242,40 +292,53 @@ struct Worker {
     /// Processes the self link has carried a note about: Motr ignores the first note it
     /// sees for a process, so a FAILED meant to drop a link must not be the first.
     noted: std::collections::HashSet<Fid>,
+    /// Processes that reported STOPPED and whose links wait for the STOPPED confirmation to
+    /// reach them (see `probe_note`) before Motr is told to drop them: since when.
+    draining: HashMap<Fid, Instant>,
+    drained_tx: Sender<Fid>,
+    drained_rx: Receiver<Fid>,
+    left: LinksLeft,
 }
 
 impl Worker {
-    fn new(cfg: MeroLinkConfig, out: MeroOutputs) -> Self {
+    fn new(cfg: MeroLinkConfig, out: MeroOutputs, left: LinksLeft) -> Self {
         let deliveries = Deliveries::new(cfg.delivery_timeout);
+        let (drained_tx, drained_rx) = unbounded();
         Worker {
             cfg,
             out,
             links: LinkTable::default(),
             deliveries,
             noted: Default::default(),
+            draining: HashMap::new(),
+            drained_tx,
+            drained_rx,
+            left,
         }
     }
 
     fn run(mut self, events: Receiver<MotrEvent>, cmds: Receiver<MeroCmd>) {
         let tick = Duration::from_millis(200);
         let mut last_expiry = Instant::now();
+        let drained = self.drained_rx.clone();
         loop {
-            select! {
+            // Events first: a command must see every link that connected and every STOPPED
+            // that arrived before it was taken.
+            select_biased! {
                 recv(events) -> ev => match ev {
                     Ok(ev) => self.on_event(ev),
                     Err(_) => break,
                 },
+                recv(drained) -> p => if let Ok(p) = p {
+                    self.drain_done(p);
+                },
                 recv(cmds) -> cmd => match cmd {
-                    Ok(MeroCmd::Stop { final_notes, wait }) => {
-                        self.shutdown(final_notes, wait, &events);
+                    Ok(MeroCmd::Stop) | Err(_) => {
+                        // Err: every handle is gone; shut down as if told to.
+                        self.shutdown(&events);
                         return;
                     }
                     Ok(cmd) => self.on_cmd(cmd),
-                    // Every handle is gone: shut down as if told to.
-                    Err(_) => {
-                        self.shutdown(Vec::new(), Duration::from_secs(1), &events);
-                        return;
-                    }
                 },
                 recv(after(tick)) -> _ => {},
             }
@@ -288,6 +351,16 @@ impl Worker {
                         "MeroLink: {expired} send(s) got no delivery report within {:?}",
                         self.cfg.delivery_timeout
                     );
+                }
+                let overdue: Vec<Fid> = self
+                    .draining
+                    .iter()
+                    .filter(|(_, since)| since.elapsed() >= DRAIN_WAIT)
+                    .map(|(p, _)| *p)
+                    .collect();
+                for p in overdue {
+                    log::info!("MeroLink: {p} did not confirm the probe after its STOPPED within {DRAIN_WAIT:?}; dropping its link anyway");
+                    self.drain_done(p);
                 }
             }
         }
@@ -304,63 +377,128 @@ impl Worker {
                 process,
                 notes,
                 done,
-            } => {
-                if self.links.of_process(process).is_empty() {
-                    done(SendReport::default());
-                } else {
-                    log::info!("MeroLink: {process} restarted; broadcasting its FAILED state before it is answered");
-                    self.links.deactivate_process(process);
-                    if !self.noted.contains(&process) {
-                        // Motr ignores the first note about a process: make FAILED the second.
-                        self.broadcast(
-                            &[Note {
-                                fid: process,
-                                state: HaState::Transient,
-                            }],
-                            Some(process),
-                            None,
-                        );
-                    }
-                    self.broadcast(&notes, Some(process), Some(done));
-                    if let Some(n) = notes.iter().find(|n| n.fid == process) {
-                        self.out.view.broadcast_by_merolink(process, n.state);
-                    }
-                }
-            }
+            } => self.drop_restarted(process, notes, done),
             MeroCmd::Links { reply } => {
                 let _ = reply.send(self.links.snapshot());
             }
-            MeroCmd::Stop { .. } => unreachable!("handled in run"),
+            MeroCmd::Stop => unreachable!("handled in run"),
+        }
+    }
+
+    /// A restarted process: Motr must drop its old link before the new incarnation is
+    /// answered. The self link gets TRANSIENT then FAILED (Motr ignores an unchanged state:
+    /// after an earlier restart it may hold FAILED already, and it ignores the first note about
+    /// a process), and `done` runs once the self link confirmed them, that is once Motr
+    /// acted on them. The other links learn the same notes without being waited for.
+    fn drop_restarted(&mut self, process: Fid, notes: Vec<Note>, done: OnDone) {
+        if self.links.of_process(process).is_empty() {
+            done(SendReport::default());
+            return;
+        }
+        log::info!("MeroLink: {process} restarted; Motr drops its old link before it is answered");
+        self.links.deactivate_process(process);
+        self.draining.remove(&process);
+        let transient = Note {
+            fid: process,
+            state: HaState::Transient,
+        };
+        let mut to_self = vec![transient];
+        to_self.extend(notes.iter().copied());
+        match self.links.self_link() {
+            Some(own) => {
+                let batch = self.deliveries.open(Some(done));
+                self.send_tracked(batch, own, 0, &to_self);
+                self.deliveries.seal(batch);
+            }
+            None => done(SendReport::default()),
+        }
+        let others: Vec<LinkId> = self
+            .links
+            .active(Some(process))
+            .into_iter()
+            .filter(|l| Some(*l) != self.links.self_link())
+            .collect();
+        self.send_to(&others, &to_self, None);
+        if let Some(n) = notes.iter().find(|n| n.fid == process) {
+            self.out.view.broadcast_by_merolink(process, n.state);
         }
     }
 
     /// Sends `notes` (split at 1024) to every active link except `skip`'s; `done` is called
-    /// once every send has been answered or timed out.
+    /// once every send has been answered or timed out. Notes about a process whose STOPPED
+    /// confirmation is still on its way are kept off the self link (they would drop its link
+    /// too early); its link is dropped once the confirmation got there.
     fn broadcast(&mut self, notes: &[Note], skip: Option<Fid>, done: Option<OnDone>) {
+        let links = self.links.active(skip);
+        let own = match self.links.self_link() {
+            Some(own) if !self.draining.is_empty() && links.contains(&own) => own,
+            _ => return self.send_to(&links, notes, done),
+        };
+        let others: Vec<LinkId> = links.into_iter().filter(|l| *l != own).collect();
+        let to_self: Vec<Note> = notes
+            .iter()
+            .filter(|n| !self.draining.contains_key(&n.fid))
+            .copied()
+            .collect();
         let batch = self.deliveries.open(done);
-        if !notes.is_empty() {
-            let links = self.links.active(skip);
-            let self_link = self.links.self_link();
-            for chunk in notes.chunks(NOTES_MAX) {
-                for (link, sent) in links.iter().zip(ffi::broadcast_nvec_set(&links, chunk)) {
-                    match sent {
-                        Ok(tag) => {
-                            if self_link == Some(*link) {
-                                self.noted.extend(
-                                    chunk.iter().filter(|n| n.fid.is_process()).map(|n| n.fid),
-                                );
-                            }
-                            self.deliveries.sent(batch, *link, tag);
+        self.send_batch(batch, &others, notes);
+        self.send_batch(batch, &[own], &to_self);
+        self.deliveries.seal(batch);
+    }
+
+    fn send_to(&mut self, links: &[LinkId], notes: &[Note], done: Option<OnDone>) {
+        let batch = self.deliveries.open(done);
+        self.send_batch(batch, links, notes);
+        self.deliveries.seal(batch);
+    }
+
+    fn send_batch(&mut self, batch: u64, links: &[LinkId], notes: &[Note]) {
+        if notes.is_empty() || links.is_empty() {
+            return;
+        }
+        let self_link = self.links.self_link();
+        for chunk in notes.chunks(NOTES_MAX) {
+            for (link, sent) in links.iter().zip(ffi::broadcast_nvec_set(links, chunk)) {
+                match sent {
+                    Ok(tag) => {
+                        if self_link == Some(*link) {
+                            self.noted
+                                .extend(chunk.iter().filter(|n| n.fid.is_process()).map(|n| n.fid));
                         }
-                        Err(e) => {
-                            log::warn!("MeroLink: send on link {:#x} refused: {e}", link.0);
-                            self.deliveries.failed(batch);
-                        }
+                        self.deliveries.sent(batch, *link, tag);
+                    }
+                    Err(e) => {
+                        log::warn!("MeroLink: send on link {:#x} refused: {e}", link.0);
+                        self.deliveries.failed(batch);
                     }
                 }
             }
         }
+    }
+
+    /// A process reported STOPPED: its links get nothing more but a probe that carries the
+    /// confirmation of STOPPED to it (a process waits for that confirmation before it exits;
+    /// a link dropped before Motr sent it would leave the process hanging), then Motr drops
+    /// them (`drain_done`).
+    fn start_drain(&mut self, process: Fid) {
+        if self.draining.contains_key(&process) {
+            return;
+        }
+        self.draining.insert(process, Instant::now());
+        let tx = self.drained_tx.clone();
+        let batch = self.deliveries.open(Some(Box::new(move |_| {
+            let _ = tx.send(process);
+        })));
+        for link in self.links.of_process(process) {
+            self.send_tracked(batch, link, 0, &[probe_note()]);
+        }
         self.deliveries.seal(batch);
+    }
+
+    fn drain_done(&mut self, process: Fid) {
+        if self.draining.remove(&process).is_some() && !self.links.of_process(process).is_empty() {
+            self.drop_on_self_link(process);
+        }
     }
 
     /// Makes Motr drop a stopped process's links now: FAILED on the self link, after a
@@ -371,6 +509,10 @@ impl Worker {
         let Some(own) = self.links.self_link() else {
             return;
         };
+        if process == self.cfg.process {
+            // Motr would drop its own local link and abort on the re-request that follows.
+            return;
+        }
         let notes = [
             Note {
                 fid: process,
@@ -477,6 +619,9 @@ impl Worker {
             MotrEvent::LinkDisconnected { link } => {
                 if let Some(p) = self.links.remove(link).and_then(|i| i.process) {
                     self.out.linked.remove(p);
+                    if self.links.of_process(p).is_empty() {
+                        self.draining.remove(&p);
+                    }
                 }
                 log::info!(
                     "MeroLink: link {:#x} disconnected ({} links left)",
@@ -499,11 +644,11 @@ impl Worker {
                     log::warn!("MeroLink: process {process} sent unknown event {event}; ignored");
                     return;
                 };
-                if kind == ProcessEventKind::Stopped {
+                if kind == ProcessEventKind::Stopped && process != self.cfg.process {
                     let n = self.links.deactivate_process(process);
                     log::info!("MeroLink: {process} STOPPED: {n} link(s) inactive");
                     if n > 0 {
-                        self.drop_on_self_link(process);
+                        self.start_drain(process);
                     }
                 }
                 let ev = ProcessEvent {
@@ -571,56 +716,69 @@ impl Worker {
         }
     }
 
-    fn shutdown(&mut self, final_notes: Vec<Note>, wait: Duration, events: &Receiver<MotrEvent>) {
-        let (tx, rx) = bounded::<SendReport>(1);
-        self.broadcast(
-            &final_notes,
-            None,
-            Some(Box::new(move |r| {
-                let _ = tx.send(r);
-            })),
-        );
-        let deadline = Instant::now() + wait;
-        loop {
-            if let Ok(r) = rx.try_recv() {
+    /// Shuts the interface down. Every other process's link is dropped first, all at once
+    /// (TRANSIENT then FAILED on the self link, never for hax's own process: Motr would drop
+    /// its local link and abort): Motr's `stop` disconnects links one after the other and
+    /// waits out the RPC timeout for each peer that is gone, so a dead peer queued first would
+    /// hold the live ones back. Then `stop` runs on a helper thread while this thread goes on
+    /// handling Motr's events (own STOPPING..STOPPED, link teardown), and `fini` follows.
+    fn shutdown(&mut self, events: &Receiver<MotrEvent>) {
+        let own = self.cfg.process;
+        let others: Vec<Fid> = {
+            let mut v: Vec<Fid> = self
+                .links
+                .snapshot()
+                .into_iter()
+                .filter(|(_, i)| !i.is_self && i.state != LinkState::Disconnecting)
+                .filter_map(|(_, i)| i.process)
+                .filter(|p| *p != own)
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        if let Some(self_link) = self.links.self_link() {
+            let notes: Vec<Note> = others
+                .iter()
+                .flat_map(|p| {
+                    [HaState::Transient, HaState::Failed].map(|state| Note { fid: *p, state })
+                })
+                .collect();
+            if !notes.is_empty() {
                 log::info!(
-                    "MeroLink: final broadcast: {}/{} delivered",
-                    r.delivered,
-                    r.sent
+                    "MeroLink: shutting down: Motr drops the links of {} process(es)",
+                    others.len()
                 );
-                break;
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                log::warn!(
-                    "MeroLink: final broadcast not confirmed within {wait:?}; stopping anyway"
-                );
-                break;
+            self.send_to(&[self_link], &notes, None);
+        }
+        self.left.set(self.links.snapshot());
+        log::info!("MeroLink: stopping HA interface");
+        let stopper = std::thread::Builder::new()
+            .name("hax-motr-stop".into())
+            .spawn(ffi::stop);
+        match stopper {
+            Ok(t) => {
+                while !t.is_finished() {
+                    if let Ok(ev) = events.recv_timeout(Duration::from_millis(20)) {
+                        self.on_event(ev);
+                        self.left.set(self.links.snapshot());
+                    }
+                }
+                let _ = t.join();
             }
-            if let Ok(ev) = events.recv_timeout(left.min(Duration::from_millis(50))) {
-                self.on_event(ev);
+            Err(e) => {
+                log::warn!("MeroLink: no thread for stop ({e}); stopping on this one");
+                ffi::stop();
             }
         }
-        log::info!("MeroLink: stopping HA interface");
-        // Events keep flowing while stop runs (own STOPPING..STOPPED, link teardown); drain
-        // them on a helper thread so that bookkeeping sees them, and finish afterwards.
-        ffi::stop();
         while let Ok(ev) = events.try_recv() {
             self.on_event(ev);
         }
+        self.left.set(self.links.snapshot());
         log::info!(
             "MeroLink: HA interface stopped ({} links left)",
             self.links.len()
         );
     }
-}
-
-/// The HA state a process note carries when hax stops or drops a process.
-pub fn failed(fids: impl IntoIterator<Item = Fid>) -> Vec<Note> {
-    fids.into_iter()
-        .map(|fid| Note {
-            fid,
-            state: HaState::Failed,
-        })
-        .collect()
 }

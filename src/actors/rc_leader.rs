@@ -4,7 +4,9 @@
 //! (a TTL that only this hax renews), and tries to acquire `leader` with the node name as
 //! value. Consul guarantees one holder at a time; when the holder's session dies (node down,
 //! or hax gone for 2×TTL), the key is released and, after the session's lock delay, another
-//! hax acquires it. On shutdown the session is destroyed so the key is released at once.
+//! hax acquires it. On shutdown the key is released and the session destroyed, so another hax
+//! (or this one restarted) takes it at once. A hax restarted after a crash takes over its
+//! previous incarnation's session when that one still holds the key.
 use super::fid_resolver::Backoff;
 use crate::consul::kv::KvEntry;
 use crate::consul::{Consul, ConsulError};
@@ -41,7 +43,7 @@ impl SessionSlot {
 
 async fn create_session(consul: &Consul, cfg: &CampaignConfig) -> Result<String, ConsulError> {
     let body = serde_json::json!({
-        "Name": format!("hax-leader-{}", cfg.node),
+        "Name": session_name(&cfg.node),
         "Node": cfg.node,
         "Checks": ["serfHealth"],
         "TTL": format!("{}s", cfg.ttl.as_secs().max(10)),
@@ -59,11 +61,51 @@ async fn create_session(consul: &Consul, cfg: &CampaignConfig) -> Result<String,
         })
 }
 
+fn session_name(node: &str) -> String {
+    format!("hax-leader-{node}")
+}
+
+/// The session holding `leader`, when it is this node's hax's own (a previous incarnation of
+/// this hax, killed and restarted): the new hax takes it over instead of waiting up to 2×TTL
+/// for Consul to invalidate it and then the lock delay. One hax runs per node, so a session
+/// of this name on this node is this hax's.
+async fn own_leader_session(consul: &Consul, cfg: &CampaignConfig) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Info {
+        #[serde(rename = "Node")]
+        node: String,
+        #[serde(rename = "Name")]
+        name: String,
+    }
+    let (entries, _) = consul
+        .get_json::<Vec<KvEntry>>("/v1/kv/leader", None, Duration::ZERO)
+        .await
+        .ok()?;
+    let session = entries?
+        .into_iter()
+        .next()?
+        .session
+        .filter(|s| !s.is_empty())?;
+    let (infos, _) = consul
+        .get_json::<Vec<Info>>(&format!("/v1/session/info/{session}"), None, Duration::ZERO)
+        .await
+        .ok()?;
+    let info = infos?.into_iter().next()?;
+    (info.node == cfg.node && info.name == session_name(&cfg.node)).then_some(session)
+}
+
 /// Runs the campaign forever (spawn it on the actix system).
 pub async fn campaign(consul: Consul, cfg: CampaignConfig, slot: SessionSlot) {
     let mut backoff = Backoff::default();
     let mut index = 0u64;
     let mut holding = false;
+    let mut locked_since: Option<std::time::Instant> = None;
+    if let Some(s) = own_leader_session(&consul, &cfg).await {
+        log::info!(
+            "RcLeader: the leader key is held by this node's previous session {s}; taking it over"
+        );
+        *slot.0.borrow_mut() = Some(s);
+    }
     loop {
         let session = match slot.get() {
             Some(s) => s,
@@ -135,8 +177,23 @@ pub async fn campaign(consul: Consul, cfg: CampaignConfig, slot: SessionSlot) {
                             cfg.node
                         );
                         holding = true;
+                        locked_since = None;
                     }
                     Ok(_) => {
+                        // Nobody holds it, yet it is refused: the lock delay of the session
+                        // that held it last (Consul's default is 15 s) is not over.
+                        let since = *locked_since.get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() < Duration::from_millis(600) {
+                            log::info!(
+                                "RcLeader: the leader key is free but still locked (the lock delay of its last holder, up to {:?}); waiting",
+                                cfg.lock_delay
+                            );
+                        } else {
+                            log::debug!(
+                                "RcLeader: still waiting for the leader key's lock delay ({:.0?} so far)",
+                                since.elapsed()
+                            );
+                        }
                         index = 0;
                         actix_rt::time::sleep(Duration::from_millis(500)).await;
                     }
@@ -147,9 +204,21 @@ pub async fn campaign(consul: Consul, cfg: CampaignConfig, slot: SessionSlot) {
     }
 }
 
-/// Destroys the session (releasing the key at once) at shutdown.
-pub async fn resign(consul: &Consul, slot: &SessionSlot) {
+/// Releases the leader key and destroys the session at shutdown. The explicit release comes
+/// first: a key released by its holder is free at once, while one freed by destroying its
+/// session stays locked for the lock delay.
+pub async fn resign(consul: &Consul, slot: &SessionSlot, node: &str) {
     if let Some(s) = slot.get() {
+        // The value stays the node's name: reconnecting processes are told the last leader.
+        if let Err(e) = consul
+            .put(
+                &format!("/v1/kv/leader?release={s}"),
+                node.as_bytes().to_vec(),
+            )
+            .await
+        {
+            log::warn!("RcLeader: could not release the leader key: {e}");
+        }
         match consul
             .put(&format!("/v1/session/destroy/{s}"), Vec::new())
             .await

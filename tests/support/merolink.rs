@@ -208,6 +208,7 @@ pub fn ready_view(endpoint: &str) -> SharedView {
     Arc::new(RwLock::new(ClusterView {
         identity: Some(Identity {
             node: NODE.into(),
+            node_uuid: None,
             process: OWN,
             ha_service: OWN_HA,
             rm_service: OWN_RM,
@@ -219,6 +220,7 @@ pub fn ready_view(endpoint: &str) -> SharedView {
             endpoint: CONFD_EP.into(),
         }]),
         leader_node: Some(NODE.into()),
+        last_leader_node: Some(NODE.into()),
         config,
         consul_up: true,
         stopping: false,
@@ -267,7 +269,7 @@ impl Hax {
                 process: OWN,
                 ha_service: OWN_HA,
                 rm_service: OWN_RM,
-                node_uuid: "00000000-0000-0000-0000-000000000001".into(),
+                node_uuid: Some("00000000-0000-0000-0000-000000000001".into()),
                 delivery_timeout,
             };
             let linked = LinkedProcesses::default();
@@ -309,7 +311,7 @@ impl Hax {
                 }
                 Ok(Err(e)) => {
                     last_err = format!("start failed: {e}");
-                    mero.stop(Vec::new(), Duration::ZERO);
+                    mero.stop(Duration::from_secs(5));
                     let _ = responder.join();
                 }
                 Err(_) => panic!(
@@ -451,7 +453,7 @@ impl Hax {
 impl Drop for Hax {
     fn drop(&mut self) {
         if let Some(m) = self.mero.take() {
-            m.stop(Vec::new(), Duration::from_secs(1));
+            m.stop(Duration::from_secs(30));
         }
         if let Some(r) = self.responder.take() {
             let _ = r.join();
