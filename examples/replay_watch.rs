@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Payloads: the files given (directories: their `*.json`), by default
-//! `../shared/fixtures/consul-watch/`; each is POSTed to the path `headers.jsonl` of its
+//! `tests/fixtures/consul-watch/`; each is POSTed to the path `headers.jsonl` of its
 //! directory names for it (`/watcher/service/ios` ...), else to `/`. `--synthetic-entries N`
 //! replays instead one service-health payload of N passing entries shaped like the captures
 //! (ServiceIDs are process fids). Requests cycle through the payloads, `--rate` per second
@@ -181,7 +181,7 @@ fn main() -> ExitCode {
         )],
         None => {
             let inputs = if args.inputs.is_empty() {
-                vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/consul-watch")]
+                vec![Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/consul-watch")]
             } else {
                 args.inputs.clone()
             };

@@ -182,7 +182,13 @@ fn a_watch_delivery_hax_missed_is_repaired_by_reconciliation() {
 }
 
 fn fixture_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/consul-watch")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/consul-watch")
+}
+
+/// The bytes of a fixture file; a missing or unreadable one fails the test naming its path.
+fn read_fixture(name: &str) -> Vec<u8> {
+    let p = fixture_dir().join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {}: {e}", p.display()))
 }
 
 #[test]
@@ -191,7 +197,7 @@ fn replaying_every_captured_watch_payload_gives_the_expected_notes() {
     // hears nothing else (this agent's own watch deliveries would race with the replay).
     let n = SingleNode::start_unwatched(&["--recheck-failures", "false", "--reconcile", "false"]);
     let (_confd, _ios1, ios2) = boot_all(&n);
-    let headers = std::fs::read_to_string(fixture_dir().join("headers.jsonl")).unwrap();
+    let headers = String::from_utf8(read_fixture("headers.jsonl")).expect("headers.jsonl is UTF-8");
     let mut expect: Vec<(&str, Fid, u32)> = vec![
         (
             "22-service-ios-step2-ios-0xc-critical.json",
@@ -222,7 +228,7 @@ fn replaying_every_captured_watch_payload_gives_the_expected_notes() {
     for line in headers.lines() {
         let h: serde_json::Value = serde_json::from_str(line).unwrap();
         let file = h["file"].as_str().unwrap();
-        let body = std::fs::read(fixture_dir().join(file)).unwrap();
+        let body = read_fixture(file);
         let (code, answer) = post(
             &format!("{}{}", n.hax.url(), h["path"].as_str().unwrap()),
             &body,

@@ -2,7 +2,7 @@
  * interface.c: a stand-in for Motr's HA interface (m0_halon_interface).
  *
  * It reproduces the observed behaviour of real Motr (see
- * shared/design/halon-interface.md and shared/fixtures/motr-traces/) closely enough for hax to
+ * shared/design/halon-interface.md and tests/fixtures/motr-traces/) closely enough for hax to
  * be developed and tested without Motr. Remote "Motr processes" reach it over TCP with the
  * framing of PROTOCOL.md (codec in wire.c).
  *

@@ -1,5 +1,5 @@
 //! Synthetic Consul `service` watch payloads shaped like the captured ones
-//! (`shared/fixtures/consul-watch/*-service-ios-*.json`): an array of `{Node, Service, Checks}`
+//! (`tests/fixtures/consul-watch/*-service-ios-*.json`): an array of `{Node, Service, Checks}`
 //! whose ServiceIDs are process fids, each entry with the node's serfHealth check and the
 //! service's TTL check.
 use crate::fid::Fid;

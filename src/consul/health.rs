@@ -221,10 +221,10 @@ mod tests {
 
     fn fixture(name: &str) -> Vec<u8> {
         let p = format!(
-            "{}/../shared/fixtures/consul-watch/{name}",
+            "{}/tests/fixtures/consul-watch/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
-        std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+        std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {p}: {e}"))
     }
 
     #[test]

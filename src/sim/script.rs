@@ -1,5 +1,5 @@
 //! The life scripts of a simulated process: the boot sequence a real m0d follows (observed in
-//! `shared/fixtures/motr-traces/probe5..7.log`), clean stop, abrupt kill and restart.
+//! `tests/fixtures/motr-traces/probe5..7.log`), clean stop, abrupt kill and restart.
 use super::process::SimProcess;
 use super::types::*;
 use super::SimError;
