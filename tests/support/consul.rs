@@ -4,7 +4,8 @@
 //! - [`consul_bin`]: `$HAX_CONSUL_BIN`, else the path `scripts/install-consul` prints.
 //! - [`shared_dev_agent`]: one dev agent per test binary (use [`unique_prefix`] for KV keys);
 //!   [`ConsulAgent::dev`] / [`ConsulAgent::dev_with`] for a dedicated agent (extra HCL, e.g.
-//!   watches); [`ConsulCluster::start`] for N servers with kill/restart.
+//!   watches); [`ConsulCluster::start`] for N servers with kill/restart,
+//!   [`ConsulCluster::start_with`] for named servers plus client agents.
 //! - Every agent gets fresh loopback ports (retried when a port was taken meanwhile), its own
 //!   temp dir (config, data, `consul.log`), is killed and cleaned on drop, prints its log tail
 //!   when dropped during a panic, and is tied to the test process with `PR_SET_PDEATHSIG` so no
@@ -540,70 +541,117 @@ pub fn unique_prefix(test_name: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Clusters
 
-struct ClusterServer {
+struct ClusterMember {
     name: String,
+    /// A server (else a client agent joined to the servers).
+    server: bool,
     ports: Ports,
     args: Vec<String>,
+    /// This agent's own JSON configuration file (`{}` until [`ConsulCluster::configure_agent`]).
+    own_config: PathBuf,
     log: PathBuf,
     child: Option<Child>,
     client: ConsulClient,
 }
 
-/// N Consul servers on 127.0.0.1 (`-server -bootstrap-expect=N`, own data dirs and ports,
-/// `raft_multiplier = 1`), each retry-joining the others. Killed and removed on drop.
+/// What [`ConsulCluster::start_with`] starts.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterSpec {
+    /// Node names of the servers (`-server -bootstrap-expect=<their number>`); at least one.
+    pub servers: Vec<String>,
+    /// Node names of client agents, each retry-joining the servers.
+    pub clients: Vec<String>,
+    /// HCL added to every agent's configuration (e.g. an `autopilot { ... }` block).
+    pub extra_hcl: String,
+}
+
+/// Consul servers on 127.0.0.1 (`-server -bootstrap-expect=N`, own data dirs and ports,
+/// `raft_multiplier = 1`), each retry-joining the others, and optionally client agents joined to
+/// them. Agents are indexed servers first, then clients. Killed and removed on drop.
 pub struct ConsulCluster {
     dir: PathBuf,
-    servers: Vec<ClusterServer>,
+    servers: Vec<ClusterMember>,
 }
 
 impl ConsulCluster {
     /// Starts `n` servers and waits until all of them know the same leader.
     pub fn start(n: usize) -> ConsulCluster {
         assert!(n >= 1);
+        Self::start_inner(n, &ClusterSpec::default())
+    }
+
+    /// Starts the servers and clients of `spec` (node names as given) and waits until every
+    /// agent knows the same leader and every client is in the catalog.
+    pub fn start_with(spec: &ClusterSpec) -> ConsulCluster {
+        assert!(!spec.servers.is_empty(), "a cluster needs a server");
+        Self::start_inner(spec.servers.len(), spec)
+    }
+
+    fn start_inner(n: usize, spec: &ClusterSpec) -> ConsulCluster {
         static N: AtomicUsize = AtomicUsize::new(0);
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let names: Vec<(String, bool)> = (0..n)
+            .map(|i| {
+                let name = spec
+                    .servers
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("hax-srv-{id}-{i}"));
+                (name, true)
+            })
+            .chain(spec.clients.iter().map(|c| (c.clone(), false)))
+            .collect();
         for attempt in 1..=START_ATTEMPTS {
-            let id = format!(
-                "{}-{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            );
             let dir = scratch_dir(&format!("cluster-{id}"));
-            let ports: Vec<Ports> = (0..n).map(|_| Ports::allocate()).collect();
+            let ports: Vec<Ports> = names.iter().map(|_| Ports::allocate()).collect();
             let config = dir.join("config.hcl");
             fs::write(
                 &config,
-                "disable_update_check = true\n\
-                 retry_interval = \"1s\"\n\
-                 performance { raft_multiplier = 1 }\n",
+                format!(
+                    "disable_update_check = true\n\
+                     retry_interval = \"1s\"\n\
+                     performance {{ raft_multiplier = 1 }}\n{}\n",
+                    spec.extra_hcl
+                ),
             )
             .expect("write config.hcl");
             let mut servers = Vec::new();
-            for (i, p) in ports.iter().enumerate() {
-                let name = format!("hax-srv-{id}-{i}");
+            for (i, (p, (name, server))) in ports.iter().zip(&names).enumerate() {
                 let data = dir.join(format!("data-{i}"));
                 fs::create_dir_all(&data).expect("create data dir");
-                let mut args: Vec<String> = vec![
-                    "agent".into(),
-                    "-server".into(),
-                    format!("-bootstrap-expect={n}"),
+                let own_config = dir.join(format!("agent-{i}.json"));
+                fs::write(&own_config, "{}").expect("write the agent's own config");
+                let mut args: Vec<String> = vec!["agent".into()];
+                if *server {
+                    args.push("-server".into());
+                    args.push(format!("-bootstrap-expect={n}"));
+                }
+                args.extend([
                     format!("-node={name}"),
                     "-bind=127.0.0.1".into(),
                     "-client=127.0.0.1".into(),
                     format!("-data-dir={}", data.display()),
                     format!("-config-file={}", config.display()),
-                ];
+                    format!("-config-file={}", own_config.display()),
+                ]);
                 args.extend(p.args());
-                for (j, q) in ports.iter().enumerate() {
+                for (j, q) in ports.iter().enumerate().take(n) {
                     if j != i {
                         args.push(format!("-retry-join=127.0.0.1:{}", q.serf_lan));
                     }
                 }
                 let log = dir.join(format!("consul-{i}.log"));
                 let client = ConsulClient::new(&format!("http://127.0.0.1:{}", p.http));
-                servers.push(ClusterServer {
-                    name,
+                servers.push(ClusterMember {
+                    name: name.clone(),
+                    server: *server,
                     ports: *p,
                     args,
+                    own_config,
                     log,
                     child: None,
                     client,
@@ -622,12 +670,13 @@ impl ConsulCluster {
                 if let Some(f) = dead {
                     break f;
                 }
-                if cluster.agreed_leader().is_some() {
+                if cluster.agreed_leader().is_some() && cluster.clients_in_catalog() {
                     return cluster;
                 }
                 if Instant::now() > deadline {
                     break StartFailure::Fatal(format!(
-                        "{n}-server cluster: no leader after {START_TIMEOUT:?}"
+                        "{n}-server cluster ({} clients): no leader after {START_TIMEOUT:?}",
+                        spec.clients.len()
                     ));
                 }
                 thread::sleep(Duration::from_millis(50));
@@ -642,6 +691,34 @@ impl ConsulCluster {
             }
         }
         unreachable!()
+    }
+
+    /// Every client agent is registered in the catalog (as its servers see it).
+    fn clients_in_catalog(&self) -> bool {
+        let c = &self.servers[0].client;
+        self.servers.iter().filter(|m| !m.server).all(|m| {
+            c.get(&format!("/v1/catalog/node/{}", m.name))
+                .is_ok_and(|r| r.ok() && r.text().trim() != "null")
+        })
+    }
+
+    /// Writes agent `i`'s own JSON configuration file (kept across [`restart`](Self::restart))
+    /// and, if it runs, has it reload its configuration (e.g. to add `watches`).
+    pub fn configure_agent(&self, i: usize, config: &Value) -> Result<(), String> {
+        let m = &self.servers[i];
+        fs::write(&m.own_config, config.to_string())
+            .map_err(|e| format!("write {}: {e}", m.own_config.display()))?;
+        if m.child.is_some() {
+            m.client
+                .put("/v1/agent/reload", b"")?
+                .expect_ok("agent reload")?;
+        }
+        Ok(())
+    }
+
+    /// Whether agent `i` is a server (else a client agent).
+    pub fn is_server(&self, i: usize) -> bool {
+        self.servers[i].server
     }
 
     pub fn len(&self) -> usize {
@@ -683,7 +760,9 @@ impl ConsulCluster {
 
     fn index_of_server_addr(&self, addr: &str) -> Option<usize> {
         let port: u16 = addr.rsplit(':').next()?.parse().ok()?;
-        self.servers.iter().position(|s| s.ports.server == port)
+        self.servers
+            .iter()
+            .position(|s| s.server && s.ports.server == port)
     }
 
     /// The current leader as seen by the first live server that knows one.
@@ -694,7 +773,7 @@ impl ConsulCluster {
         })
     }
 
-    /// Some(leader) if every live server reports the same, live, leader.
+    /// Some(leader) if every live agent reports the same, live, leader.
     fn agreed_leader(&self) -> Option<usize> {
         let mut seen = None;
         for i in self.live_indices() {
@@ -708,7 +787,7 @@ impl ConsulCluster {
         seen
     }
 
-    /// Waits until all live servers agree on a live leader; returns its index.
+    /// Waits until all live agents agree on a live leader; returns its index.
     pub fn wait_for_leader(&self, timeout: Duration) -> usize {
         wait_until(timeout, || self.agreed_leader()).unwrap_or_else(|| {
             let views: Vec<String> = self
@@ -725,14 +804,14 @@ impl ConsulCluster {
         self.client(i).peers()
     }
 
-    /// SIGKILLs server `i` (its data dir stays for [`restart`](Self::restart)).
+    /// SIGKILLs agent `i` (its data dir stays for [`restart`](Self::restart)).
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.servers[i].child.take() {
             kill_and_reap(&mut c);
         }
     }
 
-    /// Starts server `i` again with the same data dir and ports; returns once its HTTP API
+    /// Starts agent `i` again with the same data dir, ports and configuration; returns once its HTTP API
     /// answers (rejoining the cluster is the caller's to wait for).
     pub fn restart(&mut self, i: usize) {
         self.kill(i);
@@ -742,7 +821,7 @@ impl ConsulCluster {
             if let Some(f) = exited(&mut child, &s.log) {
                 return Some(Err(match f {
                     StartFailure::PortConflict => {
-                        format!("server {i}: its port was taken meanwhile")
+                        format!("agent {i}: its port was taken meanwhile")
                     }
                     StartFailure::Fatal(m) => m,
                 }));
@@ -752,8 +831,8 @@ impl ConsulCluster {
         s.child = Some(child);
         match ok {
             Some(Ok(())) => {}
-            Some(Err(m)) => panic!("restart of server {i}: {m}"),
-            None => panic!("restart of server {i}: HTTP API not up after {START_TIMEOUT:?}"),
+            Some(Err(m)) => panic!("restart of agent {i}: {m}"),
+            None => panic!("restart of agent {i}: HTTP API not up after {START_TIMEOUT:?}"),
         }
     }
 
@@ -773,7 +852,8 @@ impl Drop for ConsulCluster {
         if thread::panicking() {
             for (i, s) in self.servers.iter().enumerate() {
                 eprintln!(
-                    "---- consul server {i} {} (http {}, server {}), last {} lines of {}:\n{}\n----",
+                    "---- consul {} {i} {} (http {}, server {}), last {} lines of {}:\n{}\n----",
+                    if s.server { "server" } else { "client" },
                     s.name,
                     s.ports.http,
                     s.ports.server,
