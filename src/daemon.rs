@@ -214,6 +214,7 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
                 identity.process,
                 identity.endpoint
             );
+            crate::notify::ready();
             stop.wait().await;
             0
         }
@@ -230,6 +231,7 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
     // Shutdown: stop taking work, have Motr drop every link and stop (hax's own STOPPING and
     // STOPPED come through the self link meanwhile and are recorded), flush KV.
     log::info!("shutting down");
+    crate::notify::stopping();
     let bound = Duration::from_millis(cli.shutdown_ms);
     let shutdown_started = std::time::Instant::now();
     view.write().unwrap_or_else(|e| e.into_inner()).stopping = true;
