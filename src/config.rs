@@ -112,7 +112,8 @@ pub enum Command {
     },
     /// Exit 0 when KV says the process started and its pid is alive here (a Consul check).
     Check {
-        /// The process fid.
+        /// The process fid (type 0x72 'r', e.g. 0x7200000000000001:0xc, as registered in
+        /// Consul's catalog), or its bare decimal key.
         process: String,
     },
 }
@@ -183,21 +184,72 @@ impl Cli {
                 "--rc-batch must be between 1 and 20 (64 operations per transaction)".into(),
             );
         }
-        if let Some(Command::Q {
-            message_type,
-            payload,
-            ..
-        }) = &self.command
-        {
-            if message_type.trim().is_empty() {
-                return Err("hax q: the message type must not be empty".into());
+        Ok(())
+    }
+
+    /// Checks the command's own arguments (a bad argument, not a bad configuration; both
+    /// exit with 64); the message explains the problem.
+    pub fn validate_arguments(&self) -> Result<(), String> {
+        match &self.command {
+            Some(Command::Q {
+                message_type,
+                payload,
+                ..
+            }) => {
+                if message_type.trim().is_empty() {
+                    return Err("hax q: the message type must not be empty".into());
+                }
+                serde_json::from_str::<serde_json::Value>(payload)
+                    .map_err(|e| format!("hax q: the payload is not JSON: {e}"))?;
             }
-            serde_json::from_str::<serde_json::Value>(payload)
-                .map_err(|e| format!("hax q: the payload is not JSON: {e}"))?;
-        }
-        if let Some(Command::Check { process }) = &self.command {
-            crate::fid::Fid::parse_process_id(process).map_err(|e| e.to_string())?;
+            Some(Command::Check { process }) => {
+                check_process_fid(process)?;
+            }
+            _ => {}
         }
         Ok(())
+    }
+}
+
+/// The fid `hax check` takes: a process fid (type 0x72 'r') or a bare process key.
+pub fn check_process_fid(arg: &str) -> Result<crate::fid::Fid, String> {
+    let fid = crate::fid::Fid::parse_process_id(arg).map_err(|e| format!("hax check: {e}"))?;
+    if !fid.is_process() {
+        let what = match fid.obj_type() {
+            Some(t) => format!("a {} fid", format!("{t:?}").to_lowercase()),
+            None => format!("a fid of type 0x{:02x}", fid.type_byte()),
+        };
+        return Err(format!(
+            "hax check: {fid} is {what}; give a process fid (type 0x72 'r', e.g. \
+             0x7200000000000001:0xc, as registered in Consul's catalog)"
+        ));
+    }
+    Ok(fid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hax_check_takes_process_fids_and_names_the_type_of_others() {
+        assert_eq!(
+            check_process_fid("0x7200000000000001:0xc").unwrap(),
+            crate::fid::Fid::typed(b'r', 1, 0xc)
+        );
+        assert_eq!(
+            check_process_fid("12").unwrap(),
+            crate::fid::Fid::typed(b'r', 1, 12)
+        );
+        let e = check_process_fid("0x7300000000000001:0xd").unwrap_err();
+        assert!(
+            e.contains("is a service fid") && e.contains("0x72 'r'"),
+            "{e}"
+        );
+        let e = check_process_fid("0x6e00000000000001:0x2").unwrap_err();
+        assert!(e.contains("is a node fid"), "{e}");
+        let e = check_process_fid("0x0100000000000001:0x2").unwrap_err();
+        assert!(e.contains("a fid of type 0x01"), "{e}");
+        assert!(check_process_fid("zz").is_err());
     }
 }

@@ -30,6 +30,10 @@ fn main() {
         eprintln!("hax: bad configuration: {msg}");
         std::process::exit(64);
     }
+    if let Err(msg) = cli.validate_arguments() {
+        eprintln!("hax: bad argument: {msg}");
+        std::process::exit(64);
+    }
     let code = match &cli.command {
         None => hax::daemon::run(cli.clone()),
         Some(Command::Bootstrap {
@@ -68,7 +72,7 @@ fn main() {
             hax::rc::cmd_q(&cfg, *queue, message_type, payload)
         }
         Some(Command::Check { process }) => {
-            let fid = hax::fid::Fid::parse_process_id(process).expect("validated");
+            let fid = hax::config::check_process_fid(process).expect("validated");
             let cfg = cli.consul_config();
             match actix::System::new().block_on(async move { hax::check::check(&cfg, fid).await }) {
                 Ok(line) => {
