@@ -93,6 +93,8 @@ pub enum Command {
         #[arg(long)]
         apply: bool,
         /// Start a local Consul agent first, with its data in this directory (single node).
+        /// The consul binary: $HAX_CONSUL_BIN, else the one scripts/install-consul cached,
+        /// else consul on the PATH.
         #[arg(long)]
         local_agent_dir: Option<std::path::PathBuf>,
     },

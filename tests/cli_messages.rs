@@ -1,5 +1,5 @@
-//! What the `hax` binary says about bad arguments and bad configuration (no Consul agent
-//! needed).
+//! What the `hax` binary says about bad arguments, bad configuration and a missing consul
+//! binary (no Consul agent needed).
 use std::process::{Command, Output};
 
 fn hax(args: &[&str]) -> (i32, String) {
@@ -47,4 +47,29 @@ fn bad_arguments_and_bad_configuration_are_told_apart_and_both_exit_64() {
         text.starts_with("hax: bad configuration: --rc-batch"),
         "{text}"
     );
+}
+
+#[test]
+fn a_local_agent_without_any_consul_binary_says_where_to_get_one() {
+    let dir = std::env::temp_dir().join(format!("hax-no-consul.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let home = dir.display().to_string();
+    let description = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/singlenode.yaml");
+    let agent_dir = dir.join("agent").display().to_string();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hax"));
+    cmd.args(["bootstrap", description, "--local-agent-dir", &agent_dir])
+        .env_remove("HAX_CONSUL_BIN")
+        .env_remove("CONSUL_CACHE")
+        .env("HOME", &home)
+        .env("PATH", &home);
+    let out = cmd.output().expect("run hax");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(69), "{text}");
+    assert!(
+        text.contains("HAX_CONSUL_BIN") && text.contains("scripts/install-consul"),
+        "{text}"
+    );
+    assert!(!text.contains("No such file"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

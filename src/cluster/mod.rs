@@ -15,6 +15,7 @@ pub use description::{CheckKind, DescError, Description, ProcessKind};
 pub use entrypoint::{get_entrypoint, EntrypointError};
 pub use plan::{agent_config_json, plan, Plan};
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 /// Exit codes of the commands.
@@ -48,13 +49,47 @@ fn default_hax_bin(d: &mut Description) {
     }
 }
 
-/// The consul binary for a local agent: `$HAX_CONSUL_BIN` (the path `scripts/install-consul`
-/// prints), else `consul` on the PATH.
-fn consul_bin() -> PathBuf {
-    std::env::var_os("HAX_CONSUL_BIN")
-        .filter(|p| !p.is_empty())
+/// The Consul versions `scripts/install-consul` builds (its `CANDIDATES`), in its order.
+const INSTALLED_CONSUL_VERSIONS: [&str; 2] = ["1.16.4", "1.16.3"];
+
+/// The consul binary for a local agent: `$HAX_CONSUL_BIN`, else the binary
+/// `scripts/install-consul` cached (`$CONSUL_CACHE`, default `~/.cache/hax`, then
+/// `consul-v<version>/consul`), else `consul` on the PATH; else an error saying how to get one.
+pub fn consul_bin() -> Result<PathBuf, String> {
+    find_consul(|name| std::env::var_os(name))
+}
+
+/// [`consul_bin`] with the environment given.
+fn find_consul(env: impl Fn(&str) -> Option<OsString>) -> Result<PathBuf, String> {
+    let var = |name: &str| env(name).filter(|v| !v.is_empty());
+    if let Some(p) = var("HAX_CONSUL_BIN").map(PathBuf::from) {
+        if p.is_file() {
+            return Ok(p);
+        }
+        return Err(format!(
+            "HAX_CONSUL_BIN={} is not a file (scripts/install-consul prints the path to use)",
+            p.display()
+        ));
+    }
+    let cache = var("CONSUL_CACHE")
         .map(PathBuf::from)
-        .unwrap_or_else(|| "consul".into())
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".cache/hax")));
+    let cached = cache.into_iter().flat_map(|c| {
+        INSTALLED_CONSUL_VERSIONS
+            .iter()
+            .map(move |v| c.join(format!("consul-v{v}/consul")))
+    });
+    let on_path = var("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join("consul"));
+    cached.chain(on_path).find(|p| p.is_file()).ok_or_else(|| {
+        "no consul binary: set HAX_CONSUL_BIN to one, or run scripts/install-consul (it builds \
+         Consul once, caches it where hax finds it and prints its path), or put consul on the \
+         PATH"
+            .to_string()
+    })
 }
 
 /// `hax bootstrap <description> [--apply] [--local-agent-dir <dir>]`: writes the cluster into
@@ -78,7 +113,13 @@ pub fn cmd_bootstrap(
     let plan = plan(&d);
     let mut url = consul.to_string();
     if let Some(dir) = local_agent_dir {
-        let bin = consul_bin();
+        let bin = match consul_bin() {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("bootstrap: cannot start a local Consul agent: {e}");
+                return exit::UNAVAILABLE;
+            }
+        };
         match start_local_agent(&plan, dir, &bin) {
             Ok(a) => {
                 let pid = a.pid.map_or("unknown".to_string(), |p| p.to_string());
@@ -155,5 +196,50 @@ pub fn cmd_get_entrypoint(consul: &str, token: Option<&str>) -> i32 {
                 exit::FAILED
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a Path)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.as_os_str().to_owned())
+        }
+    }
+
+    #[test]
+    fn the_consul_binary_is_found_in_the_install_consul_cache_then_on_the_path() {
+        let dir = std::env::temp_dir().join(format!("hax-find-consul.{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (home, path) = (dir.join("home"), dir.join("bin"));
+        let cached = home.join(".cache/hax/consul-v1.16.3/consul");
+        std::fs::create_dir_all(cached.parent().unwrap()).unwrap();
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(&cached, "").unwrap();
+        std::fs::write(path.join("consul"), "").unwrap();
+
+        let both = [("HOME", home.as_path()), ("PATH", path.as_path())];
+        assert_eq!(find_consul(env(&both)).unwrap(), cached);
+        let other_cache = [("CONSUL_CACHE", dir.as_path()), ("PATH", path.as_path())];
+        assert_eq!(find_consul(env(&other_cache)).unwrap(), path.join("consul"));
+        let given = [
+            ("HAX_CONSUL_BIN", cached.as_path()),
+            ("PATH", path.as_path()),
+        ];
+        assert_eq!(find_consul(env(&given)).unwrap(), cached);
+
+        let e = find_consul(env(&[("HOME", dir.as_path())])).unwrap_err();
+        assert!(
+            e.contains("HAX_CONSUL_BIN") && e.contains("scripts/install-consul"),
+            "{e}"
+        );
+        let missing = dir.join("nothing");
+        let e = find_consul(env(&[("HAX_CONSUL_BIN", missing.as_path())])).unwrap_err();
+        assert!(e.contains("is not a file"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
