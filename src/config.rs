@@ -1,6 +1,9 @@
 //! Command-line flags of the `hax` binary, each with an environment fallback.
 use clap::{Parser, Subcommand};
 
+/// `--shutdown-ms` when not given (the systemd unit's stop timeout follows it).
+pub const DEFAULT_SHUTDOWN_MS: u64 = 5000;
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "hax",
@@ -22,7 +25,8 @@ pub struct Cli {
     /// CA certificate (PEM) to verify Consul's HTTPS certificate (with an https:// --consul).
     #[arg(long, env = "CONSUL_CACERT", global = true)]
     pub ca_file: Option<std::path::PathBuf>,
-    /// This node's Consul node name (default: ask the local agent).
+    /// This node's Consul node name (default: ask the local agent). With `bootstrap
+    /// --systemd-dir`: the node whose units are written.
     #[arg(long, env = "HAX_NODE", global = true)]
     pub node: Option<String>,
     /// Address the watch endpoint binds to.
@@ -77,7 +81,7 @@ pub struct Cli {
     #[arg(long, env = "HAX_RC_BATCH", default_value_t = 16)]
     pub rc_batch: usize,
     /// Bound on the shutdown sequence, in milliseconds.
-    #[arg(long, env = "HAX_SHUTDOWN_MS", default_value_t = 5000)]
+    #[arg(long, env = "HAX_SHUTDOWN_MS", default_value_t = DEFAULT_SHUTDOWN_MS)]
     pub shutdown_ms: u64,
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -86,17 +90,34 @@ pub struct Cli {
 #[derive(Subcommand, Debug, Clone)]
 pub enum Command {
     /// Write a cluster description into Consul (services, configuration tree, watches).
+    ///
+    /// With --systemd-dir DIR, write nothing into Consul: write the systemd units of one node
+    /// of the description (--node NAME, or its only node) into DIR instead: hax.service
+    /// (Type=notify, sandboxed, hax's --shutdown-ms, given before `bootstrap`, with a stop
+    /// timeout 2 s above it), consul.service
+    /// (the node's agent), hax.env (for /etc/default/hax), consul-watches.json (the watches and
+    /// script checks hax needs of the agent) and watch-secret (both for /etc/hax/). The command
+    /// prints where each file goes. See "Running under systemd" in README.md.
     Bootstrap {
         /// The cluster description (YAML; see docs/cluster-description.md).
         description: std::path::PathBuf,
         /// Apply the differences when Consul already holds another description.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "systemd_dir")]
         apply: bool,
         /// Start a local Consul agent first, with its data in this directory (single node).
         /// The consul binary: $HAX_CONSUL_BIN, else the one scripts/install-consul cached,
         /// else consul on the PATH.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "systemd_dir")]
         local_agent_dir: Option<std::path::PathBuf>,
+        /// Write the systemd units of node --node into this directory (not into Consul).
+        #[arg(long)]
+        systemd_dir: Option<std::path::PathBuf>,
+        /// The hax binary the units run (absolute path; default /usr/local/bin/hax).
+        #[arg(long, requires = "systemd_dir")]
+        hax_bin: Option<std::path::PathBuf>,
+        /// The consul binary the units run (absolute path; default /usr/local/bin/consul).
+        #[arg(long, requires = "systemd_dir")]
+        consul_bin: Option<std::path::PathBuf>,
     },
     /// Print what an entrypoint reply would carry now (principal RM and confds), as YAML.
     GetEntrypoint,
@@ -206,6 +227,20 @@ impl Cli {
             }
             Some(Command::Check { process }) => {
                 check_process_fid(process)?;
+            }
+            Some(Command::Bootstrap {
+                hax_bin,
+                consul_bin,
+                ..
+            }) => {
+                for (flag, p) in [("--hax-bin", hax_bin), ("--consul-bin", consul_bin)] {
+                    if let Some(p) = p.as_ref().filter(|p| !p.is_absolute()) {
+                        return Err(format!(
+                            "hax bootstrap: {flag} {} is not an absolute path (systemd needs one)",
+                            p.display()
+                        ));
+                    }
+                }
             }
             _ => {}
         }

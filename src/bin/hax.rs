@@ -38,8 +38,27 @@ fn main() {
         None => hax::daemon::run(cli.clone()),
         Some(Command::Bootstrap {
             description,
+            systemd_dir: Some(dir),
+            hax_bin,
+            consul_bin,
+            ..
+        }) => hax::cluster::cmd_systemd_units(
+            description,
+            dir,
+            cli.node.as_deref(),
+            hax_bin
+                .as_deref()
+                .unwrap_or(hax::cluster::systemd::DEFAULT_HAX_BIN.as_ref()),
+            consul_bin
+                .as_deref()
+                .unwrap_or(hax::cluster::systemd::DEFAULT_CONSUL_BIN.as_ref()),
+            cli.shutdown_ms,
+        ),
+        Some(Command::Bootstrap {
+            description,
             apply,
             local_agent_dir,
+            ..
         }) => hax::cluster::cmd_bootstrap(
             description,
             &cli.consul,

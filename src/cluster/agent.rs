@@ -131,7 +131,7 @@ pub fn watch_secret_path(data_dir: &Path) -> std::path::PathBuf {
 
 /// Reads the directory's watch secret, making a random one (readable by its owner only) the
 /// first time. hax must be started with `--watch-secret-file <dir>/watch-secret`.
-fn watch_secret(data_dir: &Path) -> Result<String, AgentError> {
+pub(crate) fn watch_secret(data_dir: &Path) -> Result<String, AgentError> {
     let path = watch_secret_path(data_dir);
     if let Ok(s) = fs::read_to_string(&path) {
         if let Some(line) = s.lines().next().filter(|l| !l.trim().is_empty()) {
@@ -150,7 +150,7 @@ fn watch_secret(data_dir: &Path) -> Result<String, AgentError> {
 }
 
 /// Writes a file only its owner may read (it holds the watch secret).
-fn write_private(path: &Path, text: &str) -> Result<(), AgentError> {
+pub(crate) fn write_private(path: &Path, text: &str) -> Result<(), AgentError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = fs::OpenOptions::new()
         .write(true)

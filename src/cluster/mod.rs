@@ -8,6 +8,7 @@ pub mod apply;
 pub mod description;
 pub mod entrypoint;
 pub mod plan;
+pub mod systemd;
 
 pub use agent::{start_local_agent, AgentError, LocalAgent};
 pub use apply::{bootstrap, BootstrapError, BootstrapReport, Diff, Outcome};
@@ -174,6 +175,63 @@ pub fn cmd_bootstrap(
             }
         }
     }
+}
+
+/// `hax bootstrap <description> --systemd-dir <dir> [--node <name>]`: writes the systemd
+/// units of one node into `dir` (see [`systemd`]) and prints where each file goes. Writes
+/// nothing into Consul. Exit codes: 64 for a bad description or node, 70 when a file cannot
+/// be written.
+pub fn cmd_systemd_units(
+    description: &Path,
+    dir: &Path,
+    node: Option<&str>,
+    hax_bin: &Path,
+    consul_bin: &Path,
+    shutdown_ms: u64,
+) -> i32 {
+    let mut d = match Description::load(description) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("bootstrap: {e}");
+            return exit::INVALID;
+        }
+    };
+    default_hax_bin(&mut d);
+    let plan = plan(&d);
+    let w = match systemd::write_units(&plan, node, dir, hax_bin, consul_bin, shutdown_ms) {
+        Ok(w) => w,
+        Err(
+            e @ (systemd::UnitsError::WhichNode { .. } | systemd::UnitsError::NoSuchNode { .. }),
+        ) => {
+            eprintln!("bootstrap: {}: {e}", description.display());
+            return exit::INVALID;
+        }
+        Err(e) => {
+            eprintln!("bootstrap: {e}");
+            return exit::FAILED;
+        }
+    };
+    println!(
+        "bootstrap: systemd units of node {} written into {}; install them on that node as:",
+        w.node,
+        dir.display()
+    );
+    for (path, to) in &w.files {
+        println!("  {:<40} -> {to}", path.display());
+    }
+    println!("  (watch-secret and consul-watches.json: mode 0600, owner root)");
+    println!("then: systemctl daemon-reload; systemctl enable --now consul.service;");
+    println!(
+        "      hax bootstrap {} --consul <the node's agent> (once, from any node); systemctl enable --now hax.service",
+        description.display()
+    );
+    for b in &w.check_bins {
+        println!(
+            "note: the description's script checks run {b}, not {}: set check.hax_bin",
+            hax_bin.display()
+        );
+    }
+    exit::OK
 }
 
 /// `hax get-entrypoint`: prints the entrypoint hax would give now as YAML (exit 0), or why
