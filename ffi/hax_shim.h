@@ -101,13 +101,15 @@ struct hax_msg {
 	/* RPC_EVENT */
 	uint64_t rpc_attempts;
 	uint64_t rpc_state;
-	/* Motr's message, for hax_shim_delivered(); valid during the callback only. */
+	/* Motr's message, for hax_shim_delivered(): Motr keeps it until it is confirmed (or its
+	 * link starts disconnecting), so it may be confirmed after the callback returned. */
 	const void *motr_msg;
 };
 
 struct hax_callbacks {
 	void (*entrypoint_request)(const struct hax_entrypoint_req *req);
-	/** The receiver must call hax_shim_delivered(link, msg->motr_msg) before returning. */
+	/** The receiver confirms the message with hax_shim_delivered(link, msg->motr_msg), once,
+	 * when it is handled (possibly after returning; never after link_is_disconnecting). */
 	void (*msg_received)(hax_link_t link, const struct hax_msg *msg, uint64_t tag);
 	void (*msg_delivered)(hax_link_t link, uint64_t tag);
 	void (*msg_not_delivered)(hax_link_t link, uint64_t tag);
@@ -151,7 +153,7 @@ int hax_shim_send_failure_vec_rep(hax_link_t link, const struct hax_fid *pool,
 				  uint64_t cookie_hi, uint64_t cookie_lo, uint32_t nr,
 				  const struct hax_note *notes, uint64_t *tag);
 
-/** Confirms a received message (call it inside msg_received). */
+/** Confirms a received message, once (inside msg_received or later, while the link lives). */
 void hax_shim_delivered(hax_link_t link, const void *motr_msg);
 /** Lets a disconnecting link go (call it inside link_is_disconnecting). */
 void hax_shim_disconnect(hax_link_t link);

@@ -54,9 +54,6 @@ pub struct Cli {
     /// Largest watch payload accepted, in bytes.
     #[arg(long, env = "HAX_PAYLOAD_LIMIT", default_value_t = 32 * 1024 * 1024)]
     pub payload_limit: usize,
-    /// Most KV writes waiting for Consul before producers are slowed.
-    #[arg(long, env = "HAX_WRITE_CAPACITY", default_value_t = 100_000)]
-    pub write_capacity: usize,
     /// Re-check a failure reported by a watch delivery against current Consul health
     /// before acting on it (deliveries can be late).
     #[arg(long, env = "HAX_RECHECK_FAILURES", default_value_t = true, action = clap::ArgAction::Set)]
@@ -192,9 +189,6 @@ impl Cli {
             return Err(
                 "--leader-ttl-s must be between 10 and 86400 (Consul's session TTL range)".into(),
             );
-        }
-        if self.write_capacity == 0 {
-            return Err("--write-capacity must be at least 1".into());
         }
         if self.watch_secret.is_some() && self.watch_secret_file.is_some() {
             return Err("give --watch-secret or --watch-secret-file, not both".into());

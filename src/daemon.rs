@@ -3,18 +3,21 @@
 use crate::actors::consul_writer::{ConsulWriter, Flush};
 use crate::actors::entrypoint::{self, Responder};
 use crate::actors::fid_resolver::FidResolver;
+use crate::actors::ha_broadcaster::{AttachMero, AttachRecheck, HaBroadcaster, SharedModel};
+use crate::actors::health_monitor::HealthMonitor;
 use crate::actors::merolink::{
     EntrypointLog, LinkedProcesses, MeroLink, MeroLinkConfig, MeroOutputs, Stopped,
 };
-use crate::actors::process_status::{AttachMero, ProcessStatus, SharedModel};
+use crate::actors::process_status::ProcessStatus;
 use crate::actors::rc_leader::{campaign, resign, CampaignConfig, SessionSlot};
 use crate::actors::watch_ingest::{self, IngestState};
 use crate::config::Cli;
 use crate::consul::Consul;
-use crate::rc::{self, QueueHandle, RcConfig, RcSetup};
+use crate::rc::{self, RcConfig, RcSetup};
 use crate::signals::StopSignal;
 use crate::view::{ClusterView, Identity, SharedView};
 use actix::prelude::*;
+use futures_util::FutureExt;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -36,6 +39,7 @@ async fn wait_for_identity(view: &SharedView) -> Identity {
 /// in every thread before (`signals::block`, first thing in `main`): hax takes them with
 /// `sigwait`, so no handler a loaded library installed ever runs.
 pub fn run(cli: Cli) -> i32 {
+    crate::supervise::install_panic_hook();
     let stop = match crate::signals::spawn_waiter() {
         Ok(s) => s,
         Err(e) => {
@@ -68,7 +72,7 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
     let consul = Consul::new(&consul_cfg);
     log::info!("using Consul at {}", consul.base_url());
     let view: SharedView = Arc::new(RwLock::new(ClusterView::default()));
-    FidResolver::new(consul.clone(), view.clone(), cli.node.clone()).start();
+    let resolver = FidResolver::new(consul.clone(), view.clone(), cli.node.clone()).start();
 
     // Nothing else can start before hax knows who it is (Consul may not be up yet).
     let identity = tokio::select! {
@@ -77,6 +81,7 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
             log::info!("stopped before it learned its identity");
             return 0;
         }
+        _ = crate::supervise::wait_fatal() => return crate::supervise::EXIT_FATAL,
     };
 
     let leader_slot = SessionSlot::default();
@@ -86,27 +91,30 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
             ttl: Duration::from_secs(cli.leader_ttl_s),
             lock_delay: Duration::from_secs(cli.leader_lock_delay_s),
         };
-        Some(actix::spawn(campaign(
-            consul.clone(),
-            cfg,
-            leader_slot.clone(),
-        )))
+        Some(crate::supervise::spawn_task(
+            "leader campaign",
+            campaign(consul.clone(), cfg, leader_slot.clone()),
+        ))
     } else {
         None
     };
 
-    let writer = ConsulWriter::start(consul.clone(), cli.write_capacity);
+    // Motr's news: recorded (ProcessStatus → ConsulWriter, confirmed once durable) and
+    // turned into HA states (HaBroadcaster, which never waits on Consul; HealthMonitor does
+    // its Consul reads).
+    let writer = ConsulWriter::new(consul.clone()).start();
     let model = Arc::new(SharedModel::new(view.clone()));
-    let queue = QueueHandle::start(consul.clone());
-    let status = ProcessStatus::new(
-        model.clone(),
-        writer.clone(),
+    let status = ProcessStatus::new(writer.clone(), view.clone()).start();
+    let broadcaster = HaBroadcaster::new(model.clone()).start();
+    let monitor = HealthMonitor::new(
         consul.clone(),
+        broadcaster.clone().recipient(),
         cli.reconcile,
-        cli.recheck_failures,
     )
-    .with_queue(queue.clone())
     .start();
+    if cli.recheck_failures {
+        broadcaster.do_send(AttachRecheck(monitor.clone().recipient()));
+    }
 
     let secret = match cli.secret() {
         Ok(s) => s,
@@ -121,7 +129,7 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
         );
     }
     let ingest = IngestState {
-        updates: status.clone().recipient(),
+        updates: broadcaster.clone().recipient(),
         limit: cli.payload_limit,
         secret,
     };
@@ -146,7 +154,11 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
     }
     let server = server.run();
     let server_handle = server.handle();
-    actix::spawn(server);
+    crate::supervise::spawn_task("HTTP server", async move {
+        if let Err(e) = server.await {
+            log::error!("HTTP server: {e}");
+        }
+    });
 
     let requests = EntrypointLog::default();
     let linked = LinkedProcesses::default();
@@ -159,7 +171,8 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
         delivery_timeout: Duration::from_millis(cli.delivery_timeout_ms),
     };
     let outputs = MeroOutputs {
-        process_events: Some(status.clone().recipient()),
+        record: Some(status.clone().recipient()),
+        states: Some(broadcaster.clone().recipient()),
         stob_errors: Some(status.clone().recipient()),
         view: model.clone(),
         requests: requests.clone(),
@@ -172,13 +185,13 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
             return 70;
         }
     };
-    status.do_send(AttachMero(mero.sender()));
+    broadcaster.do_send(AttachMero(mero.sender()));
     // The RC: the bq/ consumer on every hax, the eq/ rules while this hax holds `leader`.
     let rc = rc::spawn(RcSetup {
         consul: consul.clone(),
         view: view.clone(),
         session: cli.campaign.then(|| leader_slot.clone()),
-        status: status.clone().recipient(),
+        status: broadcaster.clone().recipient(),
         cfg: RcConfig {
             node: identity.node.clone(),
             poll: Duration::from_secs(cli.rc_poll_s),
@@ -205,6 +218,7 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
         tokio::select! {
             _ = actix_rt::time::sleep(Duration::from_millis(50)) => {},
             _ = stop.wait() => break None,
+            _ = crate::supervise::wait_fatal() => break None,
         }
     };
     let code = match start_result {
@@ -215,8 +229,10 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
                 identity.endpoint
             );
             crate::notify::ready();
-            stop.wait().await;
-            0
+            tokio::select! {
+                _ = stop.wait() => 0,
+                _ = crate::supervise::wait_fatal() => crate::supervise::EXIT_FATAL,
+            }
         }
         Some(Err(e)) => {
             log::error!(
@@ -224,6 +240,9 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
                 identity.endpoint
             );
             70
+        }
+        None if crate::supervise::wait_fatal().now_or_never().is_some() => {
+            crate::supervise::EXIT_FATAL
         }
         None => 0,
     };
@@ -234,6 +253,7 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
     crate::notify::stopping();
     let bound = Duration::from_millis(cli.shutdown_ms);
     let shutdown_started = std::time::Instant::now();
+    crate::supervise::stopping();
     view.write().unwrap_or_else(|e| e.into_inner()).stopping = true;
     rc.signal_stop();
     // Motr's stop waits out the RPC timeout for each peer that is gone: never past the bound.
@@ -269,19 +289,12 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
         Err(_) => log::error!("MeroLink's stop panicked"),
     }
     let left = bound.saturating_sub(shutdown_started.elapsed());
-    let (flushed, unpublished) = tokio::join!(
-        writer.addr.send(Flush { deadline: left }),
-        queue.flush(left)
-    );
-    match flushed {
-        Ok(0) => log::info!("all KV writes flushed"),
-        Ok(n) => log::error!("{n} KV write(s) could not be written before exit"),
-        Err(_) => log::error!("KV writer gone before flush"),
+    match writer.send(Flush { deadline: left }).await {
+        Ok(0) => log::info!("all records written"),
+        Ok(n) => log::error!("{n} record(s) could not be written before exit"),
+        Err(_) => log::error!("ConsulWriter gone before flush"),
     }
-    match unpublished {
-        0 => log::info!("all queue entries published"),
-        n => log::error!("{n} queue entries could not be published before exit"),
-    }
+    drop((status, monitor, broadcaster, resolver));
     rc.stop(Duration::from_millis(300)).await;
     if let Some(task) = campaign_task {
         // Stopped first: it would take the key again the moment resign releases it.

@@ -149,6 +149,7 @@ mod tests {
             process_type: t,
             pid: 1,
             link: None,
+            ack: None,
         }
     }
     fn health(p: Fid, ok: bool) -> ServiceHealth {

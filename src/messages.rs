@@ -4,7 +4,38 @@ use crate::fid::Fid;
 use crate::motr::{HaState, LinkId, Note, ProcessEventKind, ProcessType, StobIoError};
 use actix::Message;
 
-/// A Motr process reported a lifecycle event (MeroLink → ProcessStatus).
+/// Tells MeroLink that a message from Motr is durable, so that it can be confirmed (MeroLink
+/// → ProcessStatus → ConsulWriter, and back through the channel it holds). Dropping it
+/// without `confirm` leaves the message unconfirmed: Motr keeps it and sends it again to the
+/// next hax.
+#[derive(Clone, Debug)]
+pub struct Ack {
+    pub link: LinkId,
+    pub tag: u64,
+    to: crossbeam_channel::Sender<(LinkId, u64)>,
+}
+
+impl Ack {
+    pub fn new(link: LinkId, tag: u64, to: crossbeam_channel::Sender<(LinkId, u64)>) -> Ack {
+        Ack { link, tag, to }
+    }
+
+    /// The message is durable: MeroLink may confirm it (in its link's order).
+    pub fn confirm(&self) {
+        let _ = self.to.send((self.link, self.tag));
+    }
+}
+
+impl PartialEq for Ack {
+    fn eq(&self, o: &Ack) -> bool {
+        (self.link, self.tag) == (o.link, o.tag)
+    }
+}
+
+impl Eq for Ack {}
+
+/// A Motr process reported a lifecycle event (MeroLink → ProcessStatus to be recorded, and
+/// → HaBroadcaster for the HA state it gives).
 #[derive(Clone, Debug, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 pub struct ProcessEvent {
@@ -14,6 +45,8 @@ pub struct ProcessEvent {
     pub pid: u64,
     /// The link it came on (None when hax reports for itself).
     pub link: Option<LinkId>,
+    /// Confirms the message to Motr once the event is durable (None: nothing to confirm).
+    pub ack: Option<Ack>,
 }
 
 /// Health of service instances as Consul sees them (WatchIngest / reconciliation →
@@ -49,18 +82,14 @@ pub struct ServiceHealth {
     pub node_healthy: bool,
 }
 
-/// States to broadcast to every active link (ProcessStatus → MeroLink).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BroadcastEvent {
-    pub notes: Vec<Note>,
-}
-
 /// A drive reported an I/O error (MeroLink → ProcessStatus, recorded under `eq/`).
 #[derive(Clone, Debug, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 pub struct StobIoEvent {
     pub from_process: Option<Fid>,
     pub error: StobIoError,
+    /// Confirms the message to Motr once the entry is durable.
+    pub ack: Option<Ack>,
 }
 
 /// One note per fid, for an answer or a broadcast.

@@ -155,6 +155,12 @@ impl fmt::Display for ReqId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LinkId(pub u64);
 
+/// Motr's handle on a received message, kept to confirm it later (`ffi::delivered`). Motr
+/// keeps the message until it is confirmed, so the handle stays valid until then, or until
+/// its link starts disconnecting; hax never uses it after either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MsgRef(pub u64);
+
 /// A process asks where its confds and principal RM are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EntrypointReq {
@@ -237,10 +243,13 @@ pub struct StobIoError {
 /// Everything the HA interface tells hax, as owned data (no C pointer survives a callback).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MotrEvent {
+    /// A message on an incoming link, not confirmed yet: whoever handles it confirms it
+    /// with `msg_ref` (once, and only while the link is not disconnecting).
     Received {
         link: LinkId,
         tag: u64,
         msg: HaMsg,
+        msg_ref: MsgRef,
     },
     Delivered {
         link: LinkId,

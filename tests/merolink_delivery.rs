@@ -282,3 +282,53 @@ fn a_process_restarted_three_times_without_ever_starting_loses_its_old_link_each
         });
     }
 }
+
+#[test]
+fn a_peer_that_never_confirms_does_not_delay_a_restarted_process_s_answer() {
+    // Dropping the old link needs the self link only: q, which confirms nothing, is told
+    // too, but nobody waits for it.
+    let h = Hax::start(Duration::from_secs(10));
+    let p = pfid(0x3d);
+    let (mut ps, _) = h.boot(sim_config(0x3d));
+    let (qs, _) = h.boot(sim_config(0x3e));
+    qs.set_acking(false);
+    let t0 = Instant::now();
+    ps.restart().expect("the restarted process boots");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "the restart waited {:?} (the delivery timeout is 10 s)",
+        t0.elapsed()
+    );
+    qs.wait_for_note(p, ObjState::Failed, T)
+        .expect("q still hears that p failed");
+}
+
+#[test]
+fn a_process_event_is_confirmed_only_once_recorded_and_the_messages_after_it_wait_in_order() {
+    let h = Hax::start(Duration::from_secs(2));
+    let (ps, _) = h.boot(sim_config(0x3f));
+    h.hold_acks();
+    let started = ps
+        .send_process_event(hax::sim::ProcessEvent::Stopping, hax::sim::ProcessType::M0d)
+        .expect("send");
+    let pool = hax::fid::Fid::typed(b'o', 1, 4);
+    // A question after the unconfirmed event: answered only once everything before it is
+    // confirmed (a request Motr could send again is one never answered).
+    let asked = std::thread::scope(|s| {
+        let q = s.spawn(|| ps.failure_vec_req(pool));
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            ps.wait_for_ack(started, Duration::ZERO).is_err(),
+            "confirmed before it was recorded"
+        );
+        assert!(
+            !q.is_finished(),
+            "answered while an earlier message is unconfirmed"
+        );
+        assert_eq!(h.release_acks(false), 1);
+        q.join().expect("thread")
+    });
+    asked.expect("answered once the event was recorded");
+    ps.wait_for_ack(started, T)
+        .expect("confirmed once recorded");
+}

@@ -1,35 +1,49 @@
-//! ConsulWriter: the only writer to Consul KV.
+//! ConsulWriter: makes Motr's news durable in Consul, then says so.
 //!
-//! Writes are ordered per key; a later write to a key supersedes an earlier one not yet
-//! sent. Pending writes go out as `/v1/txn` batches (at most 64 ops and 512 KiB each).
-//! While Consul is down or has no leader the batch is retried with jittered exponential
-//! backoff; nothing is lost. Memory is bounded by a semaphore of `capacity` pending writes:
-//! producers awaiting `WriterHandle::write` are slowed, never dropped. On shutdown `Flush`
-//! tries until its deadline, then reports what was left unwritten.
+//! It takes records (an entry for a queue, `eq/` in practice, and optionally one key written
+//! with it: `processes/<fid>`) and commits them in order in `/v1/txn` transactions: `cas
+//! epochs/<q>` at the epoch's ModifyIndex, then per record the key's `set` and the entry's
+//! `cas <q>/<n>` at index 0, packed by ops *and* bytes (`consul::txn::Packer`). A record is
+//! durable when its transaction committed; only then are its `Ack`s confirmed, so Motr is told
+//! "delivered" only for what Consul holds.
+//!
+//! - A newer record with the same `latest` key (a process's state) replaces one not sent yet,
+//!   taking over its acks: a burst costs one write per process, not one per event.
+//! - Transient failures (Consul down, no leader, 5xx) are retried with backoff. When the
+//!   answer may have been lost after a commit, the outcome is read back (the first entry's key
+//!   holds exactly its bytes, or not) before anything else; the epoch compare-and-set makes a
+//!   late apply of the lost transaction impossible once anything else committed.
+//! - A 4xx other than 409 never blocks the queue: the batch is sent again one record at a time
+//!   and the record Consul refuses is set aside (logged in full, counted in
+//!   `hax_consul_writes_rejected_total`) and confirmed, since it can never be written.
+//! - Memory: records are held only while Motr holds their messages unconfirmed, and one per
+//!   process at most for process states; `Flush` at shutdown tries until its deadline and
+//!   reports what was left (Motr sends those messages again to the next hax).
 use super::fid_resolver::Backoff;
-use crate::consul::kv::TxnOp;
+use crate::consul::txn::{self, Op, Packer, TxnError};
 use crate::consul::{Consul, ConsulError};
+use crate::messages::Ack;
+use crate::rc::envelope::Envelope;
+use crate::rc::publish::{read_epoch, Epoch};
+use crate::rc::queue::Queue;
 use actix::prelude::*;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-/// Most operations in one transaction (Consul <= 1.13 allows 64).
-pub const TXN_MAX_OPS: usize = 64;
-/// Most bytes in one transaction body (Consul refuses bodies over 512 KiB).
-pub const TXN_MAX_BYTES: usize = 512 * 1024 - 4096;
-
-/// Set (`Some`) or delete (`None`) one key.
+/// One record to make durable.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct KvWrite {
-    pub key: String,
-    pub value: Option<Vec<u8>>,
-    permit: Option<OwnedSemaphorePermit>,
+pub struct WriteRecord {
+    pub queue: Queue,
+    pub entry: Envelope,
+    /// A key written in the same transaction (`processes/<fid>` and its value).
+    pub key: Option<(String, Vec<u8>)>,
+    /// A newer record with the same `latest` replaces this one while it is not sent.
+    pub latest: Option<String>,
+    pub acks: Vec<Ack>,
 }
 
-/// Write what is pending until `deadline`; answers the number of writes left unwritten.
+/// Write what is pending until `deadline`; answers the number of records left unwritten.
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct Flush {
@@ -48,143 +62,382 @@ pub struct WriterStats {
     pub superseded: u64,
     pub txns: u64,
     pub retries: u64,
+    pub rejected: u64,
 }
 
-/// What producers hold: the writer's address and its capacity.
-#[derive(Clone)]
-pub struct WriterHandle {
-    pub addr: Addr<ConsulWriter>,
-    slots: Arc<Semaphore>,
+struct Rec {
+    queue: Queue,
+    entry: Vec<u8>,
+    what: String,
+    key: Option<(String, Vec<u8>)>,
+    latest: Option<String>,
+    acks: Vec<Ack>,
 }
 
-impl WriterHandle {
-    /// Queues a write, waiting while `capacity` writes are already pending.
-    pub async fn write(&self, key: String, value: Option<Vec<u8>>) {
-        let permit = self.slots.clone().acquire_owned().await.ok();
-        self.addr.do_send(KvWrite { key, value, permit });
+impl Rec {
+    /// The ops of this record once its entry is number `n`.
+    fn ops(&self, n: u64) -> Vec<Op> {
+        let mut ops = Vec::with_capacity(2);
+        if let Some((key, value)) = &self.key {
+            ops.push(Op::Set {
+                key: key.clone(),
+                value: value.clone(),
+            });
+        }
+        ops.push(Op::Cas {
+            key: self.queue.key(n),
+            value: self.entry.clone(),
+            index: 0,
+        });
+        ops
     }
 }
 
-struct Entry {
-    value: Option<Vec<u8>>,
-    _permit: Option<OwnedSemaphorePermit>,
+/// A transaction whose answer was lost: it may have committed.
+struct Uncertain {
+    ids: Vec<u64>,
+    /// Its first entry's key and bytes: present with exactly these bytes iff it committed.
+    first_key: String,
+    first_bytes: Vec<u8>,
 }
 
 pub struct ConsulWriter {
     consul: Consul,
-    /// Keys in the order their oldest pending write arrived.
-    order: VecDeque<String>,
-    latest: HashMap<String, Entry>,
+    /// Records in write order (ids), not in flight.
+    order: VecDeque<u64>,
+    records: HashMap<u64, Rec>,
+    by_latest: HashMap<String, u64>,
+    next_id: u64,
     in_flight: bool,
-    /// Keys of a transaction whose answer never came: Consul may still apply it later (a
-    /// frozen agent reads the request when it resumes) and put an older value back.
-    uncertain: std::collections::HashSet<String>,
-    /// Values written for uncertain keys since, written once more a while later.
-    rewrite: HashMap<String, Option<Vec<u8>>>,
+    uncertain: Option<Uncertain>,
+    /// The epoch this writer's last commit left, per queue (None: read it first).
+    epochs: HashMap<Queue, Epoch>,
+    /// Read the epoch "above every entry present" next time (an entry key was taken).
+    repair: bool,
+    /// Records to send one per transaction (after Consul rejected a batch).
+    isolate: usize,
+    conflicts: u32,
     backoff: Backoff,
     stopping: bool,
     stats: WriterStats,
 }
 
 impl ConsulWriter {
-    /// Starts the writer; `capacity` bounds pending writes.
-    pub fn start(consul: Consul, capacity: usize) -> WriterHandle {
-        let addr = ConsulWriter {
+    pub fn new(consul: Consul) -> ConsulWriter {
+        ConsulWriter {
             consul,
             order: VecDeque::new(),
-            latest: HashMap::new(),
+            records: HashMap::new(),
+            by_latest: HashMap::new(),
+            next_id: 1,
             in_flight: false,
-            uncertain: Default::default(),
-            rewrite: HashMap::new(),
+            uncertain: None,
+            epochs: HashMap::new(),
+            repair: false,
+            isolate: 0,
+            conflicts: 0,
             backoff: Backoff::default(),
             stopping: false,
             stats: WriterStats::default(),
         }
-        .start();
-        WriterHandle {
-            addr,
-            slots: Arc::new(Semaphore::new(capacity.max(1))),
+    }
+
+    fn gauge(&self) {
+        crate::metrics::METRICS
+            .kv_queue_depth
+            .set(self.records.len() as i64);
+    }
+
+    /// The ids of the next transaction: the first run of records of one queue that fits.
+    fn take_batch(&mut self) -> Vec<u64> {
+        let Some(q) = self
+            .order
+            .front()
+            .and_then(|id| self.records.get(id))
+            .map(|r| r.queue)
+        else {
+            return Vec::new();
+        };
+        let most = if self.isolate > 0 { 1 } else { usize::MAX };
+        // Sized with the longest entry key: the numbers are known only with the epoch.
+        let mut packer = Packer::with(&[Op::Cas {
+            key: q.epoch_key(),
+            value: u64::MAX.to_string().into_bytes(),
+            index: u64::MAX,
+        }]);
+        let mut ids = Vec::new();
+        while ids.len() < most {
+            let Some(&id) = self.order.front() else { break };
+            let Some(r) = self.records.get(&id) else {
+                self.order.pop_front();
+                continue;
+            };
+            if r.queue != q || !packer.fits(&r.ops(u64::MAX)) {
+                break;
+            }
+            self.order.pop_front();
+            if let Some(l) = &r.latest {
+                if self.by_latest.get(l) == Some(&id) {
+                    self.by_latest.remove(l);
+                }
+            }
+            ids.push(id);
+        }
+        ids
+    }
+
+    /// Puts a batch back at the front, in order. A record superseded meanwhile (a newer one
+    /// with its `latest` key is queued) hands its acks to the newer one and goes.
+    fn put_back(&mut self, ids: Vec<u64>) {
+        for id in ids.into_iter().rev() {
+            let Some(latest) = self.records.get(&id).and_then(|r| r.latest.clone()) else {
+                self.order.push_front(id);
+                continue;
+            };
+            match self.by_latest.get(&latest).copied() {
+                Some(newer) if newer != id => {
+                    if let Some(old) = self.records.remove(&id) {
+                        if let Some(n) = self.records.get_mut(&newer) {
+                            n.acks.extend(old.acks);
+                        }
+                        self.stats.superseded += 1;
+                    }
+                }
+                _ => {
+                    self.by_latest.insert(latest, id);
+                    self.order.push_front(id);
+                }
+            }
         }
     }
 
-    fn take_batch(&mut self) -> Vec<(String, Entry)> {
-        let mut batch = Vec::new();
-        let mut bytes = 0;
-        while batch.len() < TXN_MAX_OPS {
-            let Some(key) = self.order.front() else { break };
-            let size = key.len()
-                + self
-                    .latest
-                    .get(key)
-                    .and_then(|e| e.value.as_ref())
-                    .map_or(0, |v| v.len() * 4 / 3 + 4)
-                + 48;
-            if !batch.is_empty() && bytes + size > TXN_MAX_BYTES {
-                break;
-            }
-            let key = self.order.pop_front().expect("front exists");
-            if let Some(e) = self.latest.remove(&key) {
-                bytes += size;
-                batch.push((key, e));
+    /// The records committed: confirm them.
+    fn committed(&mut self, ids: &[u64]) {
+        for id in ids {
+            if let Some(r) = self.records.remove(id) {
+                for a in &r.acks {
+                    a.confirm();
+                }
+                self.stats.written += 1;
             }
         }
-        batch
+        if self.isolate > 0 {
+            self.isolate = self.isolate.saturating_sub(ids.len());
+        }
+        self.gauge();
     }
 
     fn pump(&mut self, ctx: &mut Context<Self>) {
-        if self.in_flight || self.order.is_empty() {
+        if self.in_flight {
             return;
         }
-        let batch = self.take_batch();
-        if batch.is_empty() {
+        if let Some(u) = self.uncertain.take() {
+            return self.read_back(u, ctx);
+        }
+        let ids = self.take_batch();
+        if ids.is_empty() {
             return;
         }
         self.in_flight = true;
-        let ops: Vec<TxnOp> = batch
+        let q = self.records[&ids[0]].queue;
+        let items: Vec<(Option<(String, Vec<u8>)>, Vec<u8>)> = ids
             .iter()
-            .map(|(k, e)| match &e.value {
-                Some(v) => TxnOp::set(k, v),
-                None => TxnOp::delete(k),
+            .map(|id| {
+                let r = &self.records[id];
+                (r.key.clone(), r.entry.clone())
             })
             .collect();
-        let body = serde_json::to_vec(&ops).unwrap_or_default();
+        let known = self.epochs.remove(&q);
+        let repair = std::mem::take(&mut self.repair);
         let consul = self.consul.clone();
-        let fut = async move { consul.put("/v1/txn", body).await };
+        let fut = async move {
+            let epoch = match known {
+                Some(e) => e,
+                // A failed read changed nothing: never "maybe applied".
+                None => read_epoch(&consul, q, repair).await.map_err(|e| Failed {
+                    error: match TxnError::from(e) {
+                        TxnError::Transient { error, .. } => TxnError::Transient {
+                            error,
+                            maybe_applied: false,
+                        },
+                        other => other,
+                    },
+                    first_key: String::new(),
+                    first_bytes: Vec::new(),
+                    ops: Vec::new(),
+                })?,
+            };
+            let mut ops = vec![Op::Cas {
+                key: q.epoch_key(),
+                value: (epoch.last + items.len() as u64).to_string().into_bytes(),
+                index: epoch.index,
+            }];
+            for (i, (key, entry)) in items.iter().enumerate() {
+                if let Some((k, v)) = key {
+                    ops.push(Op::Set {
+                        key: k.clone(),
+                        value: v.clone(),
+                    });
+                }
+                ops.push(Op::Cas {
+                    key: q.key(epoch.last + 1 + i as u64),
+                    value: entry.clone(),
+                    index: 0,
+                });
+            }
+            let t = Instant::now();
+            let r = txn::commit_indexes(&consul, &ops).await;
+            crate::metrics::consul_txn("events", t.elapsed().as_secs_f64());
+            let first_key = q.key(epoch.last + 1);
+            let first_bytes = items.first().map(|(_, e)| e.clone()).unwrap_or_default();
+            match r {
+                Ok(indexes) => {
+                    let next =
+                        indexes
+                            .iter()
+                            .find(|(k, _)| *k == q.epoch_key())
+                            .map(|(_, index)| Epoch {
+                                last: epoch.last + items.len() as u64,
+                                index: *index,
+                            });
+                    Ok(next)
+                }
+                Err(e) => Err((e, first_key, first_bytes, ops)),
+            }
+            .map_err(|(e, k, b, ops)| Failed {
+                error: e,
+                first_key: k,
+                first_bytes: b,
+                ops,
+            })
+        };
+        ctx.spawn(fut.into_actor(self).map(move |r, act, ctx| {
+            act.in_flight = false;
+            act.stats.txns += 1;
+            match r {
+                Ok(next) => {
+                    if let Some(e) = next {
+                        act.epochs.insert(q, e);
+                    }
+                    act.committed(&ids);
+                    act.backoff.reset();
+                    act.conflicts = 0;
+                    act.pump(ctx);
+                }
+                Err(f) => act.failed(q, ids, f, ctx),
+            }
+        }));
+    }
+
+    fn failed(&mut self, q: Queue, ids: Vec<u64>, f: Failed, ctx: &mut Context<Self>) {
+        crate::metrics::consul_txn_error("events", f.error.kind());
+        self.stats.retries += 1;
+        match f.error {
+            TxnError::Conflict { op, what } => {
+                // Op 0 is the epoch: someone else published first. A later op is an entry
+                // that exists: the epoch is behind the entries present.
+                let entry_taken = op.is_some_and(|i| {
+                    f.ops.get(i).is_some_and(
+                        |o| matches!(o, Op::Cas { key, .. } if key.starts_with(&q.prefix())),
+                    )
+                });
+                self.repair = entry_taken;
+                if entry_taken {
+                    log::warn!("ConsulWriter: {what}; {} is behind the entries present, moving it past them", q.epoch_key());
+                }
+                self.put_back(ids);
+                self.conflicts += 1;
+                let wait = if self.conflicts > 1 {
+                    Duration::from_micros(
+                        (2000.0
+                            + f64::from(self.conflicts.min(25))
+                                * 2000.0
+                                * crate::actors::fid_resolver::jitter())
+                            as u64,
+                    )
+                } else {
+                    Duration::ZERO
+                };
+                ctx.run_later(wait, |act, ctx| act.pump(ctx));
+            }
+            TxnError::Rejected(e) if ids.len() > 1 => {
+                log::warn!("ConsulWriter: Consul rejected a transaction of {} records ({e}); sending them one at a time to find the one it refuses", ids.len());
+                self.isolate = ids.len();
+                self.put_back(ids);
+                self.pump(ctx);
+            }
+            TxnError::Rejected(e) => {
+                for id in &ids {
+                    if let Some(r) = self.records.get(id) {
+                        log::error!(
+                            "ConsulWriter: Consul refuses to store a {} record{} ({e}); setting it aside and confirming it (it can never be written). The entry was: {}",
+                            r.what,
+                            r.key.as_ref().map(|(k, _)| format!(" with {k}")).unwrap_or_default(),
+                            String::from_utf8_lossy(&r.entry).chars().take(2000).collect::<String>()
+                        );
+                    }
+                    crate::metrics::consul_write_rejected("events");
+                    self.stats.rejected += 1;
+                }
+                self.committed(&ids);
+                self.pump(ctx);
+            }
+            TxnError::Transient {
+                error,
+                maybe_applied,
+            } => {
+                if maybe_applied {
+                    self.uncertain = Some(Uncertain {
+                        ids: ids.clone(),
+                        first_key: f.first_key,
+                        first_bytes: f.first_bytes,
+                    });
+                } else {
+                    self.put_back(ids);
+                }
+                self.retry_later(&error, ctx);
+            }
+        }
+    }
+
+    fn retry_later(&mut self, e: &ConsulError, ctx: &mut Context<Self>) {
+        if self.stopping {
+            return;
+        }
+        let d = self.backoff.next_delay();
+        log::warn!(
+            "ConsulWriter: {} record(s) pending; retrying in {d:?}: {e}",
+            self.records.len()
+        );
+        ctx.run_later(d, |act, ctx| act.pump(ctx));
+    }
+
+    /// Resolves a transaction whose answer was lost by reading its first entry back.
+    fn read_back(&mut self, u: Uncertain, ctx: &mut Context<Self>) {
+        self.in_flight = true;
+        let consul = self.consul.clone();
+        let path = format!("/v1/kv/{}?raw", u.first_key);
         ctx.spawn(
-            fut.into_actor(self)
-                .map(move |r: Result<Vec<u8>, ConsulError>, act, ctx| {
+            async move { consul.get_raw(&path, None, Duration::ZERO).await }
+                .into_actor(self)
+                .map(move |r, act, ctx| {
                     act.in_flight = false;
-                    act.stats.txns += 1;
                     match r {
+                        Ok((Some(bytes), _)) if bytes == u.first_bytes => {
+                            log::info!("ConsulWriter: a transaction whose answer was lost did commit ({} holds its entry)", u.first_key);
+                            act.epochs.clear();
+                            act.committed(&u.ids);
+                            act.pump(ctx);
+                        }
                         Ok(_) => {
-                            act.stats.written += batch.len() as u64;
-                            act.after_success(&batch, ctx);
-                            act.backoff.reset();
+                            // Not committed; the epoch compare-and-set of the next commit
+                            // makes a late apply of the lost one fail.
+                            act.put_back(u.ids);
                             act.pump(ctx);
                         }
                         Err(e) => {
-                            act.stats.retries += 1;
-                            if matches!(e, ConsulError::Unreachable { .. }) {
-                                act.uncertain.extend(batch.iter().map(|(k, _)| k.clone()));
-                            }
-                            // Put the batch back in front, unless a newer write superseded a key.
-                            for (k, e) in batch.into_iter().rev() {
-                                if act.latest.contains_key(&k) {
-                                    act.stats.superseded += 1;
-                                } else {
-                                    act.latest.insert(k.clone(), e);
-                                    act.order.push_front(k);
-                                }
-                            }
-                            if act.stopping {
-                                return;
-                            }
-                            let d = act.backoff.next_delay();
-                            log::warn!(
-                                "ConsulWriter: {} write(s) pending; retrying in {d:?}: {e}",
-                                act.latest.len()
-                            );
-                            ctx.run_later(d, |act, ctx| act.pump(ctx));
+                            act.uncertain = Some(u);
+                            act.retry_later(&e, ctx);
                         }
                     }
                 }),
@@ -192,56 +445,55 @@ impl ConsulWriter {
     }
 }
 
-impl ConsulWriter {
-    /// After a transaction whose answer was lost, the values written since for its keys are
-    /// written again a second later, so that a late apply of the lost one cannot leave an
-    /// older value in KV.
-    fn after_success(&mut self, batch: &[(String, Entry)], ctx: &mut Context<Self>) {
-        if self.uncertain.is_empty() && self.rewrite.is_empty() {
-            return;
-        }
-        let first = self.rewrite.is_empty();
-        for (k, e) in batch {
-            // A later value for a key already due to be written again replaces the older.
-            if self.uncertain.remove(k) || self.rewrite.contains_key(k) {
-                self.rewrite.insert(k.clone(), e.value.clone());
-            }
-        }
-        if first && !self.rewrite.is_empty() {
-            ctx.run_later(REWRITE_AFTER, |act, ctx| {
-                for (key, value) in std::mem::take(&mut act.rewrite) {
-                    if !act.latest.contains_key(&key) {
-                        log::info!("ConsulWriter: writing {key} again (an earlier write to it got no answer)");
-                        act.latest.insert(key.clone(), Entry { value, _permit: None });
-                        act.order.push_back(key);
-                    }
-                }
-                act.pump(ctx);
-            });
-        }
-    }
+/// A transaction that did not commit, with what is needed to resolve it.
+struct Failed {
+    error: TxnError,
+    first_key: String,
+    first_bytes: Vec<u8>,
+    ops: Vec<Op>,
 }
-
-/// How long after a lost answer's keys were written again they are written once more.
-const REWRITE_AFTER: Duration = Duration::from_secs(1);
 
 impl Actor for ConsulWriter {
     type Context = Context<Self>;
 }
 
-impl Handler<KvWrite> for ConsulWriter {
+impl Handler<WriteRecord> for ConsulWriter {
     type Result = ();
-    fn handle(&mut self, w: KvWrite, ctx: &mut Context<Self>) {
-        let entry = Entry {
-            value: w.value,
-            _permit: w.permit,
-        };
-        if self.latest.insert(w.key.clone(), entry).is_some() {
-            // The older unsent write is superseded; the key keeps its place in the order.
-            self.stats.superseded += 1;
-        } else {
-            self.order.push_back(w.key);
+    fn handle(&mut self, w: WriteRecord, ctx: &mut Context<Self>) {
+        let entry = w.entry.to_bytes();
+        if let Some(l) = &w.latest {
+            if let Some(r) = self
+                .by_latest
+                .get(l)
+                .and_then(|id| self.records.get_mut(id))
+            {
+                // Not sent yet: the newer record takes its place (and its acks).
+                r.entry = entry;
+                r.what = w.entry.message_type;
+                r.key = w.key;
+                r.acks.extend(w.acks);
+                self.stats.superseded += 1;
+                return;
+            }
         }
+        let id = self.next_id;
+        self.next_id += 1;
+        if let Some(l) = &w.latest {
+            self.by_latest.insert(l.clone(), id);
+        }
+        self.records.insert(
+            id,
+            Rec {
+                queue: w.queue,
+                entry,
+                what: w.entry.message_type,
+                key: w.key,
+                latest: w.latest,
+                acks: w.acks,
+            },
+        );
+        self.order.push_back(id);
+        self.gauge();
         self.pump(ctx);
     }
 }
@@ -250,7 +502,7 @@ impl Handler<StatsReq> for ConsulWriter {
     type Result = WriterStats;
     fn handle(&mut self, _: StatsReq, _: &mut Context<Self>) -> WriterStats {
         WriterStats {
-            pending: self.latest.len() + usize::from(self.in_flight),
+            pending: self.records.len(),
             ..self.stats
         }
     }
@@ -259,25 +511,29 @@ impl Handler<StatsReq> for ConsulWriter {
 impl Handler<Flush> for ConsulWriter {
     type Result = ResponseActFuture<Self, usize>;
     fn handle(&mut self, f: Flush, ctx: &mut Context<Self>) -> Self::Result {
+        self.backoff.reset();
         self.pump(ctx);
         flush_wait(self, Instant::now() + f.deadline)
     }
 }
 
-/// Waits in steps of 50 ms for the writer to drain, up to a deadline.
+/// Waits in steps of 20 ms for the writer to drain, up to a deadline.
 fn flush_wait(act: &mut ConsulWriter, deadline: Instant) -> ResponseActFuture<ConsulWriter, usize> {
-    Box::pin(actix_rt::time::sleep(Duration::from_millis(50)).into_actor(act).then(move |_, act, ctx| {
+    Box::pin(
+        actix_rt::time::sleep(Duration::from_millis(20))
+            .into_actor(act)
+            .then(move |_, act, ctx| {
                 act.pump(ctx);
-                let left = act.latest.len() + usize::from(act.in_flight);
+                let left = act.records.len();
                 if left == 0 || Instant::now() >= deadline {
                     if left > 0 {
                         act.stopping = true;
-                        let keys: Vec<&String> = act.order.iter().take(10).collect();
-                        log::error!("ConsulWriter: shutting down with {left} write(s) unwritten (first keys: {keys:?})");
+                        log::error!("ConsulWriter: shutting down with {left} record(s) unwritten; Motr keeps their messages unconfirmed and sends them to the next hax");
                     }
                     Box::pin(actix::fut::ready(left)) as ResponseActFuture<ConsulWriter, usize>
                 } else {
                     flush_wait(act, deadline)
                 }
-            }))
+            }),
+    )
 }

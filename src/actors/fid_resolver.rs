@@ -68,12 +68,26 @@ impl FidResolver {
 impl Actor for FidResolver {
     type Context = Context<Self>;
 
-    fn started(&mut self, _ctx: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // The loops are owned by this actor (they stop with it); none may ever end.
         let (c, v, w) = (self.consul.clone(), self.view.clone(), self.wait);
-        actix::spawn(watch_identity(c.clone(), v.clone(), self.node.clone(), w));
-        actix::spawn(watch_confds(c.clone(), v.clone(), w));
-        actix::spawn(watch_leader(c.clone(), v.clone(), w));
-        actix::spawn(watch_config(c, v, w));
+        let owned =
+            |name: &'static str, fut: std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>| async move {
+                fut.await;
+                crate::supervise::fatal(format!("FidResolver's {name} loop ended"));
+            };
+        ctx.spawn(
+            owned(
+                "identity",
+                Box::pin(watch_identity(c.clone(), v.clone(), self.node.clone(), w)),
+            )
+            .into_actor(self),
+        );
+        ctx.spawn(owned("confd", Box::pin(watch_confds(c.clone(), v.clone(), w))).into_actor(self));
+        ctx.spawn(
+            owned("leader", Box::pin(watch_leader(c.clone(), v.clone(), w))).into_actor(self),
+        );
+        ctx.spawn(owned("configuration", Box::pin(watch_config(c, v, w))).into_actor(self));
     }
 }
 

@@ -8,17 +8,18 @@
 //! link that is disconnecting or whose process reported STOPPED, splits broadcasts at 1024
 //! notes, answers NVEC GET and failure-vector requests on the asking link, and tracks every
 //! send until Motr reports it delivered or not delivered (or a bounded wait passes).
+use super::inbox::{Awaits, Inbox};
 use super::links::{Deliveries, LinkInfo, LinkState, LinkTable, OnDone, SendReport};
 use crate::ffi;
 use crate::fid::Fid;
-use crate::messages::{ProcessEvent, StobIoEvent};
+use crate::messages::{Ack, ProcessEvent, StobIoEvent};
 use crate::motr::{
-    EntrypointReq, HaMsg, HaState, LinkId, MotrEvent, Note, ProcessEventKind, ProcessType, ReqId,
-    NOTES_MAX,
+    EntrypointReq, HaMsg, HaState, LinkId, MotrEvent, MsgRef, Note, ProcessEventKind, ProcessType,
+    ReqId, NOTES_MAX,
 };
 use actix::Recipient;
 use crossbeam_channel::{after, bounded, select_biased, unbounded, Receiver, Sender};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -45,19 +46,58 @@ pub trait StateView: Send + Sync {
     fn broadcast_by_merolink(&self, _process: Fid, _state: HaState) {}
 }
 
-/// Entrypoint requests in flight: who asked, so that a new link can be tied to its process.
+/// Entrypoint requests answered or being answered: who asked, so that the link Motr makes
+/// for the reply (link_connected / reused, in the reply or later) is tied to its process.
+/// Bounded: an entry ends when a link callback takes it, or after `ENTRYPOINT_LOG_TTL` when
+/// none came (a reply that made no link); at most `ENTRYPOINT_LOG_MAX` entries are kept, the
+/// oldest going first.
 #[derive(Clone, Default)]
-pub struct EntrypointLog(Arc<Mutex<HashMap<ReqId, (Fid, String)>>>);
+pub struct EntrypointLog(Arc<Mutex<RequestLog>>);
+
+#[derive(Default)]
+struct RequestLog {
+    by_id: HashMap<ReqId, (Fid, String)>,
+    /// Arrival order (entries already taken are skipped when they come up).
+    order: std::collections::VecDeque<(ReqId, Instant)>,
+}
+
+/// How long an entrypoint request is remembered without a link callback.
+pub const ENTRYPOINT_LOG_TTL: Duration = Duration::from_secs(120);
+/// Most entrypoint requests remembered.
+pub const ENTRYPOINT_LOG_MAX: usize = 16384;
 
 impl EntrypointLog {
     pub fn record(&self, req: &EntrypointReq) {
+        let mut l = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        l.by_id
+            .insert(req.req_id, (req.process, req.remote_ep.clone()));
+        l.order.push_back((req.req_id, now));
+        while let Some(&(id, at)) = l.order.front() {
+            let expired = now.duration_since(at) >= ENTRYPOINT_LOG_TTL;
+            if !expired
+                && l.by_id.len() <= ENTRYPOINT_LOG_MAX
+                && l.order.len() <= 2 * ENTRYPOINT_LOG_MAX
+            {
+                break;
+            }
+            l.order.pop_front();
+            l.by_id.remove(&id);
+        }
+    }
+    fn take(&self, id: ReqId) -> Option<(Fid, String)> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(req.req_id, (req.process, req.remote_ep.clone()));
+            .by_id
+            .remove(&id)
     }
-    fn take(&self, id: ReqId) -> Option<(Fid, String)> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
+    /// Requests remembered now.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).by_id.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -94,7 +134,12 @@ impl LinkedProcesses {
 
 /// Where MeroLink sends what it hears.
 pub struct MeroOutputs {
-    pub process_events: Option<Recipient<ProcessEvent>>,
+    /// Records process events; confirms them (through their `Ack`) once durable. None: events
+    /// are confirmed as they arrive (tests without Consul).
+    pub record: Option<Recipient<ProcessEvent>>,
+    /// The HA states process events give (no `Ack`: never waits on Consul).
+    pub states: Option<Recipient<ProcessEvent>>,
+    /// Records STOB I/O errors; confirms them once durable (None: at once).
     pub stob_errors: Option<Recipient<StobIoEvent>>,
     pub view: Arc<dyn StateView>,
     pub requests: EntrypointLog,
@@ -298,12 +343,24 @@ struct Worker {
     drained_tx: Sender<Fid>,
     drained_rx: Receiver<Fid>,
     left: LinksLeft,
+    /// Received messages not confirmed yet, per link, in order.
+    inbox: Inbox,
+    /// Where `Ack`s report durable messages.
+    acks_tx: Sender<(LinkId, u64)>,
+    acks_rx: Receiver<(LinkId, u64)>,
+    /// The STOPPED message of a link (its tag) and its process: once it is confirmed, the
+    /// link is drained and dropped.
+    stopped_on: HashMap<LinkId, (u64, Fid)>,
+    /// Failure-vector requests answered on a link (pool, cookie): never answered twice (a
+    /// second answer to one request makes m0d panic).
+    fvec_answered: HashMap<LinkId, HashSet<(Fid, (u64, u64))>>,
 }
 
 impl Worker {
     fn new(cfg: MeroLinkConfig, out: MeroOutputs, left: LinksLeft) -> Self {
         let deliveries = Deliveries::new(cfg.delivery_timeout);
         let (drained_tx, drained_rx) = unbounded();
+        let (acks_tx, acks_rx) = unbounded();
         Worker {
             cfg,
             out,
@@ -314,6 +371,11 @@ impl Worker {
             drained_tx,
             drained_rx,
             left,
+            inbox: Inbox::default(),
+            acks_tx,
+            acks_rx,
+            stopped_on: HashMap::new(),
+            fvec_answered: HashMap::new(),
         }
     }
 
@@ -321,6 +383,7 @@ impl Worker {
         let tick = Duration::from_millis(200);
         let mut last_expiry = Instant::now();
         let drained = self.drained_rx.clone();
+        let acks = self.acks_rx.clone();
         loop {
             // Events first: a command must see every link that connected and every STOPPED
             // that arrived before it was taken.
@@ -328,6 +391,9 @@ impl Worker {
                 recv(events) -> ev => match ev {
                     Ok(ev) => self.on_event(ev),
                     Err(_) => break,
+                },
+                recv(acks) -> a => if let Ok((link, tag)) = a {
+                    self.on_ack(link, tag);
                 },
                 recv(drained) -> p => if let Ok(p) = p {
                     self.drain_done(p);
@@ -546,7 +612,12 @@ impl Worker {
 
     fn on_event(&mut self, ev: MotrEvent) {
         match ev {
-            MotrEvent::Received { link, tag, msg } => self.on_message(link, tag, msg),
+            MotrEvent::Received {
+                link,
+                tag,
+                msg,
+                msg_ref,
+            } => self.on_message(link, tag, msg, msg_ref),
             MotrEvent::Delivered { link, tag } => {
                 self.deliveries.resolve(link, tag, true);
             }
@@ -614,6 +685,13 @@ impl Worker {
                 if let Some(info) = self.links.get_mut(link) {
                     info.state = LinkState::Disconnecting;
                 }
+                let dropped = self.inbox.drop_link(link);
+                if dropped > 0 {
+                    log::info!("MeroLink: link {:#x} disconnecting with {dropped} message(s) unconfirmed (the process sends them again on its next link)", link.0);
+                }
+                self.stopped_on.remove(&link);
+                self.fvec_answered.remove(&link);
+                self.gauge();
                 log::info!("MeroLink: link {:#x} disconnecting", link.0);
             }
             MotrEvent::LinkDisconnected { link } => {
@@ -632,37 +710,62 @@ impl Worker {
         }
     }
 
-    fn on_message(&mut self, link: LinkId, tag: u64, msg: HaMsg) {
-        match msg {
+    /// A message from a process: handed on, answered or held, then confirmed in its link's
+    /// order once handled (see `inbox`). The self link's (hax's own events) are confirmed at
+    /// once: a restarted hax has a new Motr instance, nothing of the old one is sent again.
+    fn on_message(&mut self, link: LinkId, tag: u64, msg: HaMsg, msg_ref: MsgRef) {
+        let own = self.links.self_link() == Some(link);
+        let ack = |w: &Worker| (!own).then(|| Ack::new(link, tag, w.acks_tx.clone()));
+        let awaits = match msg {
             HaMsg::ProcessEvent {
                 process,
                 event,
                 process_type,
                 pid,
-            } => {
-                let Some(kind) = ProcessEventKind::from_u64(event) else {
+            } => match ProcessEventKind::from_u64(event) {
+                None => {
                     log::warn!("MeroLink: process {process} sent unknown event {event}; ignored");
-                    return;
-                };
-                if kind == ProcessEventKind::Stopped && process != self.cfg.process {
-                    let n = self.links.deactivate_process(process);
-                    log::info!("MeroLink: {process} STOPPED: {n} link(s) inactive");
-                    if n > 0 {
-                        self.start_drain(process);
+                    Awaits::Nothing
+                }
+                Some(kind) => {
+                    if kind == ProcessEventKind::Stopped && process != self.cfg.process {
+                        let n = self.links.deactivate_process(process);
+                        log::info!("MeroLink: {process} STOPPED: {n} link(s) inactive");
+                        if n > 0 {
+                            // Drained and dropped once STOPPED is confirmed (`confirm_due`).
+                            self.stopped_on.insert(link, (tag, process));
+                        }
+                    }
+                    let recorded = self.out.record.is_some() && !own;
+                    let ev = ProcessEvent {
+                        process,
+                        event: kind,
+                        process_type: ProcessType::from_u64(process_type),
+                        pid,
+                        link: Some(link),
+                        ack: if recorded { ack(self) } else { None },
+                    };
+                    if let Some(r) = &self.out.states {
+                        r.do_send(ProcessEvent {
+                            ack: None,
+                            ..ev.clone()
+                        });
+                    }
+                    match &self.out.record {
+                        Some(r) => {
+                            r.do_send(ev);
+                            if recorded {
+                                Awaits::Ack
+                            } else {
+                                Awaits::Nothing
+                            }
+                        }
+                        None => Awaits::Nothing,
                     }
                 }
-                let ev = ProcessEvent {
-                    process,
-                    event: kind,
-                    process_type: ProcessType::from_u64(process_type),
-                    pid,
-                    link: Some(link),
-                };
-                if let Some(r) = &self.out.process_events {
-                    r.do_send(ev);
-                }
-            }
+            },
             HaMsg::NvecGet { id_of_get, fids } => {
+                // Answering the same GET twice (after a re-send) is harmless.
                 let notes = self.out.view.answer(&fids);
                 let batch = self.deliveries.open(None);
                 for chunk in notes.chunks(NOTES_MAX) {
@@ -674,18 +777,9 @@ impl Worker {
                     fids.len(),
                     link.0
                 );
+                Awaits::Nothing
             }
-            HaMsg::FailureVecReq { pool, cookie } => {
-                let batch = self.deliveries.open(None);
-                match ffi::send_failure_vec_rep(link, &pool, cookie, &[]) {
-                    Ok(t) => self.deliveries.sent(batch, link, t),
-                    Err(e) => {
-                        log::warn!("MeroLink: failure-vector reply for {pool} refused: {e}");
-                        self.deliveries.failed(batch);
-                    }
-                }
-                self.deliveries.seal(batch);
-            }
+            HaMsg::FailureVecReq { pool, cookie } => Awaits::Head { pool, cookie },
             HaMsg::StobIoq(error) => {
                 let from = self.links.get_mut(link).and_then(|i| i.process);
                 log::warn!(
@@ -693,11 +787,16 @@ impl Worker {
                     error.sdev,
                     from
                 );
-                if let Some(r) = &self.out.stob_errors {
-                    r.do_send(StobIoEvent {
-                        from_process: from,
-                        error,
-                    });
+                match &self.out.stob_errors {
+                    Some(r) if !own => {
+                        r.do_send(StobIoEvent {
+                            from_process: from,
+                            error,
+                            ack: ack(self),
+                        });
+                        Awaits::Ack
+                    }
+                    _ => Awaits::Nothing,
                 }
             }
             HaMsg::ServiceEvent {
@@ -708,12 +807,75 @@ impl Worker {
                 ..
             } => {
                 log::debug!("MeroLink: service {service} of {process}: event {event} type {service_type} (tag {tag})");
+                Awaits::Nothing
             }
-            other => log::debug!(
-                "MeroLink: message on link {:#x} tag {tag} ignored: {other:?}",
-                link.0
-            ),
+            other => {
+                log::debug!(
+                    "MeroLink: message on link {:#x} tag {tag} ignored: {other:?}",
+                    link.0
+                );
+                Awaits::Nothing
+            }
+        };
+        self.inbox.push(link, tag, msg_ref, awaits);
+        self.confirm_due(link);
+    }
+
+    /// A message became durable.
+    fn on_ack(&mut self, link: LinkId, tag: u64) {
+        if self.inbox.acked(link, tag) {
+            self.confirm_due(link);
         }
+    }
+
+    /// Confirms the messages of `link` whose turn has come, in order; answers a
+    /// failure-vector request right after confirming it (so that a request Motr could send
+    /// again is one never answered).
+    fn confirm_due(&mut self, link: LinkId) {
+        for due in self.inbox.due(link) {
+            if let Err(e) = ffi::delivered(link, due.msg) {
+                log::debug!("MeroLink: message tag {} not confirmed: {e}", due.tag);
+                self.inbox.drop_link(link);
+                break;
+            }
+            if let Some((pool, cookie)) = due.answer {
+                self.answer_failure_vector(link, pool, cookie);
+            }
+            if let Some((tag, process)) = self.stopped_on.get(&link).copied() {
+                if tag == due.tag {
+                    self.stopped_on.remove(&link);
+                    self.start_drain(process);
+                }
+            }
+        }
+        self.gauge();
+    }
+
+    fn answer_failure_vector(&mut self, link: LinkId, pool: Fid, cookie: (u64, u64)) {
+        if !self
+            .fvec_answered
+            .entry(link)
+            .or_default()
+            .insert((pool, cookie))
+        {
+            log::info!("MeroLink: failure-vector request for {pool} (cookie {cookie:x?}) on link {:#x} answered already; not again", link.0);
+            return;
+        }
+        let batch = self.deliveries.open(None);
+        match ffi::send_failure_vec_rep(link, &pool, cookie, &[]) {
+            Ok(t) => self.deliveries.sent(batch, link, t),
+            Err(e) => {
+                log::warn!("MeroLink: failure-vector reply for {pool} refused: {e}");
+                self.deliveries.failed(batch);
+            }
+        }
+        self.deliveries.seal(batch);
+    }
+
+    fn gauge(&self) {
+        crate::metrics::METRICS
+            .unconfirmed_messages
+            .set(self.inbox.held() as i64);
     }
 
     /// Shuts the interface down. Every other process's link is dropped first, all at once
@@ -764,6 +926,9 @@ impl Worker {
                         self.on_event(ev);
                         self.left.set(self.links.snapshot());
                     }
+                    while let Ok((link, tag)) = self.acks_rx.try_recv() {
+                        self.on_ack(link, tag);
+                    }
                 }
                 let _ = t.join();
             }
@@ -779,6 +944,154 @@ impl Worker {
         log::info!(
             "MeroLink: HA interface stopped ({} links left)",
             self.links.len()
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::motr::HaMsg;
+
+    struct NoView;
+    impl StateView for NoView {
+        fn answer(&self, fids: &[Fid]) -> Vec<Note> {
+            fids.iter()
+                .map(|&fid| Note {
+                    fid,
+                    state: HaState::Online,
+                })
+                .collect()
+        }
+    }
+
+    /// Runs a Worker over events and commands queued before it starts (no Motr interface:
+    /// every send is refused, which the reports count as `failed`, one per target link).
+    fn run_queued(events: Vec<MotrEvent>, cmds: Vec<MeroCmd>, requests: EntrypointLog) {
+        let cfg = MeroLinkConfig {
+            endpoint: "inet:tcp:127.0.0.1@1".into(),
+            process: Fid::typed(b'r', 1, 6),
+            ha_service: Fid::typed(b's', 1, 7),
+            rm_service: Fid::typed(b's', 1, 8),
+            node_uuid: None,
+            delivery_timeout: Duration::from_secs(1),
+        };
+        let out = MeroOutputs {
+            record: None,
+            states: None,
+            stob_errors: None,
+            view: Arc::new(NoView),
+            requests,
+            linked: LinkedProcesses::default(),
+        };
+        let (ev_tx, ev_rx) = unbounded();
+        let (cmd_tx, cmd_rx) = unbounded();
+        for e in events {
+            ev_tx.send(e).unwrap();
+        }
+        for c in cmds {
+            cmd_tx.send(c).unwrap();
+        }
+        cmd_tx.send(MeroCmd::Stop).unwrap();
+        Worker::new(cfg, out, LinksLeft::default()).run(ev_rx, cmd_rx);
+    }
+
+    fn connected(requests: &EntrypointLog, lo: u64, link: u64, process: Fid) -> MotrEvent {
+        requests.record(&EntrypointReq {
+            req_id: ReqId { hi: 0, lo },
+            remote_ep: "ep".into(),
+            process,
+            git_rev: String::new(),
+            pid: 1,
+            first_request: true,
+            received: Instant::now(),
+        });
+        MotrEvent::LinkConnected {
+            req_id: ReqId { hi: 0, lo },
+            link: LinkId(link),
+            peer_ep: "ep".into(),
+        }
+    }
+
+    /// A broadcast and where its report went.
+    fn broadcast() -> (MeroCmd, Receiver<SendReport>) {
+        let (tx, rx) = bounded(1);
+        let cmd = MeroCmd::Broadcast {
+            notes: vec![Note {
+                fid: Fid::typed(b'r', 1, 0x99),
+                state: HaState::Failed,
+            }],
+            skip_process: None,
+            done: Some(Box::new(move |r| {
+                let _ = tx.send(r);
+            })),
+        };
+        (cmd, rx)
+    }
+
+    #[test]
+    fn a_broadcast_taken_after_a_link_connected_reaches_that_link() {
+        // Both queued before the worker looks: the event must be handled first (a random
+        // choice between the two channels would miss the link about half the time).
+        for _ in 0..20 {
+            let requests = EntrypointLog::default();
+            let ev = connected(&requests, 2, 0x10, Fid::typed(b'r', 1, 0x20));
+            let (cmd, rx) = broadcast();
+            run_queued(vec![ev], vec![cmd], requests);
+            let r = rx.recv_timeout(Duration::from_secs(5)).expect("reported");
+            assert_eq!(r.failed, 1, "the new link was a target: {r:?}");
+        }
+    }
+
+    #[test]
+    fn a_broadcast_taken_after_a_stopped_skips_that_process() {
+        for _ in 0..20 {
+            let requests = EntrypointLog::default();
+            let p = Fid::typed(b'r', 1, 0x21);
+            let ev = connected(&requests, 2, 0x11, p);
+            let stopped = MotrEvent::Received {
+                link: LinkId(0x11),
+                tag: 2,
+                msg: HaMsg::ProcessEvent {
+                    process: p,
+                    event: ProcessEventKind::Stopped as u64,
+                    process_type: 3,
+                    pid: 1,
+                },
+                msg_ref: MsgRef(0),
+            };
+            let (cmd, rx) = broadcast();
+            run_queued(vec![ev, stopped], vec![cmd], requests);
+            let r = rx.recv_timeout(Duration::from_secs(5)).expect("reported");
+            assert_eq!(r.failed + r.sent, 0, "the stopped process got it: {r:?}");
+        }
+    }
+
+    fn req(lo: u64) -> EntrypointReq {
+        EntrypointReq {
+            req_id: ReqId { hi: 0, lo },
+            remote_ep: "ep".into(),
+            process: Fid::typed(b'r', 1, lo),
+            git_rev: String::new(),
+            pid: 1,
+            first_request: true,
+            received: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn the_entrypoint_log_stays_bounded_under_a_storm_of_replies_that_make_no_link() {
+        let log = EntrypointLog::default();
+        for i in 0..(ENTRYPOINT_LOG_MAX as u64 + 5000) {
+            log.record(&req(i));
+        }
+        assert!(log.len() <= ENTRYPOINT_LOG_MAX, "{}", log.len());
+        // The newest are kept; a link callback takes its entry.
+        let last = ENTRYPOINT_LOG_MAX as u64 + 4999;
+        assert!(log.take(ReqId { hi: 0, lo: last }).is_some());
+        assert!(
+            log.take(ReqId { hi: 0, lo: 0 }).is_none(),
+            "the oldest went first"
         );
     }
 }

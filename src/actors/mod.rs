@@ -2,6 +2,9 @@
 pub mod consul_writer;
 pub mod entrypoint;
 pub mod fid_resolver;
+pub mod ha_broadcaster;
+pub mod health_monitor;
+pub mod inbox;
 pub mod links;
 pub mod merolink;
 pub mod process_status;

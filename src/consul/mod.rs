@@ -2,6 +2,7 @@
 //! 200 connections per client), blocking queries, KV reads and `/v1/txn` writes.
 pub mod health;
 pub mod kv;
+pub mod txn;
 
 use serde::de::DeserializeOwned;
 use std::time::Duration;

@@ -16,10 +16,12 @@ mod raw {
 }
 mod trampolines;
 
-pub use trampolines::{inject_panics, PanicSite};
+pub use trampolines::{in_guard, inject_panics, PanicSite};
 
 use crate::fid::Fid;
-use crate::motr::{EntrypointReply, EntrypointReq, LinkId, MotrEvent, Note, ReqId, NOTES_MAX};
+use crate::motr::{
+    EntrypointReply, EntrypointReq, LinkId, MotrEvent, MsgRef, Note, ReqId, NOTES_MAX,
+};
 use crossbeam_channel::Sender;
 use std::ffi::{CStr, CString};
 
@@ -155,6 +157,19 @@ fn with_sendable<T>(
         return Err(MotrError::LinkGone(link.0));
     }
     send()
+}
+
+/// Confirms a received message to Motr (once). Refused, and nothing called, once its link
+/// has started disconnecting: Motr drops unconfirmed messages with the link, and the process
+/// sends them again on its next link.
+pub fn delivered(link: LinkId, msg: MsgRef) -> Result<(), MotrError> {
+    with_sendable(link, || {
+        // SAFETY: `msg` is Motr's pointer to a message of this link given by msg_received and
+        // not confirmed yet (MeroLink confirms each once); the link is not disconnecting
+        // (checked under the lock `with_sendable` holds), so Motr still keeps the message.
+        unsafe { raw::hax_shim_delivered(link.0, msg.0 as *const std::os::raw::c_void) };
+        Ok(())
+    })
 }
 
 /// Whether a link may still be sent on.

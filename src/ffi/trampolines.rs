@@ -1,11 +1,12 @@
 //! `extern "C"` trampolines for every shim callback. Each one catches panics (a panic must
 //! never unwind into C), copies what it needs out of C memory into an owned message, and
 //! hands it to a crossbeam channel without blocking Motr's thread. Received messages are
-//! confirmed (`delivered`) and disconnecting links let go (`disconnect`) even when the Rust
-//! side panicked.
+//! handed over unconfirmed (MeroLink confirms each once it is handled: durable, answered);
+//! one that could not be handed over is confirmed here. Disconnecting links are let go
+//! (`disconnect`) even when the Rust side panicked.
 use super::raw;
 use crate::fid::Fid;
-use crate::motr::{EntrypointReq, HaMsg, LinkId, MotrEvent, ReqId, StobIoError};
+use crate::motr::{EntrypointReq, HaMsg, LinkId, MotrEvent, MsgRef, ReqId, StobIoError};
 use crossbeam_channel::Sender;
 use std::collections::BTreeSet;
 use std::ffi::CStr;
@@ -80,14 +81,26 @@ pub(super) fn callbacks() -> raw::hax_callbacks {
     }
 }
 
+thread_local! {
+    /// Set while a callback body runs under `guarded` (its panics are caught there).
+    static IN_GUARD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the current thread runs a callback body under `guarded` (for the panic hook).
+pub fn in_guard() -> bool {
+    IN_GUARD.with(|g| g.get())
+}
+
 /// Runs `body` with panics caught and logged; `site` lets tests force a panic here.
 fn guarded(site: PanicSite, body: impl FnOnce()) {
+    IN_GUARD.with(|g| g.set(true));
     let r = catch_unwind(AssertUnwindSafe(|| {
         if PANIC_SITES.load(Ordering::Relaxed) & site as u32 != 0 {
             panic!("injected panic in {site:?}");
         }
         body()
     }));
+    IN_GUARD.with(|g| g.set(false));
     if let Err(e) = r {
         let what = e
             .downcast_ref::<&str>()
@@ -98,12 +111,15 @@ fn guarded(site: PanicSite, body: impl FnOnce()) {
     }
 }
 
-fn emit(ev: MotrEvent) {
+/// Hands an event to MeroLink; answers whether it was taken.
+fn emit(ev: MotrEvent) -> bool {
     if let Some(s) = SINKS.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
-        if s.events.send(ev).is_err() {
-            log::warn!("Motr event dropped: MeroLink is gone");
+        if s.events.send(ev).is_ok() {
+            return true;
         }
+        log::warn!("Motr event dropped: MeroLink is gone");
     }
+    false
 }
 
 /// Copies a C string; NULL becomes "".
@@ -208,23 +224,31 @@ unsafe fn convert(m: &raw::hax_msg) -> HaMsg {
 }
 
 extern "C" fn on_msg_received(link: raw::hax_link_t, msg: *const raw::hax_msg, tag: u64) {
-    guarded(PanicSite::MsgReceived, || {
-        // SAFETY: the shim passes a valid message for the duration of the callback.
-        let owned_msg = unsafe { convert(&*msg) };
-        emit(MotrEvent::Received {
-            link: LinkId(link),
-            tag,
-            msg: owned_msg,
-        });
-    });
-    // Confirm the message even if the body above panicked: Motr waits for it.
-    // SAFETY: `msg` is still valid here; motr_msg is Motr's own pointer for this message.
+    // SAFETY: `msg` is valid for the duration of the callback; motr_msg is Motr's own pointer
+    // for this message, which Motr keeps until the message is confirmed.
     let motr_msg = if msg.is_null() {
         std::ptr::null()
     } else {
         unsafe { (*msg).motr_msg }
     };
-    unsafe { raw::hax_shim_delivered(link, motr_msg) };
+    let mut handed = false;
+    guarded(PanicSite::MsgReceived, || {
+        // SAFETY: the shim passes a valid message for the duration of the callback.
+        let owned_msg = unsafe { convert(&*msg) };
+        handed = emit(MotrEvent::Received {
+            link: LinkId(link),
+            tag,
+            msg: owned_msg,
+            msg_ref: MsgRef(motr_msg as u64),
+        });
+    });
+    // Whoever took the message confirms it once it is handled (durable, answered). A message
+    // nobody took (MeroLink gone, or the body above panicked) is confirmed here: Motr would
+    // otherwise hold it, and every later one of the link, forever.
+    if !handed {
+        // SAFETY: `msg` is still valid here.
+        unsafe { raw::hax_shim_delivered(link, motr_msg) };
+    }
 }
 
 extern "C" fn on_msg_delivered(link: raw::hax_link_t, tag: u64) {
@@ -232,7 +256,7 @@ extern "C" fn on_msg_delivered(link: raw::hax_link_t, tag: u64) {
         emit(MotrEvent::Delivered {
             link: LinkId(link),
             tag,
-        })
+        });
     });
 }
 
@@ -241,7 +265,7 @@ extern "C" fn on_msg_not_delivered(link: raw::hax_link_t, tag: u64) {
         emit(MotrEvent::NotDelivered {
             link: LinkId(link),
             tag,
-        })
+        });
     });
 }
 
@@ -264,7 +288,7 @@ extern "C" fn on_link_reused(hi: u64, lo: u64, link: raw::hax_link_t) {
         emit(MotrEvent::LinkReused {
             req_id: ReqId { hi, lo },
             link: LinkId(link),
-        })
+        });
     });
 }
 
@@ -272,7 +296,7 @@ extern "C" fn on_link_absent(hi: u64, lo: u64) {
     guarded(PanicSite::LinkAbsent, || {
         emit(MotrEvent::LinkAbsent {
             req_id: ReqId { hi, lo },
-        })
+        });
     });
 }
 
@@ -280,7 +304,7 @@ extern "C" fn on_link_is_disconnecting(link: raw::hax_link_t) {
     // From here on nothing may be sent on this link: waits for sends in flight to return.
     set_sendable(link, false);
     guarded(PanicSite::LinkIsDisconnecting, || {
-        emit(MotrEvent::LinkDisconnecting { link: LinkId(link) })
+        emit(MotrEvent::LinkDisconnecting { link: LinkId(link) });
     });
     // hax lets the link go inside this callback, as Motr expects, whatever happened above.
     // SAFETY: the link is valid until link_disconnected.
@@ -290,6 +314,6 @@ extern "C" fn on_link_is_disconnecting(link: raw::hax_link_t) {
 extern "C" fn on_link_disconnected(link: raw::hax_link_t) {
     set_sendable(link, false);
     guarded(PanicSite::LinkDisconnected, || {
-        emit(MotrEvent::LinkDisconnected { link: LinkId(link) })
+        emit(MotrEvent::LinkDisconnected { link: LinkId(link) });
     });
 }

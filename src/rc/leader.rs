@@ -15,11 +15,11 @@ use super::publish::{read_epoch, Epoch};
 use super::queue::{parse_counter, seq_of, sorted_entries, Queue, QueueEntry};
 use super::rules::{decide, state_record, Decision};
 use super::timeouts;
-use super::txn::{self, Op, TxnError, MAX_BYTES, MAX_OPS};
 use super::{or_stop, RcConfig};
 use crate::actors::fid_resolver::Backoff;
 use crate::actors::rc_leader::SessionSlot;
 use crate::consul::kv::KvEntry;
+use crate::consul::txn::{self, Op, TxnError, MAX_BYTES, MAX_OPS};
 use crate::consul::{Consul, ConsulError};
 use crate::view::SharedView;
 use std::collections::{BTreeSet, HashMap};
@@ -313,6 +313,9 @@ impl Rc {
         let mut done = 0;
         let mut repair = false;
         let mut conflicts = 0;
+        // Entries per transaction: one at a time after Consul rejected a batch, to find the
+        // entry it refuses and set that one aside (never blocking the queue on it).
+        let mut batch = self.cfg.batch;
         while done < entries.len() {
             if *self.stop.borrow() {
                 break;
@@ -320,7 +323,7 @@ impl Rc {
             let epoch = read_epoch(&self.consul, Queue::Bq, repair)
                 .await
                 .map_err(|e| Interrupted::Consul(e, false))?;
-            let (plan, n) = plan_handling(session, &entries[done..], self.cfg.batch, epoch);
+            let (plan, n) = plan_handling(session, &entries[done..], batch, epoch);
             match txn::commit(&self.consul, &plan.ops).await {
                 Ok(()) => {
                     for l in &plan.lines {
@@ -346,10 +349,55 @@ impl Rc {
                         }
                     }
                 },
-                Err(TxnError::Consul(e)) => return Err(Interrupted::Consul(e, true)),
+                Err(TxnError::Rejected(e)) if n > 1 => {
+                    log::warn!("RC: Consul rejected a transaction of {n} entries ({e}); handling them one at a time to find the one it refuses");
+                    batch = 1;
+                }
+                Err(TxnError::Rejected(e)) => {
+                    self.set_aside(session, &entries[done], &e).await?;
+                    done += 1;
+                }
+                Err(TxnError::Transient { error, .. }) => {
+                    return Err(Interrupted::Consul(error, true))
+                }
             }
         }
         Ok(done)
+    }
+
+    /// An entry whose handling Consul refuses for good (a 4xx, e.g. a `bq/` entry too large
+    /// for KV): logged in full and deleted (under the leader guard), so that the entries after
+    /// it are handled.
+    async fn set_aside(
+        &mut self,
+        session: &str,
+        entry: &QueueEntry,
+        why: &ConsulError,
+    ) -> Result<(), Interrupted> {
+        crate::metrics::consul_write_rejected("rc");
+        log::error!(
+            "RC: Consul refuses to handle {} ({why}); setting it aside (deleted). Its value was: {}",
+            entry.key,
+            String::from_utf8_lossy(&entry.value).chars().take(2000).collect::<String>()
+        );
+        let ops = [
+            Op::leader_guard(session),
+            Op::Delete {
+                key: entry.key.clone(),
+            },
+        ];
+        match txn::commit(&self.consul, &ops).await {
+            Ok(()) => Ok(()),
+            Err(TxnError::Conflict { op: Some(0), .. }) => Err(Interrupted::NotLeader),
+            Err(TxnError::Conflict { .. }) => Err(Interrupted::Reread),
+            Err(e) => Err(Interrupted::Consul(
+                e.consul().cloned().unwrap_or(ConsulError::Decode {
+                    what: "set aside".into(),
+                    reason: e.to_string(),
+                }),
+                false,
+            )),
+        }
     }
 
     /// Moves every due `timeout/<time>` into `eq/` (and deletes keys that name no time).
@@ -448,7 +496,14 @@ impl Rc {
                         }
                     }
                 }
-                Err(TxnError::Consul(e)) => return Err(Interrupted::Consul(e, true)),
+                Err(TxnError::Rejected(e)) => {
+                    crate::metrics::consul_write_rejected("rc");
+                    log::error!("RC: Consul rejected moving due timeouts into eq/ ({e}); trying again at the next pass");
+                    return Ok(());
+                }
+                Err(TxnError::Transient { error, .. }) => {
+                    return Err(Interrupted::Consul(error, true))
+                }
             }
         }
         Ok(())
@@ -535,7 +590,14 @@ impl Rc {
                     log::warn!("RC: bq/ cleanup refused: {what}");
                     return Ok(());
                 }
-                Err(TxnError::Consul(e)) => return Err(Interrupted::Consul(e, false)),
+                Err(TxnError::Rejected(e)) => {
+                    crate::metrics::consul_write_rejected("rc");
+                    log::error!("RC: bq/ cleanup rejected by Consul ({e}); trying again later");
+                    return Ok(());
+                }
+                Err(TxnError::Transient { error, .. }) => {
+                    return Err(Interrupted::Consul(error, false))
+                }
             }
         }
         if let (Some((first, _)), Some((last, _))) = (numbered.first(), numbered.last()) {

@@ -9,7 +9,8 @@
 //! - `bq-offsets/<node>`: the last `bq/` entry the hax of Consul node `<node>` handled.
 //!
 //! Who does what (see actors.md): every hax publishes its process events and drive errors
-//! to `eq/` ([`QueueHandle`]) and consumes `bq/` (`consumer.rs`); the hax holding the
+//! to `eq/` (ConsulWriter, with their `processes/` records) and consumes `bq/`
+//! (`consumer.rs`); the hax holding the
 //! `leader` key runs the rules over `eq/` and cleans `bq/` up (`leader.rs`).
 //! `hax q eq|bq <type> <json>` publishes by hand ([`cmd_q`]).
 pub mod consumer;
@@ -19,10 +20,9 @@ pub mod publish;
 pub mod queue;
 pub mod rules;
 pub mod timeouts;
-pub mod txn;
 
 pub use envelope::Envelope;
-pub use publish::{publish, QueueHandle};
+pub use publish::publish;
 pub use queue::Queue;
 
 use crate::actors::rc_leader::SessionSlot;
@@ -104,7 +104,7 @@ pub fn spawn(setup: RcSetup) -> RcHandle {
         status: setup.status,
         stop: rx.clone(),
     };
-    tasks.push(actix::spawn(consumer.run()));
+    tasks.push(crate::supervise::spawn_task("bq consumer", consumer.run()));
     if let Some(slot) = setup.session {
         let rc = leader::Rc {
             consul: setup.consul,
@@ -113,7 +113,7 @@ pub fn spawn(setup: RcSetup) -> RcHandle {
             cfg: setup.cfg,
             stop: rx,
         };
-        tasks.push(actix::spawn(rc.run()));
+        tasks.push(crate::supervise::spawn_task("RC loop", rc.run()));
     }
     RcHandle { stop, tasks }
 }

@@ -8,20 +8,15 @@
 //! back by hand), makes the next attempt start above every entry present (and, for `bq/`,
 //! above every consumer offset), so that numbers only ever grow.
 //!
-//! [`QueueHandle`] is hax's publisher: a task that takes entries in order, batches them (at
-//! most 63 per transaction), retries while Consul is down and reports at shutdown what it
-//! could not write.
+//! hax's own entries (process events, STOB errors) are published by ConsulWriter, in the same
+//! transactions as the `processes/` records; these functions serve `hax q` and the tests.
 use super::envelope::Envelope;
 use super::queue::{parse_counter, seq_of, Queue};
-use super::txn::{self, Op, TxnError, MAX_BYTES, MAX_OPS};
-use crate::actors::fid_resolver::{jitter, Backoff};
+use crate::actors::fid_resolver::jitter;
 use crate::consul::kv::KvEntry;
+use crate::consul::txn::{self, Op, TxnError, MAX_BYTES, MAX_OPS};
 use crate::consul::{Consul, ConsulError};
-use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
-use std::rc::Rc;
-use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot};
+use std::time::Duration;
 
 /// The last sequence number given out and the epoch key's ModifyIndex (0: absent).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -148,7 +143,9 @@ pub async fn publish_values_after(
                     });
                 return Ok((keys, next));
             }
-            Err(TxnError::Consul(e)) => return Err(e),
+            Err(TxnError::Rejected(e)) | Err(TxnError::Transient { error: e, .. }) => {
+                return Err(e)
+            }
             Err(TxnError::Conflict { op, what }) => {
                 // Op 0 is the epoch (someone else published first); a later op is an entry
                 // that exists already: the epoch is behind the entries.
@@ -208,260 +205,6 @@ fn batch_len(sizes: impl Iterator<Item = usize>) -> usize {
     n.max(1)
 }
 
-enum Cmd {
-    Publish(Queue, Envelope, Option<String>),
-    Flush(oneshot::Sender<usize>),
-}
-
-/// Least time between two transactions of the publisher while it has a backlog: entries
-/// gather (and superseding ones replace each other) instead of competing with hax's other
-/// Consul writes one transaction at a time.
-pub const PACE: Duration = Duration::from_millis(25);
-
-/// hax's publisher: `publish` queues an entry (never blocks, never drops it); a task on the
-/// current arbiter writes entries in the order given.
-#[derive(Clone)]
-pub struct QueueHandle {
-    tx: mpsc::UnboundedSender<Cmd>,
-    state: Rc<PubState>,
-}
-
-#[derive(Default)]
-struct PubState {
-    pending: Cell<usize>,
-    deadline: Cell<Option<Instant>>,
-}
-
-impl QueueHandle {
-    /// Starts the publisher task (on the current actix arbiter).
-    pub fn start(consul: Consul) -> QueueHandle {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let state = Rc::new(PubState::default());
-        actix::spawn(run(consul, rx, state.clone()));
-        QueueHandle { tx, state }
-    }
-
-    /// Queues `entry` for `q`.
-    pub fn publish(&self, q: Queue, entry: Envelope) {
-        self.queue(q, entry, None);
-    }
-
-    /// Queues `entry` for `q`, replacing the entry queued earlier with the same `key` if that
-    /// one is not written yet (it keeps its place in the order). For news where only the
-    /// latest matters (a process's state): a burst costs one entry per key, not one per event.
-    pub fn publish_latest(&self, q: Queue, key: String, entry: Envelope) {
-        self.queue(q, entry, Some(key));
-    }
-
-    fn queue(&self, q: Queue, entry: Envelope, key: Option<String>) {
-        let what = entry.message_type.clone();
-        if entry.to_bytes().len() + 256 > MAX_BYTES {
-            log::error!(
-                "queue: a {what} entry of {} bytes cannot be stored in Consul; not published",
-                entry.to_bytes().len()
-            );
-            return;
-        }
-        self.state.pending.set(self.state.pending.get() + 1);
-        if self.tx.send(Cmd::Publish(q, entry, key)).is_err() {
-            log::error!(
-                "queue: publisher gone; {what} entry for {} lost",
-                q.prefix()
-            );
-        }
-    }
-
-    /// Entries not yet written.
-    pub fn pending(&self) -> usize {
-        self.state.pending.get()
-    }
-
-    /// Shutdown: writes what is queued until `within` has passed; answers how many entries
-    /// were left unwritten.
-    pub async fn flush(&self, within: Duration) -> usize {
-        self.state.deadline.set(Some(Instant::now() + within));
-        let (tx, rx) = oneshot::channel();
-        if self.tx.send(Cmd::Flush(tx)).is_err() {
-            return self.pending();
-        }
-        match tokio::time::timeout(within + Duration::from_millis(500), rx).await {
-            Ok(Ok(n)) => n,
-            _ => self.pending(),
-        }
-    }
-}
-
-/// The publisher's queue: entries in order, each numbered, with the superseding keys of the
-/// entries still queued.
-#[derive(Default)]
-struct Backlog {
-    entries: VecDeque<Queued>,
-    by_key: HashMap<String, u64>,
-    next: u64,
-}
-
-struct Queued {
-    no: u64,
-    q: Queue,
-    entry: Envelope,
-    key: Option<String>,
-}
-
-impl Backlog {
-    /// Adds an entry; answers whether it replaced a queued one.
-    fn push(&mut self, q: Queue, entry: Envelope, key: Option<String>) -> bool {
-        if let Some(k) = &key {
-            if let Some(&no) = self.by_key.get(k) {
-                if let Ok(i) = self.entries.binary_search_by_key(&no, |e| e.no) {
-                    if self.entries[i].q == q {
-                        self.entries[i].entry = entry;
-                        return true;
-                    }
-                }
-            }
-        }
-        self.next += 1;
-        if let Some(k) = &key {
-            self.by_key.insert(k.clone(), self.next);
-        }
-        self.entries.push_back(Queued {
-            no: self.next,
-            q,
-            entry,
-            key,
-        });
-        false
-    }
-
-    fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// The next run of entries for one queue (at most one transaction's worth).
-    fn next_batch(&self) -> Option<(Queue, Vec<Vec<u8>>)> {
-        let q = self.entries.front()?.q;
-        let values: Vec<Vec<u8>> = self
-            .entries
-            .iter()
-            .take_while(|e| e.q == q)
-            .take(MAX_BATCH)
-            .map(|e| e.entry.to_bytes())
-            .collect();
-        let n = batch_len(values.iter().map(|v| v.len()));
-        Some((q, values.into_iter().take(n).collect()))
-    }
-
-    /// Removes the first `n` entries (written).
-    fn drain(&mut self, n: usize) -> Vec<Envelope> {
-        let mut out = Vec::with_capacity(n);
-        for e in self.entries.drain(..n.min(self.entries.len())) {
-            if let Some(k) = e.key {
-                if self.by_key.get(&k) == Some(&e.no) {
-                    self.by_key.remove(&k);
-                }
-            }
-            out.push(e.entry);
-        }
-        out
-    }
-
-    fn clear(&mut self) {
-        self.entries.clear();
-        self.by_key.clear();
-    }
-}
-
-async fn run(consul: Consul, mut rx: mpsc::UnboundedReceiver<Cmd>, state: Rc<PubState>) {
-    let mut backlog = Backlog::default();
-    let mut waiters: Vec<oneshot::Sender<usize>> = Vec::new();
-    let mut backoff = Backoff::default();
-    // The epoch each queue was left at by this publisher's last commit.
-    let mut epochs: HashMap<Queue, Epoch> = HashMap::new();
-    let mut last_commit: Option<Instant> = None;
-    let take = |cmd: Cmd, backlog: &mut Backlog, waiters: &mut Vec<_>| match cmd {
-        Cmd::Publish(q, e, key) => {
-            if backlog.push(q, e, key) {
-                state.pending.set(state.pending.get().saturating_sub(1));
-            }
-        }
-        Cmd::Flush(w) => waiters.push(w),
-    };
-    loop {
-        if backlog.len() == 0 {
-            for w in waiters.drain(..) {
-                let _ = w.send(0);
-            }
-            match rx.recv().await {
-                Some(cmd) => take(cmd, &mut backlog, &mut waiters),
-                None => return,
-            }
-        }
-        // Pace transactions while busy (not when shutting down): what arrives meanwhile
-        // joins the next one.
-        if let Some(t) = last_commit.filter(|_| state.deadline.get().is_none()) {
-            let wait = PACE.saturating_sub(t.elapsed());
-            if !wait.is_zero() {
-                actix_rt::time::sleep(wait).await;
-            }
-        }
-        while let Ok(cmd) = rx.try_recv() {
-            take(cmd, &mut backlog, &mut waiters);
-        }
-        let Some((q, values)) = backlog.next_batch() else {
-            continue;
-        };
-        let n = values.len();
-        let known = epochs.remove(&q);
-        match publish_values_after(&consul, q, &values, known).await {
-            Ok((keys, next)) => {
-                backoff.reset();
-                last_commit = Some(Instant::now());
-                if let Some(e) = next {
-                    epochs.insert(q, e);
-                }
-                for (key, e) in keys.iter().zip(backlog.drain(n)) {
-                    log::info!("queue: {key} {} published", e.message_type);
-                }
-                state.pending.set(state.pending.get().saturating_sub(n));
-            }
-            Err(e) => {
-                let now = Instant::now();
-                if state.deadline.get().is_some_and(|d| now >= d) {
-                    while let Ok(cmd) = rx.try_recv() {
-                        take(cmd, &mut backlog, &mut waiters);
-                    }
-                    log::error!(
-                        "queue: {} entries could not be published before exit: {e}",
-                        backlog.len()
-                    );
-                    let left = backlog.len();
-                    backlog.clear();
-                    state.pending.set(0);
-                    for w in waiters.drain(..) {
-                        let _ = w.send(left);
-                    }
-                    continue;
-                }
-                let mut d = backoff.next_delay();
-                if let Some(deadline) = state.deadline.get() {
-                    d = d.min(deadline.saturating_duration_since(now));
-                }
-                let level = if e.is_transient() {
-                    log::Level::Warn
-                } else {
-                    log::Level::Error
-                };
-                log::log!(
-                    level,
-                    "queue: {} entries waiting; retrying in {d:?}: {e}",
-                    backlog.len()
-                );
-                actix_rt::time::sleep(d).await;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,56 +249,11 @@ mod tests {
         );
     }
 
-    fn env(t: &str, n: u64) -> Envelope {
-        Envelope::new(t, serde_json::json!({ "n": n }))
-    }
-
-    #[test]
-    fn a_newer_entry_with_the_same_key_replaces_the_queued_one_in_its_place() {
-        let mut b = Backlog::default();
-        assert!(!b.push(Queue::Eq, env("P", 1), Some("p1".into())));
-        assert!(!b.push(Queue::Eq, env("S", 2), None));
-        assert!(!b.push(Queue::Eq, env("P", 3), Some("p2".into())));
-        assert!(b.push(Queue::Eq, env("P", 4), Some("p1".into())));
-        assert!(
-            !b.push(Queue::Eq, env("S", 5), None),
-            "unkeyed entries are never replaced"
-        );
-        assert_eq!(b.len(), 4);
-        let got: Vec<u64> = b
-            .drain(4)
-            .iter()
-            .map(|e| e.payload["n"].as_u64().unwrap())
-            .collect();
-        assert_eq!(
-            got,
-            [4, 2, 3, 5],
-            "p1's newest value, in p1's original place"
-        );
-        assert!(
-            !b.push(Queue::Eq, env("P", 6), Some("p1".into())),
-            "a written entry is not replaced: the key starts a new entry"
-        );
-        assert_eq!(b.len(), 1);
-    }
-
-    #[test]
-    fn a_batch_is_one_queue_at_a_time() {
-        let mut b = Backlog::default();
-        b.push(Queue::Eq, env("A", 1), None);
-        b.push(Queue::Eq, env("A", 2), None);
-        b.push(Queue::Bq, env("B", 3), None);
-        let (q, values) = b.next_batch().unwrap();
-        assert_eq!((q, values.len()), (Queue::Eq, 2));
-        b.drain(2);
-        assert_eq!(b.next_batch().unwrap().0, Queue::Bq);
-    }
-
     #[test]
     fn batches_respect_the_op_and_byte_limits() {
         assert_eq!(batch_len(std::iter::repeat_n(100, 500)), MAX_BATCH);
         assert_eq!(batch_len([10, 10].into_iter()), 2);
-        assert_eq!(batch_len(std::iter::repeat_n(100 * 1024, 10)), 3);
+        assert_eq!(batch_len(std::iter::repeat_n(100 * 1024, 10)), 5);
         assert_eq!(
             batch_len([MAX_BYTES * 2].into_iter()),
             1,

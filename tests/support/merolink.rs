@@ -13,7 +13,7 @@ use hax::actors::merolink::{
     EntrypointLog, LinkedProcesses, MeroCmd, MeroLink, MeroLinkConfig, MeroOutputs, StateView,
 };
 use hax::fid::Fid;
-use hax::messages::{ProcessEvent, StobIoEvent};
+use hax::messages::{Ack, ProcessEvent, StobIoEvent};
 use hax::motr::{HaState, LinkId, Note, ProcessEventKind};
 use hax::sim::{BootReport, ProcessType as SimType, SimConfig, SimProcess, Timeouts};
 use hax::view::{ClusterView, Confd, ConfigTree, Identity, ProcessConf, SharedView};
@@ -106,9 +106,30 @@ pub fn wait_logged(mark: usize, needle: &str) {
 
 // ---------------------------------------------------------------------------- collectors
 
+/// Acks the collector holds instead of confirming them (see `Hax::hold_acks`).
+#[derive(Clone, Default)]
+pub struct HeldAcks {
+    holding: Arc<std::sync::atomic::AtomicBool>,
+    acks: Arc<std::sync::Mutex<Vec<Ack>>>,
+}
+
+impl HeldAcks {
+    fn take(&self, ack: Option<Ack>) {
+        let Some(a) = ack else { return };
+        if self.holding.load(std::sync::atomic::Ordering::SeqCst) {
+            self.acks.lock().unwrap().push(a);
+        } else {
+            a.confirm();
+        }
+    }
+}
+
+/// Stands for ProcessStatus: collects what MeroLink records, and confirms it at once (a
+/// recorder whose every record is durable immediately) unless told to hold the acks.
 struct Collector {
     events: Sender<ProcessEvent>,
     stob: Sender<StobIoEvent>,
+    acks: HeldAcks,
 }
 
 impl Actor for Collector {
@@ -118,6 +139,7 @@ impl Actor for Collector {
 impl Handler<ProcessEvent> for Collector {
     type Result = ();
     fn handle(&mut self, m: ProcessEvent, _: &mut Context<Self>) {
+        self.acks.take(m.ack.clone());
         let _ = self.events.send(m);
     }
 }
@@ -125,6 +147,7 @@ impl Handler<ProcessEvent> for Collector {
 impl Handler<StobIoEvent> for Collector {
     type Result = ();
     fn handle(&mut self, m: StobIoEvent, _: &mut Context<Self>) {
+        self.acks.take(m.ack.clone());
         let _ = self.stob.send(m);
     }
 }
@@ -136,7 +159,9 @@ type Recipients = (
 );
 
 /// Runs an actix System with a `Collector` on its own thread.
-fn spawn_collector() -> (
+fn spawn_collector(
+    acks: HeldAcks,
+) -> (
     Recipients,
     Receiver<ProcessEvent>,
     Receiver<StobIoEvent>,
@@ -153,6 +178,7 @@ fn spawn_collector() -> (
                 let addr = Collector {
                     events: ev_tx,
                     stob: stob_tx,
+                    acks,
                 }
                 .start();
                 let _ = tx.send((
@@ -246,19 +272,41 @@ pub struct Hax {
     events: Receiver<ProcessEvent>,
     seen: Mutex<Vec<ProcessEvent>>,
     pub stob: Receiver<StobIoEvent>,
+    held: HeldAcks,
     responder: Option<JoinHandle<()>>,
     system: Option<(actix::System, JoinHandle<()>)>,
     _guard: MutexGuard<'static, ()>,
 }
 
 impl Hax {
+    /// From now on the recorder holds the acks of what MeroLink records (the records are
+    /// not durable yet) until `release_acks`.
+    pub fn hold_acks(&self) {
+        self.held.holding.store(true, Ordering::SeqCst);
+    }
+
+    /// Confirms the held acks (in the order given, oldest first or reversed) and stops
+    /// holding; answers how many.
+    pub fn release_acks(&self, reversed: bool) -> usize {
+        self.held.holding.store(false, Ordering::SeqCst);
+        let mut acks = std::mem::take(&mut *self.held.acks.lock().unwrap());
+        if reversed {
+            acks.reverse();
+        }
+        for a in &acks {
+            a.confirm();
+        }
+        acks.len()
+    }
+
     /// Takes the binary-wide lock, then starts MeroLink on a free port (up to 3 ports are
     /// tried) and waits until `start` returned.
     pub fn start(delivery_timeout: Duration) -> Hax {
         let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
         init_log();
         std::env::set_var("HAX_STANDIN_RPC_TIMEOUT_MS", "500");
-        let ((ev_rcp, stob_rcp, system), events, stob, sys_thread) = spawn_collector();
+        let held = HeldAcks::default();
+        let ((ev_rcp, stob_rcp, system), events, stob, sys_thread) = spawn_collector(held.clone());
         let mut last_err = String::new();
         for _ in 0..3 {
             let endpoint = format!("inet:tcp:127.0.0.1@{}", free_port());
@@ -274,7 +322,8 @@ impl Hax {
             };
             let linked = LinkedProcesses::default();
             let out = MeroOutputs {
-                process_events: Some(ev_rcp.clone()),
+                record: Some(ev_rcp.clone()),
+                states: None,
                 stob_errors: Some(stob_rcp.clone()),
                 view: Arc::new(TestView),
                 requests: requests.clone(),
@@ -300,6 +349,7 @@ impl Hax {
                         events,
                         seen: Mutex::new(Vec::new()),
                         stob,
+                        held: held.clone(),
                         responder: Some(responder),
                         system: Some((system, sys_thread)),
                         _guard: guard,
