@@ -36,6 +36,12 @@
  * in Motr): the I/O thread stops reading a connection whose link has RX_BACKLOG of them queued,
  * and every connection while RX_TOTAL_MAX are queued over all links, so a flood of events
  * from many peers is held back by TCP instead of growing the process's memory.
+ *
+ * Rules of real Motr (cortx-motr 27e7f86) that the stand-in reproduces, assertions included:
+ *   - Prototypes and types are Motr's exactly (ffi/tests/prototypes.c checks them at compile
+ *     time): m0_ha_link_rpc_endpoint() returns nothing and copies at most buf_len - 1 bytes
+ *     then a NUL; buf_len 0 or a link that is not a live link of the interface aborts (Motr
+ *     writes before the buffer or reads freed memory). thread_adopt/_shun are M0_INTERNAL.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -2222,20 +2228,26 @@ void m0_halon_interface_thread_shun(void)
 	tls_adopted = false;
 }
 
-int m0_ha_link_rpc_endpoint(struct m0_ha_link *hl, char *buf, m0_bcount_t buf_len)
+/*
+ * Motr's version (ha/link.c) copies at most buf_len - 1 bytes under the link's lock and writes
+ * buf[buf_len - 1] = 0: buf_len 0 writes before the buffer, and a link that is not a live link
+ * of the interface (never one, or freed after link_disconnected) is a use of freed memory. The
+ * stand-in aborts in those cases. A link stays valid until its link_disconnected has returned.
+ */
+void m0_ha_link_rpc_endpoint(struct m0_ha_link *hl, char *buf, m0_bcount_t buf_len)
 {
 	struct m0_halon_interface *hi = current_hi();
 	size_t n;
 
-	if (buf == NULL || buf_len == 0)
-		return -EINVAL;
-	buf[0] = '\0';
-	if (hi == NULL || hl == NULL)
-		return -EINVAL;
+	STANDIN_ASSERT(buf_len > 0);
+	STANDIN_ASSERT(buf != NULL);
+	STANDIN_ASSERT(hi != NULL);
 	pthread_mutex_lock(&hi->lock);
-	if (!link_known(hi, hl)) {
-		pthread_mutex_unlock(&hi->lock);
-		return -ENOENT;
+	if (!link_known(hi, hl))
+		assert_fail("hl is a link of this interface", __func__);
+	if (hl->hl_gone) {
+		slog("rpc_endpoint on link %p after its link_disconnected returned", (void *)hl);
+		assert_fail("the link is not disconnected", __func__);
 	}
 	n = strlen(hl->hl_ep);
 	if (n > buf_len - 1)
@@ -2243,7 +2255,6 @@ int m0_ha_link_rpc_endpoint(struct m0_ha_link *hl, char *buf, m0_bcount_t buf_le
 	memcpy(buf, hl->hl_ep, n);
 	buf[n] = '\0';
 	pthread_mutex_unlock(&hi->lock);
-	return 0;
 }
 
 /* ------------------------------------------------------------------ test hook */
@@ -2266,6 +2277,26 @@ int hax_standin_rx_stats(struct m0_halon_interface *hi, unsigned *queued, unsign
 	*cap = RX_TOTAL_MAX;
 	pthread_mutex_unlock(&hi->lock);
 	return 0;
+}
+
+/*
+ * Test-only: -ENOENT for a pointer that is not a link of hi (never one, or freed from the
+ * graveyard), else 0 alive, 1 disconnecting, 2 dead (its link_disconnected has returned).
+ */
+int hax_standin_link_state(struct m0_halon_interface *hi, const struct m0_ha_link *hl);
+int hax_standin_link_state(struct m0_halon_interface *hi, const struct m0_ha_link *hl)
+{
+	int rc;
+
+	if (!hi_valid(hi))
+		return -EINVAL;
+	pthread_mutex_lock(&hi->lock);
+	if (!link_known(hi, hl))
+		rc = -ENOENT;
+	else
+		rc = hl->hl_gone ? 2 : hl->hl_state == LS_ALIVE ? 0 : 1;
+	pthread_mutex_unlock(&hi->lock);
+	return rc;
 }
 
 int hax_standin_link_stats(struct m0_halon_interface *hi, uint64_t *live, uint64_t *dead,
