@@ -42,8 +42,12 @@
  *     time): m0_ha_link_rpc_endpoint() returns nothing and copies at most buf_len - 1 bytes
  *     then a NUL; buf_len 0 or a link that is not a live link of the interface aborts (Motr
  *     writes before the buffer or reads freed memory). thread_adopt/_shun are M0_INTERNAL.
+ *   - init: a node_uuid Motr cannot parse (at most 36 characters are kept, then 8-4-4-4-12 hex
+ *     digits with dashes or 32 hex digits) gives -EINVAL after "Unable to parse node UUID
+ *     string". NULL keeps the last string given (the nil UUID at first), as Motr's static does.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -1510,6 +1514,34 @@ static void *io_main(void *arg)
 
 /* ------------------------------------------------------------------ init / fini */
 
+/*
+ * The node UUID, as Motr keeps it (lib/user_space/uuuid.c): a static string, the nil UUID at
+ * first; init copies at most 36 characters of a non-NULL node_uuid into it (NULL leaves the
+ * previous string), and Motr's m0_init() must parse it (lib/uuid.c m0_uuid_parse): 8-4-4-4-12
+ * hex digits with dashes, or 32 hex digits, nothing after.
+ */
+enum { UUID_STRLEN = 36 };
+static char g_node_uuid[UUID_STRLEN + 1] = "00000000-0000-0000-0000-000000000000";
+
+/* n hex digits at s (stops at the NUL, so never reads past the string). */
+static bool hex_run(const char *s, int n)
+{
+	for (int i = 0; i < n; i++) {
+		if (s[i] == '\0' || !isxdigit((unsigned char)s[i]))
+			return false;
+	}
+	return true;
+}
+
+static bool uuid_parses(const char *s)
+{
+	return (hex_run(s, 8) && s[8] == '-' && hex_run(s + 9, 4) && s[13] == '-' &&
+		hex_run(s + 14, 4) && s[18] == '-' && hex_run(s + 19, 4) && s[23] == '-' &&
+		hex_run(s + 24, 12) && s[36] == '\0') ||
+	       (hex_run(s, 8) && hex_run(s + 8, 4) && hex_run(s + 12, 4) && hex_run(s + 16, 4) &&
+		hex_run(s + 20, 12) && s[32] == '\0');
+}
+
 int m0_halon_interface_init(struct m0_halon_interface **hi_out, const char *build_git_rev_id,
 			    const char *build_configure_opts, const char *debug_options,
 			    const char *node_uuid)
@@ -1520,7 +1552,6 @@ int m0_halon_interface_init(struct m0_halon_interface **hi_out, const char *buil
 	bool all = env != NULL && env[0] != '\0' && strcmp(env, "0") != 0;
 	pthread_condattr_t ca;
 
-	(void)node_uuid;
 	if (hi_out == NULL)
 		return -EINVAL;
 	*hi_out = NULL;
@@ -1540,6 +1571,17 @@ int m0_halon_interface_init(struct m0_halon_interface **hi_out, const char *buil
 		pthread_mutex_unlock(&g_lock);
 		slog("init: an interface already exists in this process");
 		return -EEXIST;
+	}
+	if (node_uuid != NULL) {
+		strncpy(g_node_uuid, node_uuid, UUID_STRLEN);
+		g_node_uuid[UUID_STRLEN] = '\0';
+	}
+	if (!uuid_parses(g_node_uuid)) {
+		pthread_mutex_unlock(&g_lock);
+		slog("init: Unable to parse node UUID string '%s' (node_uuid %s%s%s)", g_node_uuid,
+		     node_uuid == NULL ? "NULL: the last one given" : "'",
+		     node_uuid == NULL ? "" : node_uuid, node_uuid == NULL ? "" : "'");
+		return -EINVAL;
 	}
 	hi = calloc(1, sizeof *hi);
 	if (hi == NULL) {

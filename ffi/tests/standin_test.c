@@ -34,6 +34,9 @@
  * hi, else 0 alive, 1 disconnecting, 2 dead (link_disconnected returned, still recognised). */
 int hax_standin_link_state(struct m0_halon_interface *hi, const struct m0_ha_link *hl);
 
+/* A node UUID Motr parses. */
+#define NODE_UUID "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+
 /* ------------------------------------------------------------------ checks */
 
 static int g_passed;
@@ -1207,7 +1210,8 @@ static void child_setup(void)
 	int from = ev_now();
 
 	set_flag(&g_auto_reply, true);
-	if (m0_halon_interface_init(&g_hi, "x", "y", "disable-compatibility-check", "uuid") != 0 ||
+	if (m0_halon_interface_init(&g_hi, "x", "y", "disable-compatibility-check",
+				    NODE_UUID) != 0 ||
 	    start_at(g_child_ep, &g_proc) != 0)
 		_exit(3);
 	if (ev_wait(from, EV_RECV, NULL, 12, T(10000)) < 0)
@@ -1518,12 +1522,42 @@ static void test_init(void)
 	struct m0_halon_interface *hi2 = NULL;
 	struct m0_thread th;
 
+	section("init: node UUID parsed as Motr does");
+	{
+		static const char *good[] = {
+			NULL, /* the nil UUID */
+			"01234567-89ab-CDEF-0123-456789abcdef",
+			"0123456789abcdef0123456789ABCDEF",
+			"01234567-89ab-cdef-0123-456789abcdefXYZ", /* Motr keeps 36 characters */
+		};
+		static const char *bad[] = {
+			"node-1", "", "01234567-89ab-cdef-0123-456789abcdeg",
+			"0123456789abcdef0123456789abcdef0", "01234567-89ab-cdef-0123456789abcdef",
+			"0123456789abcdef0123456789abcde", " 1234567-89ab-cdef-0123-456789abcdef",
+		};
+
+		for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+			CHECKF(m0_halon_interface_init(&g_hi, "hax-standin", "", NULL, good[i]) == 0,
+			       "node_uuid '%s' accepted", good[i] == NULL ? "(null)" : good[i]);
+			m0_halon_interface_fini(g_hi);
+		}
+		for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+			g_hi = NULL;
+			CHECKF(m0_halon_interface_init(&g_hi, "hax-standin", "", NULL, bad[i]) ==
+				       -EINVAL && g_hi == NULL,
+			       "node_uuid '%s' refused", bad[i]);
+		}
+		/* NULL keeps the last string given (Motr's static buffer): still refused */
+		CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", NULL, NULL) == -EINVAL);
+	}
+
 	section("init");
-	CHECK(m0_halon_interface_init(&g_hi, "some-rev", "--opts", "", "u") == -EINVAL);
-	CHECK(m0_halon_interface_init(&g_hi, "some-rev", "", NULL, "u") == -EINVAL);
-	CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", NULL, "u") == 0);
+	CHECK(m0_halon_interface_init(&g_hi, "some-rev", "--opts", "", NODE_UUID) ==
+	      -EINVAL);
+	CHECK(m0_halon_interface_init(&g_hi, "some-rev", "", NULL, NODE_UUID) == -EINVAL);
+	CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", NULL, NODE_UUID) == 0);
 	CHECK(m0_halon_interface_init(&hi2, "hax-standin", "", "disable-compatibility-check",
-				      "u") == -EEXIST);
+				      NODE_UUID) == -EEXIST);
 	CHECK(m0_halon_interface_thread_adopt(g_hi, &th) == 0);
 	CHECK(m0_halon_interface_thread_adopt(g_hi, &th) == -EALREADY);
 	m0_halon_interface_thread_shun();
@@ -1533,7 +1567,7 @@ static void test_init(void)
 	m0_halon_interface_stop(g_hi); /* not started: prints, returns */
 	m0_halon_interface_fini(g_hi);
 	CHECK(m0_halon_interface_init(&g_hi, "x", "y", "log-link,disable-compatibility-check",
-				      "u") == 0);
+				      NODE_UUID) == 0);
 	m0_halon_interface_fini(g_hi);
 	g_hi = NULL;
 }
@@ -1586,7 +1620,8 @@ static void test_interface(void)
 
 	section("start");
 	setenv("HAX_STANDIN_RPC_TIMEOUT_MS", "600", 1);
-	CHECK(m0_halon_interface_init(&g_hi, "x", "y", "disable-compatibility-check", "u") == 0);
+	CHECK(m0_halon_interface_init(&g_hi, "x", "y", "disable-compatibility-check",
+				      NODE_UUID) == 0);
 	snprintf(ep, sizeof ep, "inet:tcp:127.0.0.1@%d", port);
 	CHECK(m0_halon_interface_start(g_hi, ep, NULL, &g_ha, &g_rm, cb_entrypoint, cb_received,
 				       cb_delivered, cb_not_delivered, cb_connected, cb_reused,
@@ -2223,7 +2258,7 @@ static void test_fini_without_stop(void)
 		struct m0_ha_link *hl = NULL;
 		struct client *c;
 
-		CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", "", "u") == 0);
+		CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", "", NODE_UUID) == 0);
 		CHECK(start_at(ep, &g_proc) == 0);
 		CHECK(ev_wait(from, EV_RECV, NULL, 12, T(5000)) >= 0);
 		c = process_connect(port, &(struct m0_fid){ 0x7200000000000050ULL, 1 },
@@ -2298,7 +2333,7 @@ static void test_scale(void)
 	set_flag(&g_auto_reply, true);
 	setenv("HAX_STANDIN_LINK_GRAVEYARD", "100", 1);
 	snprintf(ep, sizeof ep, "inet:tcp:127.0.0.1@%d", port);
-	CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", "", "u") == 0);
+	CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", "", NODE_UUID) == 0);
 	CHECK(start_at(ep, &g_proc) == 0);
 	unsetenv("HAX_STANDIN_LINK_GRAVEYARD");
 	i = ev_wait(0, EV_CONN, NULL, 0, T(5000));
