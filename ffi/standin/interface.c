@@ -45,6 +45,9 @@
  *   - init: a node_uuid Motr cannot parse (at most 36 characters are kept, then 8-4-4-4-12 hex
  *     digits with dashes or 32 hex digits) gives -EINVAL after "Unable to parse node UUID
  *     string". NULL keeps the last string given (the nil UUID at first), as Motr's static does.
+ *   - thread_adopt/_shun: fini aborts ("sys->sy_total == 0 in m0_addb2_sys_fini()") if the
+ *     thread that called init was ever adopted, or an adopted thread was not shunned; the
+ *     descriptor must be all zero. Threads never adopted may call everything.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -257,6 +260,8 @@ struct m0_halon_interface {
 	pthread_cond_t state_cv;      /* start/stop wait for progress */
 	enum hi_state state;
 	pthread_t main_thread;
+	bool main_adopted;            /* the init thread was adopted: fini aborts */
+	unsigned adopted_live;        /* adopted threads not shunned: fini aborts unless 0 */
 	bool log_ep;
 	bool log_link;
 	bool log_msg;
@@ -306,7 +311,8 @@ struct m0_halon_interface {
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct m0_halon_interface *g_hi;
 static __thread bool tls_locality;
-static __thread bool tls_adopted;
+static __thread unsigned tls_adopted;   /* adoptions not shunned on this thread */
+static __thread struct m0_halon_interface *tls_adopted_hi;
 static __thread bool tls_io;
 
 /* ------------------------------------------------------------------ helpers */
@@ -1725,6 +1731,13 @@ void m0_halon_interface_fini(struct m0_halon_interface *hi)
 		slog("fini while start or stop is running: refused");
 		return;
 	}
+	if (__atomic_load_n(&hi->main_adopted, __ATOMIC_SEQ_CST) ||
+	    __atomic_load_n(&hi->adopted_live, __ATOMIC_SEQ_CST) > 0) {
+		slog("fini: %s: Motr's addb2 machines are still out",
+		     hi->main_adopted ? "the init thread was adopted" :
+					"an adopted thread was not shunned");
+		assert_fail("sys->sy_total == 0", "m0_addb2_sys_fini");
+	}
 	pthread_mutex_lock(&g_lock);
 	__atomic_store_n(&g_hi, NULL, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&g_lock);
@@ -2255,19 +2268,45 @@ void m0_halon_interface_disconnect(struct m0_halon_interface *hi, struct m0_ha_l
 
 /* ------------------------------------------------------------------ threads, endpoint */
 
+/*
+ * Adoption as Motr does it (lib/thread.c, lib/user_space/uthread.c, addb2/global.c): the
+ * thread descriptor must be all zero (M0_PRE(M0_IS0(thread))); adopting makes it the thread's
+ * descriptor and gives the thread an addb2 machine of the interface's Motr instance, which
+ * m0_halon_interface_thread_shun() gives back (one: adopting twice without shunning loses
+ * one). fini asserts that no machine is still out (sys->sy_total == 0 in m0_addb2_sys_fini()):
+ * it aborts if an adopted thread was not shunned, or if the thread that called init was ever
+ * adopted (its adoption replaces the descriptor holding the machine init gave it, which is
+ * then lost for good, shunned or not). Threads never adopted may call everything: Motr gives
+ * them the main instance automatically ("anon" threads).
+ */
 int m0_halon_interface_thread_adopt(struct m0_halon_interface *hi, struct m0_thread *thread)
 {
-	if (!hi_valid(hi) || thread == NULL)
-		return -EINVAL;
-	if (tls_adopted)
-		return -EALREADY;
-	tls_adopted = true;
+	static const struct m0_thread zero;
+
+	STANDIN_ASSERT(hi_valid(hi));
+	STANDIN_ASSERT(thread != NULL);
+	if (memcmp(thread, &zero, sizeof zero) != 0)
+		assert_fail("M0_IS0(thread)", "m0_thread_adopt");
+	thread->t_opaque[0] = (uint64_t)(uintptr_t)thread; /* Motr sets tls_self */
+	if (pthread_equal(pthread_self(), hi->main_thread)) {
+		slog("thread_adopt: the thread that called init is adopted: fini will fail");
+		__atomic_store_n(&hi->main_adopted, true, __ATOMIC_SEQ_CST);
+	}
+	if (tls_adopted == 0)
+		tls_adopted_hi = hi;
+	tls_adopted++;
+	__atomic_add_fetch(&hi->adopted_live, 1, __ATOMIC_SEQ_CST);
 	return 0;
 }
 
 void m0_halon_interface_thread_shun(void)
 {
-	tls_adopted = false;
+	if (tls_adopted > 0) {
+		if (tls_adopted_hi == current_hi())
+			__atomic_sub_fetch(&tls_adopted_hi->adopted_live, 1, __ATOMIC_SEQ_CST);
+		tls_adopted = 0;
+		tls_adopted_hi = NULL;
+	}
 }
 
 /*

@@ -1388,6 +1388,42 @@ static void child_dead_link_graveyard(void)
 	client_free(c);
 }
 
+/* The thread that called init (the child's main thread) adopted, even shunned: fini fails. */
+static void child_adopt_init_thread(void)
+{
+	struct m0_thread *th = calloc(1, sizeof *th);
+
+	if (m0_halon_interface_thread_adopt(g_hi, th) != 0)
+		_exit(7);
+	m0_halon_interface_thread_shun();
+	m0_halon_interface_stop(g_hi);
+	m0_halon_interface_fini(g_hi);
+}
+
+static void *adopt_thread(void *arg)
+{
+	(void)arg;
+	m0_halon_interface_thread_adopt(g_hi, calloc(1, sizeof(struct m0_thread)));
+	return NULL; /* exits without shunning */
+}
+
+static void child_adopted_not_shunned(void)
+{
+	pthread_t t;
+
+	pthread_create(&t, NULL, adopt_thread, NULL);
+	pthread_join(t, NULL);
+	m0_halon_interface_fini(g_hi); /* stops first */
+}
+
+static void child_adopt_nonzero(void)
+{
+	struct m0_thread *th = calloc(1, sizeof *th);
+
+	th->t_opaque[3] = 1;
+	m0_halon_interface_thread_adopt(g_hi, th);
+}
+
 static void child_send_after_disconnect(void)
 {
 	set_flag(&g_send_after_disconnect, true);
@@ -1448,6 +1484,12 @@ static void test_aborts(void)
 	run_abort_child("send on a disconnected link", child_dead_link,
 			"the link is not disconnected");
 	run_abort_child("send after disconnect()", child_send_after_disconnect, NULL);
+	run_abort_child("fini after the init thread was adopted", child_adopt_init_thread,
+			"sys->sy_total == 0 in m0_addb2_sys_fini()");
+	run_abort_child("fini with an adopted thread not shunned", child_adopted_not_shunned,
+			"sys->sy_total == 0 in m0_addb2_sys_fini()");
+	run_abort_child("adopt with a descriptor not zeroed", child_adopt_nonzero,
+			"M0_IS0(thread) in m0_thread_adopt()");
 	run_abort_child("rpc_endpoint of an unknown link", child_endpoint_unknown_link,
 			"hl is a link of this interface");
 	run_abort_child("rpc_endpoint with buf_len 0", child_endpoint_len_0, "buf_len > 0");
@@ -1517,10 +1559,25 @@ static void check_self_event(int i, uint64_t tag, bool process, uint64_t event, 
 	}
 }
 
+static void *adopt_shun_thread(void *arg)
+{
+	int *rc = arg;
+
+	for (int i = 0; i < 2; i++) {
+		struct m0_thread th;
+
+		memset(&th, 0, sizeof th);
+		*rc = m0_halon_interface_thread_adopt(g_hi, &th);
+		m0_halon_interface_thread_shun();
+		if (*rc != 0)
+			break;
+	}
+	return NULL;
+}
+
 static void test_init(void)
 {
 	struct m0_halon_interface *hi2 = NULL;
-	struct m0_thread th;
 
 	section("init: node UUID parsed as Motr does");
 	{
@@ -1558,12 +1615,16 @@ static void test_init(void)
 	CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", NULL, NODE_UUID) == 0);
 	CHECK(m0_halon_interface_init(&hi2, "hax-standin", "", "disable-compatibility-check",
 				      NODE_UUID) == -EEXIST);
-	CHECK(m0_halon_interface_thread_adopt(g_hi, &th) == 0);
-	CHECK(m0_halon_interface_thread_adopt(g_hi, &th) == -EALREADY);
-	m0_halon_interface_thread_shun();
-	CHECK(m0_halon_interface_thread_adopt(g_hi, &th) == 0);
-	m0_halon_interface_thread_shun();
-	CHECK(m0_halon_interface_thread_adopt(g_hi, NULL) == -EINVAL);
+	/* another thread adopted and shunned (twice), as hax's threads do: fini is fine */
+	{
+		pthread_t t;
+		int rc = -1;
+
+		pthread_create(&t, NULL, adopt_shun_thread, &rc);
+		pthread_join(t, NULL);
+		CHECK(rc == 0);
+	}
+	m0_halon_interface_thread_shun(); /* never adopted: nothing to give back */
 	m0_halon_interface_stop(g_hi); /* not started: prints, returns */
 	m0_halon_interface_fini(g_hi);
 	CHECK(m0_halon_interface_init(&g_hi, "x", "y", "log-link,disable-compatibility-check",
