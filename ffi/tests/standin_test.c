@@ -2303,6 +2303,49 @@ static void test_interface(void)
 	unsetenv("HAX_STANDIN_RPC_TIMEOUT_MS");
 }
 
+/* Without HAX_STANDIN_RPC_TIMEOUT_MS, a gone peer's link is dropped after 5 s, as in Motr. */
+static void test_rpc_timeout_default(void)
+{
+	char ep[64];
+	int port = free_port();
+	const struct m0_fid pf = { 0x7200000000000070ULL, 1 };
+	struct m0_ha_link *self = NULL;
+	struct m0_ha_link *hl = NULL;
+	struct client *c;
+	int i, j, from;
+
+	section("default RPC timeout: a gone peer's link is dropped after 5 s");
+	g_nev = 0;
+	g_nsent = 0;
+	unsetenv("HAX_STANDIN_RPC_TIMEOUT_MS");
+	set_flag(&g_auto_reply, true);
+	snprintf(ep, sizeof ep, "inet:tcp:127.0.0.1@%d", port);
+	CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", "", NODE_UUID) == 0);
+	CHECK(start_at(ep, &g_proc) == 0);
+	i = ev_wait(0, EV_CONN, NULL, 0, T(5000));
+	if (CHECK(i >= 0))
+		self = ev_get(i).hl;
+	c = process_connect(port, &pf, "inet:tcp:127.0.0.1@7", &hl, 0);
+	self_note(self, &pf, M0_NC_ONLINE, false);
+	client_close(c);
+	sleep_ms(100);
+	from = ev_now();
+	self_note(self, &pf, M0_NC_FAILED, false);
+	i = ev_wait(from, EV_DISCING, hl, 0, T(2000));
+	j = ev_wait(from, EV_DISC, hl, 0, T(10000));
+	if (CHECK(i >= 0 && j > i)) {
+		uint64_t waited = ev_get(j).at_ms - ev_get(i).at_ms;
+
+		CHECKF(waited >= 4900 && waited < (uint64_t)T(6000),
+		       "link_disconnected %" PRIu64 " ms after link_is_disconnecting (5000)", waited);
+	}
+	m0_halon_interface_stop(g_hi);
+	m0_halon_interface_fini(g_hi);
+	g_hi = NULL;
+	client_free(c);
+	set_flag(&g_auto_reply, false);
+}
+
 /* fini without stop, and a second cycle on the same port. */
 static void test_fini_without_stop(void)
 {
@@ -2617,6 +2660,7 @@ int main(int argc, char **argv)
 	test_init();
 	test_interface();
 	test_fini_without_stop();
+	test_rpc_timeout_default();
 	test_scale();
 	printf("%d passed, %d failed\n", g_passed, g_failed);
 	return g_failed == 0 ? 0 : 1;
