@@ -51,6 +51,12 @@
  *   - Dropping the link of a peer that is gone waits the RPC timeout, 5000 ms by default (real
  *     Motr reported link_disconnected 5.0 s after link_is_disconnecting); the environment
  *     variable HAX_STANDIN_RPC_TIMEOUT_MS overrides it.
+ *   - Process notes on the self link (halon_interface_process_failure_check in Motr's
+ *     ha/halon/interface.c): the state of at most 4096 process fids is kept; a note about a
+ *     4097th aborts ("Currently we don't support more than 4096 processes connected to a
+ *     single m0_halon_interface."). The first note about a process is recorded (a FAILED one
+ *     drops nothing); with hmnv_ignore_same_state a note that does not change the state is
+ *     ignored; any other FAILED note drops every link of that process.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -92,6 +98,7 @@ enum {
 	STOP_LINKS_EXTRA_MS = 30000,  /* stop: wait RPC timeout + this for the links to go */
 	DEFAULT_RPC_TIMEOUT_MS = 5000, /* real Motr: disconnected 5.0 s after disconnecting */
 	PROCESS_FID_TYPE = 0x72,
+	NOTES_MAX = 0x1000,           /* HALON_INTERFACE_NVEC_SIZE_MAX */
 };
 
 #define LINK_MAGIC 0x68617873746c6e6bULL /* "haxstlnk" */
@@ -308,7 +315,8 @@ struct m0_halon_interface {
 	unsigned rx_peak;             /* the most rx_total has been (tests) */
 	bool rx_held;                 /* rx_total reached RX_TOTAL_MAX: no connection is read */
 	uint64_t conn_seq;
-	struct note_state *notes;
+	struct note_state *notes;     /* the state of every process fid noted on the self link */
+	unsigned notes_nr;            /* at most NOTES_MAX */
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -341,6 +349,15 @@ static void assert_fail(const char *expr, const char *func) __attribute__((noret
 static void assert_fail(const char *expr, const char *func)
 {
 	slog("Assertion failed: %s in %s() (real Motr panics here)", expr, func);
+	abort();
+}
+
+/* M0_ASSERT_INFO: the condition, then Motr's explanation. */
+static void assert_info(const char *expr, const char *func, const char *info)
+	__attribute__((noreturn));
+static void assert_info(const char *expr, const char *func, const char *info)
+{
+	slog("Assertion failed: %s in %s(): %s (real Motr panics here)", expr, func, info);
 	abort();
 }
 
@@ -878,6 +895,12 @@ static void self_handle(struct m0_halon_interface *hi, const struct m0_ha_msg *m
 				break;
 		}
 		if (ns == NULL) {
+			if (hi->notes_nr >= NOTES_MAX)
+				assert_info("hii->hii_nvec_size < ARRAY_SIZE(hii->hii_nvec)",
+					    "halon_interface_process_failure_check",
+					    "Currently we don't support more than 4096 processes "
+					    "connected to a single m0_halon_interface.");
+			hi->notes_nr++;
 			ns = xcalloc(1, sizeof *ns);
 			ns->ns_fid = n->no_id;
 			ns->ns_state = n->no_state;
@@ -1695,6 +1718,7 @@ static void hi_free_state(struct m0_halon_interface *hi)
 		hi->notes = ns->ns_next;
 		free(ns);
 	}
+	hi->notes_nr = 0;
 	hi->dirty = NULL;
 	while (hi->conns != NULL) { /* only if the I/O thread never ran */
 		struct conn *c = hi->conns;

@@ -1424,6 +1424,22 @@ static void child_adopt_nonzero(void)
 	m0_halon_interface_thread_adopt(g_hi, th);
 }
 
+/* 4096 distinct process fids noted on the self link are fine; the 4097th aborts. */
+static void child_notes_4097(void)
+{
+	struct m0_fid *fids = calloc(1024, sizeof *fids);
+
+	for (uint32_t b = 0; b < 4; b++) {
+		for (uint32_t i = 0; i < 1024; i++)
+			fids[i] = (struct m0_fid){ 0x7200000000000100ULL + b, (uint64_t)i + 1 };
+		self_notes(child_self(), fids, 1024, M0_NC_ONLINE);
+		self_notes(child_self(), fids, 1024, M0_NC_TRANSIENT); /* known: no new entry */
+	}
+	fprintf(stderr, "4096 processes noted\n");
+	fids[0] = (struct m0_fid){ 0x7200000000000200ULL, 1 };
+	self_notes(child_self(), fids, 1, M0_NC_ONLINE);
+}
+
 static void child_send_after_disconnect(void)
 {
 	set_flag(&g_send_after_disconnect, true);
@@ -1490,6 +1506,11 @@ static void test_aborts(void)
 			"sys->sy_total == 0 in m0_addb2_sys_fini()");
 	run_abort_child("adopt with a descriptor not zeroed", child_adopt_nonzero,
 			"M0_IS0(thread) in m0_thread_adopt()");
+	run_abort_child("a 4097th process noted on the self link", child_notes_4097,
+			"4096 processes noted");
+	run_abort_child("a 4097th process noted on the self link", child_notes_4097,
+			"Currently we don't support more than 4096 processes connected to a single "
+			"m0_halon_interface.");
 	run_abort_child("rpc_endpoint of an unknown link", child_endpoint_unknown_link,
 			"hl is a link of this interface");
 	run_abort_child("rpc_endpoint with buf_len 0", child_endpoint_len_0, "buf_len > 0");
@@ -2005,6 +2026,43 @@ static void test_interface(void)
 	c_msg(ca, 4, m);
 	sleep_ms(100);
 	CHECK(ev_count(from, EV_RECV, hl_a, 0) == 0);
+
+	section("notes: FAILED twice keeps a re-created link; TRANSIENT then FAILED drops it");
+	{
+		const struct m0_fid fr = { 0x720000000000004fULL, 1 };
+		struct m0_ha_link *l1 = NULL, *l2 = NULL;
+		struct client *c1, *c2;
+
+		set_flag(&g_auto_reply, true);
+		c1 = process_connect(port, &fr, "inet:tcp:127.0.0.1@22012", &l1, 0);
+		from = ev_now();
+		self_note(self, &fr, M0_NC_ONLINE, true);  /* first note: recorded */
+		self_note(self, &fr, M0_NC_FAILED, true);  /* drops l1 */
+		CHECK(ev_wait(from, EV_DISC, l1, 0, T(5000)) >= 0);
+		CHECK(client_expect(c1, WIRE_DROP, &f, T(5000)) == 1);
+		/* the process restarts: a new link while HA still holds it FAILED */
+		c2 = process_connect(port, &fr, "inet:tcp:127.0.0.1@22012", &l2, 0);
+		CHECK(l2 != NULL && l2 != l1);
+		from = ev_now();
+		self_note(self, &fr, M0_NC_FAILED, true);  /* same state: ignored */
+		self_note(self, &fr, M0_NC_FAILED, true);
+		sleep_ms(300);
+		CHECK(ev_count(from, EV_DISCING, l2, 0) == 0);
+		self_note(self, &fr, M0_NC_TRANSIENT, true);
+		sleep_ms(100);
+		CHECK(ev_count(from, EV_DISCING, l2, 0) == 0);
+		self_note(self, &fr, M0_NC_FAILED, true);  /* a change: drops l2 */
+		CHECK(ev_wait(from, EV_DISC, l2, 0, T(5000)) >= 0);
+		CHECK(client_expect(c2, WIRE_DROP, &f, T(5000)) == 1);
+		/* without ignore_same_state, FAILED again drops a new link at once */
+		client_free(c2);
+		c2 = process_connect(port, &fr, "inet:tcp:127.0.0.1@22012", &l2, 0);
+		from = ev_now();
+		self_note(self, &fr, M0_NC_FAILED, false);
+		CHECK(ev_wait(from, EV_DISC, l2, 0, T(5000)) >= 0);
+		client_free(c1);
+		client_free(c2);
+	}
 
 	section("peer gone: the link stays; dropping it waits the RPC timeout");
 	cc = process_connect(port, &fc, "inet:tcp:127.0.0.1@22004", &hl_c, 0);
