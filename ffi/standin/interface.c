@@ -57,6 +57,13 @@
  *     single m0_halon_interface."). The first note about a process is recorded (a FAILED one
  *     drops nothing); with hmnv_ignore_same_state a note that does not change the state is
  *     ignored; any other FAILED note drops every link of that process.
+ *   - Such a FAILED note about HA's own process drops the self link too ("m0_ha_process_failed:
+ *     disconnecting local link"; the user gets link_is_disconnecting and link_disconnected for
+ *     it). Motr's local link then asks for an entrypoint again and is told it was disconnected
+ *     previously: "!rep->hae_disconnected_previously in ha_entrypoint_state_cb(): HA has
+ *     already decided that this process has failed" (ha/ha.c:304). The stand-in makes that
+ *     re-request when the local link is next needed: at stop (before the own STOPPING ..
+ *     STOPPED events) and at the next send on the self link; both abort.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -307,6 +314,8 @@ struct m0_halon_interface {
 	unsigned links_live;          /* links whose link_disconnected has not returned */
 	struct m0_ha_link *self_link;
 	bool self_connected;
+	bool self_failed;             /* HA noted its own process FAILED: the local link is gone
+	                               * and its re-request (at stop or send) aborts */
 	struct epreq *reqs;
 	uint64_t req_seq;
 	struct conn *conns;
@@ -916,12 +925,28 @@ static void self_handle(struct m0_halon_interface *hi, const struct m0_ha_msg *m
 		ns->ns_state = n->no_state;
 		if (n->no_state != M0_NC_FAILED)
 			continue;
+		/* m0_ha_process_failed(): every link of that process, the self link included */
+		if (fid_eq(&n->no_id, &hi->process)) {
+			slog("m0_ha_process_failed: disconnecting local link");
+			hi->self_failed = true;
+		}
 		for (struct m0_ha_link *l = hi->links; l != NULL; l = l->hl_next) {
-			if (!l->hl_self && l->hl_state == LS_ALIVE &&
-			    fid_eq(&l->hl_process, &n->no_id))
+			if (l->hl_state == LS_ALIVE && fid_eq(&l->hl_process, &n->no_id))
 				link_start_disconnect(hi, l);
 		}
 	}
+}
+
+/*
+ * The local link's entrypoint re-request after HA noted its own process FAILED: Motr answers
+ * it "disconnected previously" and the requester (HA's own side) panics.
+ */
+static void self_rerequest_check(struct m0_halon_interface *hi)
+{
+	if (hi->self_failed)
+		assert_info("!rep->hae_disconnected_previously", "ha_entrypoint_state_cb",
+			    "HA has already decided that this process has failed (ha/ha.c:304; "
+			    "HA noted its own process FAILED on the self link)");
 }
 
 /* ------------------------------------------------------------------ entrypoint (locked) */
@@ -1999,6 +2024,7 @@ void m0_halon_interface_stop(struct m0_halon_interface *hi)
 		slog("stop: the interface is not started (or already stopped); ignored");
 		return;
 	}
+	self_rerequest_check(hi);
 	hi->state = HI_STOPPING;
 	if (hi->log_ep)
 		slog("stopping");
@@ -2186,6 +2212,8 @@ void m0_halon_interface_send(struct m0_halon_interface *hi, struct m0_ha_link *h
 	pthread_mutex_lock(&hi->lock);
 	if (!link_known(hi, hl))
 		assert_fail("hl is a link of this interface", __func__);
+	if (hl->hl_self)
+		self_rerequest_check(hi);
 	if (hl->hl_state == LS_DEAD || hl->hl_disconnect_called) {
 		slog("send on link %p (%s) after %s", (void *)hl, hl->hl_ep,
 		     hl->hl_state == LS_DEAD ? "link_disconnected" : "disconnect()");

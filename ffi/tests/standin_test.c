@@ -1440,13 +1440,62 @@ static void child_notes_4097(void)
 	self_notes(child_self(), fids, 1, M0_NC_ONLINE);
 }
 
+#define OWN_FAILED_ASSERT                                                                \
+	"!rep->hae_disconnected_previously in ha_entrypoint_state_cb(): HA has already decided " \
+	"that this process has failed"
+
+/* HA notes its own process ONLINE then FAILED on the self link: the self link is dropped. */
+static struct m0_ha_link *child_own_failed(void)
+{
+	struct m0_ha_link *self = child_self();
+	int from = ev_now();
+
+	self_note(self, &g_proc, M0_NC_ONLINE, true);
+	self_note(self, &g_proc, M0_NC_FAILED, true);
+	if (ev_wait(from, EV_DISCING, self, 0, T(5000)) < 0 ||
+	    ev_wait(from, EV_DISC, self, 0, T(5000)) < 0)
+		_exit(8);
+	fprintf(stderr, "self link dropped\n");
+	return self;
+}
+
+static void child_own_failed_stop(void)
+{
+	child_own_failed();
+	m0_halon_interface_stop(g_hi);
+}
+
+static void child_own_failed_send(void)
+{
+	struct m0_ha_link *self = child_self();
+	int from = ev_now();
+
+	self_note(self, &g_proc, M0_NC_ONLINE, true);
+	self_note(self, &g_proc, M0_NC_FAILED, true);
+	/* the next send on the self link, before or after its link_disconnected */
+	if (ev_wait(from, EV_DISCING, self, 0, T(5000)) < 0)
+		_exit(8);
+	self_note(self, &g_proc, M0_NC_ONLINE, true);
+}
+
 static void child_send_after_disconnect(void)
 {
 	set_flag(&g_send_after_disconnect, true);
 	m0_halon_interface_stop(g_hi);
 }
 
+static void run_abort_child_all(const char *name, void (*fn)(void), const char *const *wants);
+
 static void run_abort_child(const char *name, void (*fn)(void), const char *want)
+{
+	const char *wants[] = { want, NULL };
+
+	run_abort_child_all(name, fn, wants);
+}
+
+/* Runs fn in a forked child set up by child_setup; it must abort with every string of wants
+ * (NULL-terminated) in its standard error. */
+static void run_abort_child_all(const char *name, void (*fn)(void), const char *const *wants)
 {
 	int pfd[2];
 	pid_t pid;
@@ -1486,8 +1535,8 @@ static void run_abort_child(const char *name, void (*fn)(void), const char *want
 	       "%s: the stand-in aborts like Motr's M0_ASSERT (status 0x%x)", name, status);
 	CHECKF(strstr(out, "Assertion failed") != NULL, "%s: an assertion message is printed",
 	       name);
-	if (want != NULL)
-		CHECKF(strstr(out, want) != NULL, "%s: the message says '%s'", name, want);
+	for (int i = 0; wants[i] != NULL; i++)
+		CHECKF(strstr(out, wants[i]) != NULL, "%s: the output says '%s'", name, wants[i]);
 }
 
 static void test_aborts(void)
@@ -1506,11 +1555,17 @@ static void test_aborts(void)
 			"sys->sy_total == 0 in m0_addb2_sys_fini()");
 	run_abort_child("adopt with a descriptor not zeroed", child_adopt_nonzero,
 			"M0_IS0(thread) in m0_thread_adopt()");
-	run_abort_child("a 4097th process noted on the self link", child_notes_4097,
-			"4096 processes noted");
-	run_abort_child("a 4097th process noted on the self link", child_notes_4097,
-			"Currently we don't support more than 4096 processes connected to a single "
-			"m0_halon_interface.");
+	run_abort_child_all("a 4097th process noted on the self link", child_notes_4097,
+			    (const char *const[]){ "4096 processes noted",
+						   "Currently we don't support more than 4096 "
+						   "processes connected to a single "
+						   "m0_halon_interface.", NULL });
+	run_abort_child_all("stop after HA's own process was noted FAILED", child_own_failed_stop,
+			    (const char *const[]){ "m0_ha_process_failed: disconnecting local link",
+						   "self link dropped", OWN_FAILED_ASSERT, NULL });
+	run_abort_child_all("send on the self link after own FAILED", child_own_failed_send,
+			    (const char *const[]){ "m0_ha_process_failed: disconnecting local link",
+						   OWN_FAILED_ASSERT, NULL });
 	run_abort_child("rpc_endpoint of an unknown link", child_endpoint_unknown_link,
 			"hl is a link of this interface");
 	run_abort_child("rpc_endpoint with buf_len 0", child_endpoint_len_0, "buf_len > 0");
@@ -2425,6 +2480,17 @@ static void test_fini_without_stop(void)
 		CHECK(ev_wait(from, EV_RECV, NULL, 12, T(5000)) >= 0);
 		c = process_connect(port, &(struct m0_fid){ 0x7200000000000050ULL, 1 },
 				    "inet:tcp:127.0.0.1@1", &hl, 0);
+		{
+			/* FAILED as the first note about HA's own process: ignored (recorded) */
+			int k = ev_wait(from, EV_CONN, NULL, 0, 0);
+			struct m0_ha_link *self = k >= 0 ? ev_get(k).hl : NULL;
+
+			CHECK(self != NULL);
+			self_note(self, &g_proc, M0_NC_FAILED, true);
+			self_note(self, &g_proc, M0_NC_FAILED, true); /* the same state */
+			sleep_ms(100);
+			CHECK(ev_count(from, EV_DISCING, NULL, 0) == 0);
+		}
 		if (round == 0) {
 			m0_halon_interface_fini(g_hi); /* stops first */
 		} else {
