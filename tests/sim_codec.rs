@@ -103,11 +103,15 @@ fn every_body() -> Vec<MsgBody> {
     ]
 }
 
+/// The cookie of the scripted HAs (a real one is per HA instance, never 0).
+const HA_COOKIE: u64 = 0x00c0_ffee_0000_0001;
+
 fn ep_rep(seq: u64, rc: i32, link: LinkDecision) -> EpReply {
     EpReply {
         seq,
         rc,
         link,
+        cookie_actual: HA_COOKIE,
         confds: vec![
             (s(0x14), "inet:tcp:127.0.0.1@22002".into()),
             (s(0x15), "inet:tcp:127.0.0.1@22302".into()),
@@ -123,6 +127,7 @@ fn process_frames() -> Vec<ToHa> {
         ToHa::EpReq(EpRequest {
             seq: 1,
             first_request: true,
+            cookie_expected: 0,
             pid: 11136,
             process: r(5),
             endpoint: "inet:tcp:127.0.0.1@22301".into(),
@@ -131,6 +136,7 @@ fn process_frames() -> Vec<ToHa> {
         ToHa::EpReq(EpRequest {
             seq: 2,
             first_request: false,
+            cookie_expected: u64::MAX,
             pid: 0,
             process: r(5),
             endpoint: "e".repeat(4096),
@@ -212,17 +218,21 @@ fn frames_have_the_documented_byte_layout() {
     let req = ToHa::EpReq(EpRequest {
         seq: 1,
         first_request: true,
+        cookie_expected: 0x1122_3344_5566_7788,
         pid: 2,
         process: r(5),
         endpoint: "ab".into(),
         git_rev: "c".into(),
     });
     let b = req.encode().unwrap();
-    assert_eq!(b.len(), 4 + 1 + 8 + 1 + 8 + 16 + 2 + 2 + 2 + 1);
+    // EP_REQ (v2): seq, first, cookie_expected, pid, fid, str endpoint, str git_rev.
+    assert_eq!(b.len(), 4 + 1 + 8 + 1 + 8 + 8 + 16 + 2 + 2 + 2 + 1);
     assert_eq!(b[4], 0x01);
     assert_eq!(b[13], 1);
-    assert_eq!(&b[22..30], &0x7200_0000_0000_0001u64.to_le_bytes());
-    assert_eq!(&b[38..42], &[2, 0, b'a', b'b']);
+    assert_eq!(&b[14..22], &0x1122_3344_5566_7788u64.to_le_bytes());
+    assert_eq!(&b[22..30], &2u64.to_le_bytes());
+    assert_eq!(&b[30..38], &0x7200_0000_0000_0001u64.to_le_bytes());
+    assert_eq!(&b[46..50], &[2, 0, b'a', b'b']);
     // MSG: tag, 3 fids, time, epoch, type (= 8 + 48 + 24 bytes) then the body; a note is 20 bytes.
     let m = ToHa::Msg {
         tag: 4,
@@ -246,6 +256,9 @@ fn frames_have_the_documented_byte_layout() {
     .encode()
     .unwrap();
     assert_eq!(&b[13..18], &[0xf5, 0xff, 0xff, 0xff, 3]);
+    // then (v2) the HA's cookie, then the confd count.
+    assert_eq!(&b[18..26], &HA_COOKIE.to_le_bytes());
+    assert_eq!(&b[26..30], &0u32.to_le_bytes());
 }
 
 #[test]
@@ -368,6 +381,7 @@ fn strings_longer_than_4096_are_refused() {
     let long = EpRequest {
         seq: 1,
         first_request: true,
+        cookie_expected: 0,
         pid: 1,
         process: r(5),
         endpoint: "x".repeat(4097),
@@ -384,7 +398,7 @@ fn strings_longer_than_4096_are_refused() {
     })
     .encode()
     .unwrap();
-    let at = 4 + 1 + 8 + 1 + 8 + 16;
+    let at = 4 + 1 + 8 + 1 + 8 + 8 + 16;
     b[at..at + 2].copy_from_slice(&4097u16.to_le_bytes());
     let tail = b.split_off(at + 2);
     b.extend(std::iter::repeat_n(b'x', 4097));
@@ -401,6 +415,7 @@ fn nul_bytes_in_strings_and_oversized_byte_fields_are_refused() {
     let req = EpRequest {
         seq: 1,
         first_request: true,
+        cookie_expected: 0,
         pid: 1,
         process: r(5),
         endpoint: "ab".into(),
@@ -412,7 +427,7 @@ fn nul_bytes_in_strings_and_oversized_byte_fields_are_refused() {
     };
     assert_eq!(ToHa::EpReq(bad).encode(), Err(WireError::NulInString));
     let mut b = ToHa::EpReq(req).encode().unwrap();
-    b[41] = 0; // second byte of the endpoint
+    b[49] = 0; // second byte of the endpoint
     assert_eq!(ToHa::decode(&b), Err(WireError::NulInString));
     // Motr keeps BE_IO_ERR location/opcode and the SNS_ERR opcode in a byte.
     for body in [
@@ -524,6 +539,43 @@ fn unknown_kinds_types_and_values_are_refused() {
     b.push(0);
     set_len(&mut b);
     assert!(matches!(FromHa::decode(&b), Err(WireError::Trailing(1))));
+}
+
+#[test]
+fn the_committed_fuzz_seeds_are_frames_of_the_current_protocol() {
+    // fuzz/corpus/sim_wire/seed-*: every seed is whole frames that decode in one direction
+    // (seed-stream is a conversation), so the fuzzers start from valid protocol-v2 input.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/sim_wire");
+    let mut seen = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("seed-") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let n = wire::frame_size(rest)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{name}: a partial frame"));
+            let f = &rest[..n];
+            assert!(
+                ToHa::decode(f).is_ok() || FromHa::decode(f).is_ok(),
+                "{name}: a frame that decodes in neither direction: {:?} / {:?}",
+                ToHa::decode(f),
+                FromHa::decode(f)
+            );
+            rest = &rest[n..];
+        }
+        seen += 1;
+    }
+    assert!(seen >= 17, "{seen} seeds");
+    let ep = std::fs::read(dir.join("seed-ep_rep")).unwrap();
+    let FromHa::EpRep(r) = FromHa::decode(&ep).unwrap() else {
+        panic!()
+    };
+    assert_ne!(r.cookie_actual, 0);
 }
 
 #[test]
@@ -969,6 +1021,37 @@ fn stop_clean_sends_stop_events_in_motr_order() {
         stopping.join().unwrap().unwrap();
         assert!(proc.is_gone());
     });
+}
+
+#[test]
+fn the_process_sends_back_the_ha_cookie_of_the_last_reply() {
+    let (l, ep) = listen();
+    let proc = SimProcess::connect(&ep, plain_config(11)).unwrap();
+    let mut ha = Peer::accept(&l);
+    thread::scope(|sc| {
+        let asking = sc.spawn(|| {
+            let a = proc.entrypoint(true).unwrap();
+            let b = proc.entrypoint(true).unwrap();
+            let c = proc.entrypoint(false).unwrap();
+            (a, b, c)
+        });
+        let req = ha.ep();
+        assert_eq!(req.cookie_expected, 0, "no HA answered yet");
+        ha.send(FromHa::EpRep(EpReply {
+            cookie_actual: 7,
+            ..ep_rep(req.seq, -11, LinkDecision::None)
+        }));
+        let req = ha.ep();
+        assert_eq!(req.cookie_expected, 7, "remembered from an error reply too");
+        ha.reply(&req, 0, LinkDecision::Connected);
+        let req = ha.ep();
+        assert!(!req.first_request);
+        assert_eq!(req.cookie_expected, HA_COOKIE);
+        ha.reply(&req, 0, LinkDecision::Reused);
+        let (a, b, c) = asking.join().unwrap();
+        assert_eq!((a.rc, b.rc, c.link), (-11, 0, LinkDecision::Reused));
+    });
+    assert_eq!(proc.ha_cookie(), HA_COOKIE);
 }
 
 #[test]

@@ -64,6 +64,14 @@
  *     already decided that this process has failed" (ha/ha.c:304). The stand-in makes that
  *     re-request when the local link is next needed: at stop (before the own STOPPING ..
  *     STOPPED events) and at the next send on the self link; both abort.
+ *   - Link decisions (Motr's ha_link_handle in ha/ha.c) with cookies: every interface instance
+ *     has its own HA cookie, sent in every entrypoint reply; a process sends back the last one
+ *     it got as cookie_expected (PROTOCOL.md v2). First request: a new link (link_connected).
+ *     Not first: a live link of that process -> link_reused; none, and cookie_expected is this
+ *     instance's cookie -> link_absent ("disconnected previously"); none, and another cookie
+ *     (HA restarted) -> a new link, link_connected. A non-first request is decided whatever
+ *     rc HA replies (an EAGAIN reply to a reconnecting process still makes the link); a first
+ *     request answered rc != 0 gets no decision (Motr would make one; kept for hax).
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -248,6 +256,7 @@ struct epreq {
 	struct conn *r_conn;          /* NULL for the self request or if the connection closed */
 	bool r_self;
 	bool r_first;
+	uint64_t r_cookie;            /* cookie_expected of the request */
 	uint64_t r_seq;
 	struct m0_fid r_process;
 	char *r_ep;
@@ -288,6 +297,7 @@ struct m0_halon_interface {
 	struct m0_fid ha_svc;
 	struct m0_fid rm_svc;
 	uint64_t rpc_timeout_ns;
+	uint64_t cookie;              /* this instance's HA cookie (Motr's h_cookie_local), not 0 */
 	int listen_fd;
 	int wake_rd;
 	int wake_wr;
@@ -1271,6 +1281,7 @@ static int frame_ep_req(struct m0_halon_interface *hi, struct conn *c, const uin
 		return 0;
 	}
 	r = epreq_new(hi, c, false, q->first_request, q->seq, &q->process, q->endpoint);
+	r->r_cookie = q->cookie_expected;
 	ep_task_queue(hi, r, q->git_rev, q->pid);
 	free(q);
 	return 0;
@@ -1804,6 +1815,24 @@ void m0_halon_interface_fini(struct m0_halon_interface *hi)
 
 /* ------------------------------------------------------------------ start / stop */
 
+/*
+ * A new HA cookie, as Motr's m0_ha_cookie_record() (pid, start time, a UUID) folded into 64
+ * bits: never 0 (0 means "no cookie" on the wire), different for every interface instance.
+ */
+static uint64_t cookie_new(void)
+{
+	static uint64_t counter;
+	uint64_t x = real_ns() ^ ((uint64_t)getpid() << 40) ^
+		     (__atomic_add_fetch(&counter, 1, __ATOMIC_SEQ_CST) << 56) ^ mono_ns();
+
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return x == 0 ? 1 : x;
+}
+
 /* "inet:tcp:127.0.0.1@PORT" -> PORT (1..65535), else -EINVAL. */
 static int endpoint_port(const char *ep)
 {
@@ -1934,6 +1963,7 @@ int m0_halon_interface_start(
 	hi->process = *process_fid;
 	hi->ha_svc = *ha_service_fid;
 	hi->rm_svc = *rm_service_fid;
+	hi->cookie = cookie_new();
 	hi->rpc_timeout_ns = (uint64_t)DEFAULT_RPC_TIMEOUT_MS * 1000000ULL;
 	if (env != NULL && env[0] != '\0')
 		hi->rpc_timeout_ns = strtoull(env, NULL, 10) * 1000000ULL;
@@ -2069,6 +2099,7 @@ void m0_halon_interface_entrypoint_reply(struct m0_halon_interface *hi,
 	struct m0_ha_link *l = NULL;
 	struct m0_uint128 id;
 	uint8_t decision = WIRE_LINK_NONE;
+	bool stopping;
 	int erc;
 
 	if (!hi_valid(hi) || req_id == NULL) {
@@ -2077,14 +2108,15 @@ void m0_halon_interface_entrypoint_reply(struct m0_halon_interface *hi,
 	}
 	id = *req_id;
 	/* Encode first (no lock); seq and link decision are patched in below. */
-	erc = wire_enc_ep_rep(&b, 0, rc, WIRE_LINK_NONE, confd_nr, confd_fid_data,
+	erc = wire_enc_ep_rep(&b, 0, rc, WIRE_LINK_NONE, hi->cookie, confd_nr, confd_fid_data,
 			      (const char *const *)confd_eps_data, confd_quorum, rm_fid, rm_eps);
 	if (erc != 0) {
 		slog("entrypoint_reply %" PRIx64 ":%" PRIx64 ": the reply cannot be encoded (%s: "
 		     "confd_nr %u, strings up to 4096 bytes, 1 MiB in all); replying rc=%d instead",
 		     id.u_hi, id.u_lo, strerror(-erc), confd_nr, erc);
 		rc = erc;
-		erc = wire_enc_ep_rep(&b, 0, rc, WIRE_LINK_NONE, 0, NULL, NULL, 0, NULL, NULL);
+		erc = wire_enc_ep_rep(&b, 0, rc, WIRE_LINK_NONE, hi->cookie, 0, NULL, NULL, 0, NULL,
+				      NULL);
 		STANDIN_ASSERT(erc == 0);
 	}
 	pthread_mutex_lock(&hi->lock);
@@ -2105,40 +2137,49 @@ void m0_halon_interface_entrypoint_reply(struct m0_halon_interface *hi,
 	*pp = r->r_next;
 	if (r->r_conn != NULL)
 		r->r_conn->c_nreqs--;
-	if (rc == 0 && !r->r_self && hi->state != HI_STARTING && hi->state != HI_STARTED) {
+	stopping = !r->r_self && hi->state != HI_STARTING && hi->state != HI_STARTED;
+	if (rc == 0 && stopping) {
 		slog("entrypoint_reply %" PRIx64 ":%" PRIx64 ": the interface is stopping; "
 		     "replying -ESHUTDOWN", id.u_hi, id.u_lo);
 		rc = -ESHUTDOWN;
 		wire_buf_fini(&b);
-		erc = wire_enc_ep_rep(&b, 0, rc, WIRE_LINK_NONE, 0, NULL, NULL, 0, NULL, NULL);
+		erc = wire_enc_ep_rep(&b, 0, rc, WIRE_LINK_NONE, hi->cookie, 0, NULL, NULL, 0, NULL,
+				      NULL);
 		STANDIN_ASSERT(erc == 0);
 	}
-	if (rc == 0) {
-		if (r->r_self) {
+	if (r->r_self) {
+		if (rc == 0) {
 			l = link_new(hi, true, &r->r_process, r->r_ep);
 			hi->self_link = l;
 			decision = WIRE_LINK_CONNECTED;
-		} else {
-			struct m0_ha_link *live = NULL;
+		}
+	} else if (!stopping && (rc == 0 || !r->r_first)) {
+		/* Motr's ha_link_handle(); a non-first request is decided whatever the rc */
+		struct m0_ha_link *live = NULL;
 
-			for (struct m0_ha_link *k = hi->links; k != NULL; k = k->hl_next) {
-				if (!k->hl_self && k->hl_state == LS_ALIVE &&
-				    fid_eq(&k->hl_process, &r->r_process))
-					live = k; /* the newest one */
-			}
-			if (r->r_first) {
-				l = link_new(hi, false, &r->r_process, r->r_ep);
-				link_bind(hi, l, r->r_conn);
-				decision = WIRE_LINK_CONNECTED;
-			} else if (live != NULL) {
-				l = live;
-				link_bind(hi, l, r->r_conn);
-				free(l->hl_ep);
-				l->hl_ep = xstrdup(r->r_ep);
-				decision = WIRE_LINK_REUSED;
-			} else {
-				decision = WIRE_LINK_ABSENT;
-			}
+		for (struct m0_ha_link *k = hi->links; k != NULL; k = k->hl_next) {
+			if (!k->hl_self && k->hl_state == LS_ALIVE &&
+			    fid_eq(&k->hl_process, &r->r_process))
+				live = k; /* the newest one */
+		}
+		if (r->r_first) {
+			l = link_new(hi, false, &r->r_process, r->r_ep);
+			link_bind(hi, l, r->r_conn);
+			decision = WIRE_LINK_CONNECTED;
+		} else if (live != NULL) {
+			l = live;
+			link_bind(hi, l, r->r_conn);
+			free(l->hl_ep);
+			l->hl_ep = xstrdup(r->r_ep);
+			decision = WIRE_LINK_REUSED;
+		} else if (r->r_cookie == hi->cookie) {
+			/* "link had been disconnected previously": the process must die */
+			decision = WIRE_LINK_ABSENT;
+		} else {
+			/* another HA's cookie (HA restarted): Motr's "reconnect case", a new link */
+			l = link_new(hi, false, &r->r_process, r->r_ep);
+			link_bind(hi, l, r->r_conn);
+			decision = WIRE_LINK_CONNECTED;
 		}
 	}
 	if (!r->r_self) {

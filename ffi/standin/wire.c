@@ -297,6 +297,7 @@ int wire_enc_ep_req(struct wire_buf *b, const struct wire_ep_req *r)
 	frame_begin(&w, b, WIRE_EP_REQ);
 	put_u64(&w, r->seq);
 	put_u8(&w, r->first_request ? 1 : 0);
+	put_u64(&w, r->cookie_expected);
 	put_u64(&w, r->pid);
 	put_fid(&w, &r->process);
 	put_str(&w, r->endpoint);
@@ -305,7 +306,7 @@ int wire_enc_ep_req(struct wire_buf *b, const struct wire_ep_req *r)
 }
 
 int wire_enc_ep_rep(struct wire_buf *b, uint64_t seq, int32_t rc, uint8_t link,
-		    uint32_t confd_nr, const struct m0_fid *confd_fids,
+		    uint64_t cookie_actual, uint32_t confd_nr, const struct m0_fid *confd_fids,
 		    const char *const *confd_eps, uint32_t quorum, const struct m0_fid *rm_fid,
 		    const char *rm_ep)
 {
@@ -317,6 +318,7 @@ int wire_enc_ep_rep(struct wire_buf *b, uint64_t seq, int32_t rc, uint8_t link,
 	put_u64(&w, seq);
 	put_u32(&w, (uint32_t)rc);
 	put_u8(&w, link);
+	put_u64(&w, cookie_actual);
 	put_u32(&w, confd_nr);
 	for (uint32_t i = 0; i < confd_nr; i++) {
 		put_fid(&w, confd_fids == NULL ? NULL : &confd_fids[i]);
@@ -625,6 +627,7 @@ int wire_dec_ep_req(const uint8_t *body, size_t n, struct wire_ep_req *out, cons
 	if (r.why == NULL && first > 1)
 		rd_fail(&r, "first_request is neither 0 nor 1");
 	out->first_request = first == 1;
+	out->cookie_expected = get_u64(&r);
 	out->pid = get_u64(&r);
 	get_fid(&r, &out->process);
 	get_str(&r, out->endpoint);
@@ -642,6 +645,7 @@ int wire_dec_ep_rep(const uint8_t *body, size_t n, struct wire_ep_rep *out, cons
 	out->link = get_u8(&r);
 	if (r.why == NULL && out->link > WIRE_LINK_NONE)
 		rd_fail(&r, "unknown link decision");
+	out->cookie_actual = get_u64(&r);
 	out->confd_nr = get_nr(&r);
 	if (r.why == NULL && out->confd_nr > 0) {
 		out->confd_fids = calloc(out->confd_nr, sizeof out->confd_fids[0]);

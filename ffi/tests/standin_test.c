@@ -573,6 +573,7 @@ struct client {
 	uint8_t *buf;
 	size_t len;
 	size_t cap;
+	uint64_t cookie; /* the HA cookie of the last EP_REP, sent back as cookie_expected */
 };
 
 struct frame {
@@ -667,6 +668,8 @@ static int client_recv(struct client *c, struct frame *f, int timeout_ms)
 			switch (f->kind) {
 			case WIRE_EP_REP:
 				rc = wire_dec_ep_rep(body, n, &f->rep, &why);
+				if (rc == 0)
+					c->cookie = f->rep.cookie_actual; /* as a process does */
 				break;
 			case WIRE_HA_MSG:
 				f->msg = malloc(sizeof *f->msg);
@@ -767,6 +770,7 @@ static void c_ep_req(struct client *c, uint64_t seq, bool first, uint64_t pid,
 
 	r->seq = seq;
 	r->first_request = first;
+	r->cookie_expected = c->cookie;
 	r->pid = pid;
 	r->process = *proc;
 	snprintf(r->endpoint, sizeof r->endpoint, "%s", ep);
@@ -1091,6 +1095,7 @@ static void test_codec(void)
 
 		q->seq = 7;
 		q->first_request = true;
+		q->cookie_expected = 0x1234567890abcdefULL;
 		q->pid = 29534;
 		q->process = (struct m0_fid){ 0x7200000000000048ULL, 1 };
 		snprintf(q->endpoint, sizeof q->endpoint, "inet:tcp:127.0.0.1@22002");
@@ -1099,6 +1104,7 @@ static void test_codec(void)
 		CHECK(b.data[WIRE_HDR] == WIRE_EP_REQ);
 		CHECK(wire_dec_ep_req(b.data + WIRE_HDR + 1, b.len - WIRE_HDR - 1, q2, &why) == 0);
 		CHECK(q2->seq == 7 && q2->first_request && q2->pid == 29534 &&
+		      q2->cookie_expected == 0x1234567890abcdefULL &&
 		      fid_eq(&q2->process, &q->process) && strcmp(q2->endpoint, q->endpoint) == 0 &&
 		      strcmp(q2->git_rev, q->git_rev) == 0);
 		CHECK(rejects_bad_lengths(WIRE_EP_REQ, b.data + WIRE_HDR + 1, b.len - WIRE_HDR - 1));
@@ -1114,7 +1120,7 @@ static void test_codec(void)
 
 			memset(big, 'e', WIRE_MAX_STR + 1);
 			big[WIRE_MAX_STR + 1] = '\0';
-			CHECK(wire_enc_ep_rep(&b, 1, 0, 0, 0, NULL, NULL, 0, NULL, big) == -EINVAL &&
+			CHECK(wire_enc_ep_rep(&b, 1, 0, 0, 1, 0, NULL, NULL, 0, NULL, big) == -EINVAL &&
 			      b.len == 0);
 			wire_buf_fini(&b);
 			free(big);
@@ -1131,18 +1137,19 @@ static void test_codec(void)
 		const char *why = NULL;
 		uint64_t tag;
 
-		CHECK(wire_enc_ep_rep(&b, 5, -11, WIRE_LINK_NONE, 2, fids, eps, 1, &g_rm_fid,
-				      g_rm_ep) == 0);
+		CHECK(wire_enc_ep_rep(&b, 5, -11, WIRE_LINK_NONE, 0xfedcba9876543210ULL, 2, fids, eps,
+				      1, &g_rm_fid, g_rm_ep) == 0);
 		wire_ep_rep_patch(b.data, 9, WIRE_LINK_REUSED);
 		CHECK(wire_dec_ep_rep(b.data + WIRE_HDR + 1, b.len - WIRE_HDR - 1, &r, &why) == 0);
 		CHECK(r.seq == 9 && r.rc == -11 && r.link == WIRE_LINK_REUSED && r.confd_nr == 2 &&
+		      r.cookie_actual == 0xfedcba9876543210ULL &&
 		      fid_eq(&r.confd_fids[0], &fids[0]) && fid_eq(&r.confd_fids[1], &fids[1]) &&
 		      strcmp(r.confd_eps[0], eps[0]) == 0 && strcmp(r.confd_eps[1], "") == 0 &&
 		      r.quorum == 1 && fid_eq(&r.rm_fid, &g_rm_fid) && strcmp(r.rm_ep, g_rm_ep) == 0);
 		wire_ep_rep_free(&r);
 		CHECK(rejects_bad_lengths(WIRE_EP_REP, b.data + WIRE_HDR + 1, b.len - WIRE_HDR - 1));
 		wire_buf_fini(&b);
-		CHECK(wire_enc_ep_rep(&b, 5, 0, 0, 1025, NULL, NULL, 1, NULL, NULL) == -EINVAL);
+		CHECK(wire_enc_ep_rep(&b, 5, 0, 0, 1, 1025, NULL, NULL, 1, NULL, NULL) == -EINVAL);
 		CHECK(wire_enc_ack(&b, WIRE_ACK, 42) == 0 && b.len == WIRE_HDR + 9);
 		CHECK(wire_dec_ack(b.data + WIRE_HDR + 1, 8, &tag, &why) == 0 && tag == 42);
 		CHECK(rejects_bad_lengths(WIRE_ACK, b.data + WIRE_HDR + 1, 8));
@@ -1920,7 +1927,8 @@ static void test_interface(void)
 	CHECK(client_expect(ca, WIRE_EP_REP, &f, T(5000)) == 1 && f.rep.seq == 8 &&
 	      f.rep.link == WIRE_LINK_REUSED && f.rep.rc == 0);
 	frame_free(&f);
-	/* error reply: no decision, link 3; then a second reply and an unknown id are ignored */
+	/* error reply to a non-first request: decided all the same (reused); then a second reply
+	 * and an unknown id are ignored */
 	from = ev_now();
 	c_ep_req(ca, 9, false, 29534, &fa, "inet:tcp:127.0.0.1@22002");
 	i = ev_wait_ep(from, &fa, T(5000));
@@ -1929,14 +1937,68 @@ static void test_interface(void)
 
 		reply(e.req, -EAGAIN);
 		CHECK(client_expect(ca, WIRE_EP_REP, &f, T(5000)) == 1 && f.rep.seq == 9 &&
-		      f.rep.rc == -EAGAIN && f.rep.link == WIRE_LINK_NONE);
+		      f.rep.rc == -EAGAIN && f.rep.link == WIRE_LINK_REUSED);
 		frame_free(&f);
+		j = ev_wait(from, EV_REUSED, NULL, 0, 0);
+		CHECK(j >= 0 && ev_get(j).hl == hl_a && ev_get(j).in_reply);
 		reply(e.req, 0);
 		reply((struct m0_uint128){ 0, 9999 }, 0);
 		reply((struct m0_uint128){ 1, 1 }, 0);
 		CHECK(client_recv(ca, &f, T(300)) == 0);
-		CHECK(ev_count(from, EV_REUSED, NULL, 0) == 0 && ev_count(from, EV_CONN, NULL, 0) == 0 &&
+		CHECK(ev_count(from, EV_REUSED, NULL, 0) == 1 && ev_count(from, EV_CONN, NULL, 0) == 0 &&
 		      ev_count(from, EV_ABSENT, NULL, 0) == 0);
+	}
+
+	section("entrypoint: HA cookies; decisions for restarted HAs and EAGAIN");
+	{
+		const struct m0_fid fh = { 0x7200000000000051ULL, 1 };
+		struct client *ch = client_new(port, 0);
+		uint64_t cookie = ca->cookie;
+		struct m0_ha_link *hh = NULL;
+
+		CHECK(cookie != 0);
+		/* first request answered EAGAIN: no decision, the same cookie */
+		from = ev_now();
+		c_ep_req(ch, 1, true, 1, &fh, "inet:tcp:127.0.0.1@22013");
+		i = ev_wait_ep(from, &fh, T(5000));
+		if (CHECK(i >= 0))
+			reply(ev_get(i).req, -EAGAIN);
+		CHECK(client_expect(ch, WIRE_EP_REP, &f, T(5000)) == 1 && f.rep.rc == -EAGAIN &&
+		      f.rep.link == WIRE_LINK_NONE && f.rep.cookie_actual == cookie);
+		frame_free(&f);
+		CHECK(ev_count(from, EV_CONN, NULL, 0) == 0);
+		/* a process of a restarted HA (another cookie), no link here: a new link, even with
+		 * an EAGAIN reply (Motr's "reconnect case") */
+		from = ev_now();
+		ch->cookie = cookie ^ 0x5a5a;
+		c_ep_req(ch, 2, false, 1, &fh, "inet:tcp:127.0.0.1@22013");
+		i = ev_wait_ep(from, &fh, T(5000));
+		if (CHECK(i >= 0 && !ev_get(i).first))
+			reply(ev_get(i).req, -EAGAIN);
+		j = ev_wait(from, EV_CONN, NULL, 0, 0);
+		if (CHECK(j >= 0 && ev_get(j).in_reply))
+			hh = ev_get(j).hl;
+		CHECK(client_expect(ch, WIRE_EP_REP, &f, T(5000)) == 1 && f.rep.rc == -EAGAIN &&
+		      f.rep.link == WIRE_LINK_CONNECTED && f.rep.cookie_actual == cookie);
+		frame_free(&f);
+		/* the link works: a message is received on it */
+		mk_process_event(m, &fh, M0_CONF_HA_PROCESS_STARTING, 1);
+		c_msg(ch, 2, m);
+		CHECK(ev_wait(from, EV_RECV, hh, 2, T(5000)) >= 0);
+		/* no cookie at all (0) is another cookie too */
+		client_free(ch);
+		ch = client_new(port, 0);
+		from = ev_now();
+		c_ep_req(ch, 1, false, 1, &(struct m0_fid){ 0x7200000000000052ULL, 1 },
+			 "inet:tcp:127.0.0.1@22014");
+		i = ev_wait(from, EV_EPREQ, NULL, 0, T(5000));
+		if (CHECK(i >= 0))
+			reply(ev_get(i).req, 0);
+		CHECK(client_expect(ch, WIRE_EP_REP, &f, T(5000)) == 1 && f.rep.rc == 0 &&
+		      f.rep.link == WIRE_LINK_CONNECTED);
+		frame_free(&f);
+		CHECK(ev_count(from, EV_CONN, NULL, 0) == 1);
+		client_free(ch);
 	}
 
 	section("a new link's messages wait until link_connected has returned");
@@ -2465,6 +2527,8 @@ static void test_fini_without_stop(void)
 	char ep[64];
 	int port = free_port();
 
+	uint64_t cookies[2] = { 0, 0 };
+
 	section("second cycle: fini without stop");
 	g_nev = 0;
 	g_nsent = 0;
@@ -2480,6 +2544,7 @@ static void test_fini_without_stop(void)
 		CHECK(ev_wait(from, EV_RECV, NULL, 12, T(5000)) >= 0);
 		c = process_connect(port, &(struct m0_fid){ 0x7200000000000050ULL, 1 },
 				    "inet:tcp:127.0.0.1@1", &hl, 0);
+		cookies[round] = c->cookie;
 		{
 			/* FAILED as the first note about HA's own process: ignored (recorded) */
 			int k = ev_wait(from, EV_CONN, NULL, 0, 0);
@@ -2502,6 +2567,8 @@ static void test_fini_without_stop(void)
 		g_hi = NULL;
 		client_free(c);
 	}
+	CHECKF(cookies[0] != 0 && cookies[1] != 0 && cookies[0] != cookies[1],
+	       "every interface instance has its own HA cookie");
 	set_flag(&g_auto_reply, false);
 }
 

@@ -22,6 +22,8 @@ pub struct SimProcess {
     seq: AtomicU64,
     next_get: AtomicU64,
     next_cookie: AtomicU64,
+    /// The HA cookie of the last entrypoint reply, sent as `cookie_expected`.
+    ha_cookie: AtomicU64,
     pub(crate) stopped: AtomicBool,
 }
 
@@ -37,6 +39,7 @@ impl SimProcess {
             seq: AtomicU64::new(1),
             next_get: AtomicU64::new(100),
             next_cookie: AtomicU64::new(1),
+            ha_cookie: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
         })
     }
@@ -46,6 +49,7 @@ impl SimProcess {
         self.conn.shut();
         self.conn = open(self.ha, &self.cfg)?;
         self.stopped.store(false, Ordering::SeqCst);
+        self.ha_cookie.store(0, Ordering::SeqCst); // a new process knows no HA
         Ok(())
     }
 
@@ -128,14 +132,23 @@ impl SimProcess {
         self.send_frame(&ToHa::EpReq(EpRequest {
             seq,
             first_request: first,
+            cookie_expected: self.ha_cookie.load(Ordering::SeqCst),
             pid: self.cfg.pid,
             process: self.cfg.process_fid,
             endpoint: self.cfg.endpoint.clone(),
             git_rev: self.cfg.git_rev.clone(),
         }))?;
-        self.wait("entrypoint reply", self.cfg.timeouts.reply, |st| {
+        let r = self.wait("entrypoint reply", self.cfg.timeouts.reply, |st| {
             st.ep_replies.remove(&seq)
-        })
+        })?;
+        // Motr's h_cookie_remote: remembered from every reply, whatever its rc.
+        self.ha_cookie.store(r.cookie_actual, Ordering::SeqCst);
+        Ok(r)
+    }
+
+    /// The HA cookie of the last entrypoint reply (0 before the first one).
+    pub fn ha_cookie(&self) -> u64 {
+        self.ha_cookie.load(Ordering::SeqCst)
     }
 
     /// Asks again at once while HA answers rc != 0, as m0d does, until `deadline`.
