@@ -915,11 +915,17 @@ fn boot_sends_frames_in_m0d_order_blocks_on_answers_acks_ha_and_records_drop() {
             vec![(pool(4), notes(2)), (pool(5), notes(2))]
         );
         assert_eq!(report.nvec_answer.len(), 81);
-        // The process waits for ACKs of its own messages.
-        ha.ack(20);
-        proc.wait_for_ack(20, Duration::from_secs(5)).unwrap();
+        // The process waits for ACKs of its own messages; an ACK confirms every message up
+        // to its tag (HA's delivered mark).
         assert!(matches!(
             proc.wait_for_ack(18, Duration::from_millis(50)),
+            Err(SimError::Timeout { .. })
+        ));
+        ha.ack(20);
+        proc.wait_for_ack(20, Duration::from_secs(5)).unwrap();
+        proc.wait_for_ack(18, Duration::from_millis(50)).unwrap();
+        assert!(matches!(
+            proc.wait_for_ack(22, Duration::from_millis(50)),
             Err(SimError::Timeout { .. })
         ));
         // Every HA message was ACKed, in order.

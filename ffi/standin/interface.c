@@ -72,6 +72,16 @@
  *     (HA restarted) -> a new link, link_connected. A non-first request is decided whatever
  *     rc HA replies (an EAGAIN reply to a reconnecting process still makes the link); a first
  *     request answered rc != 0 gets no decision (Motr would make one; kept for hax).
+ *   - Confirmations as Motr's HA link (ha/link.c, ha/lq.c): delivered() marks a message; the
+ *     link's delivered mark is the highest tag such that it and every earlier message of the
+ *     link are delivered, and the peer's ACK frame carries that mark. Out-of-order delivered()
+ *     only marks. delivered() of a message msg_received did not give on that link, of one
+ *     below the mark (delivered twice), or on a link after disconnect() or its end aborts.
+ *     Pending confirmations are not written at once: just before the next HA message sent on
+ *     the link, or after HAX_STANDIN_CONFIRM_DELAY_MS (default 1 ms); once the link has
+ *     started disconnecting they are never written (Motr's link loop checks the stop request
+ *     before it sends pending confirmations): an m0d whose link HA drops right after its
+ *     STOPPED waits in m0_ha_link_flush() for a confirmation that never comes.
  */
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -112,6 +122,7 @@ enum {
 	STOP_EVENTS_WAIT_MS = 5000,   /* stop: wait this long for the own STOP events' delivered */
 	STOP_LINKS_EXTRA_MS = 30000,  /* stop: wait RPC timeout + this for the links to go */
 	DEFAULT_RPC_TIMEOUT_MS = 5000, /* real Motr: disconnected 5.0 s after disconnecting */
+	DEFAULT_CONFIRM_DELAY_MS = 1, /* delivered() -> ACK when no HA message goes first */
 	PROCESS_FID_TYPE = 0x72,
 	NOTES_MAX = 0x1000,           /* HALON_INTERFACE_NVEC_SIZE_MAX */
 };
@@ -169,6 +180,7 @@ struct ep_task {
 struct rcv {
 	struct rcv *r_next;
 	uint64_t r_tag;
+	bool r_delivered;             /* delivered() was called (it waits for earlier ones) */
 	struct m0_ha_msg r_msg;
 };
 
@@ -219,8 +231,15 @@ struct m0_ha_link {
 	unsigned hl_rx_queued;        /* IT_MSG items queued */
 	struct item *hl_qhead;
 	struct item *hl_qtail;
-	struct rcv *hl_rcvs;          /* received, not yet delivered(), oldest first */
+	struct rcv *hl_rcvs;          /* received, not yet below the delivered mark, oldest first */
 	struct rcv *hl_rcvs_tail;
+	uint64_t hl_rx_mark;          /* the highest tag such that it and every earlier received
+	                               * message are delivered (what the ACK frame confirms) */
+	uint64_t hl_ack_sent;         /* the highest mark written to the peer in an ACK */
+	bool hl_cq_queued;            /* on hi->cq: a confirmation is due at hl_cq_due */
+	uint64_t hl_cq_due;
+	struct m0_ha_link *hl_cq_next;
+	struct m0_ha_link *hl_cq_prev;
 	struct task hl_task;
 };
 
@@ -297,6 +316,9 @@ struct m0_halon_interface {
 	struct m0_fid ha_svc;
 	struct m0_fid rm_svc;
 	uint64_t rpc_timeout_ns;
+	uint64_t confirm_delay_ns;    /* pending confirmations are written this long after */
+	struct m0_ha_link *cq_head;   /* links with a confirmation due, in due order */
+	struct m0_ha_link *cq_tail;
 	uint64_t cookie;              /* this instance's HA cookie (Motr's h_cookie_local), not 0 */
 	int listen_fd;
 	int wake_rd;
@@ -725,6 +747,78 @@ static void timers_fire(struct m0_halon_interface *hi)
 	}
 }
 
+/* ---- confirmations (locked) */
+
+/* Writes the link's delivered mark in an ACK frame if the peer does not have it yet. Only on
+ * a live link: once a link starts disconnecting, Motr's link loop stops before it sends what
+ * is pending (ha/link.c, HA_LINK_OUTGOING_STATE_IDLE), so those confirmations are lost. */
+static void confirm_write(struct m0_halon_interface *hi, struct m0_ha_link *l)
+{
+	struct wire_buf b = { 0 };
+
+	if (l->hl_self || l->hl_state != LS_ALIVE || l->hl_conn == NULL ||
+	    l->hl_rx_mark <= l->hl_ack_sent)
+		return;
+	if (wire_enc_ack(&b, WIRE_HA_ACK, l->hl_rx_mark) == 0)
+		conn_send(hi, l->hl_conn, b.data, b.len);
+	wire_buf_fini(&b);
+	if (hi->log_msg)
+		slog("link %p confirms tag %" PRIu64, (void *)l, l->hl_rx_mark);
+	l->hl_ack_sent = l->hl_rx_mark;
+}
+
+static void cq_remove(struct m0_halon_interface *hi, struct m0_ha_link *l)
+{
+	if (!l->hl_cq_queued)
+		return;
+	if (l->hl_cq_prev == NULL)
+		hi->cq_head = l->hl_cq_next;
+	else
+		l->hl_cq_prev->hl_cq_next = l->hl_cq_next;
+	if (l->hl_cq_next == NULL)
+		hi->cq_tail = l->hl_cq_prev;
+	else
+		l->hl_cq_next->hl_cq_prev = l->hl_cq_prev;
+	l->hl_cq_next = l->hl_cq_prev = NULL;
+	l->hl_cq_queued = false;
+}
+
+/* The I/O thread writes the link's confirmation after the delay (unless an HA message on the
+ * link carries it first). The delay is the same for all: the queue stays in due order. */
+static void confirm_later(struct m0_halon_interface *hi, struct m0_ha_link *l)
+{
+	if (l->hl_cq_queued)
+		return;
+	l->hl_cq_queued = true;
+	l->hl_cq_due = mono_ns() + hi->confirm_delay_ns;
+	l->hl_cq_next = NULL;
+	l->hl_cq_prev = hi->cq_tail;
+	if (hi->cq_tail == NULL)
+		hi->cq_head = l;
+	else
+		hi->cq_tail->hl_cq_next = l;
+	hi->cq_tail = l;
+	if (!tls_io && hi->cq_head == l)
+		io_wake(hi); /* its epoll_wait timeout may be later or infinite */
+}
+
+/* I/O thread: writes the confirmations that are due; returns the epoll timeout (ms) until the
+ * next one, -1 for none. */
+static int confirm_service(struct m0_halon_interface *hi)
+{
+	uint64_t now = mono_ns();
+
+	while (hi->cq_head != NULL && hi->cq_head->hl_cq_due <= now) {
+		struct m0_ha_link *l = hi->cq_head;
+
+		cq_remove(hi, l);
+		confirm_write(hi, l);
+	}
+	if (hi->cq_head == NULL)
+		return -1;
+	return (int)((hi->cq_head->hl_cq_due - now + 999999) / 1000000);
+}
+
 static struct rcv *rcv_new(void)
 {
 	return xcalloc(1, sizeof(struct rcv));
@@ -1067,6 +1161,7 @@ static void run_item(struct m0_halon_interface *hi, struct m0_ha_link *l, struct
 			link_bind(hi, l, NULL);
 		}
 		l->hl_state = LS_DEAD;
+		cq_remove(hi, l);
 		rcvs = l->hl_rcvs;
 		l->hl_rcvs = NULL;
 		l->hl_rcvs_tail = NULL;
@@ -1526,9 +1621,11 @@ static void *io_main(void *arg)
 	while (!hi->io_quit) {
 		int nr;
 
+		int timeout = confirm_service(hi);
+
 		dirty_service(hi);
 		pthread_mutex_unlock(&hi->lock);
-		nr = epoll_wait(hi->epoll_fd, ev, IO_EVENTS, -1);
+		nr = epoll_wait(hi->epoll_fd, ev, IO_EVENTS, timeout);
 		if (nr < 0 && errno != EINTR)
 			slog("epoll_wait: %s", strerror(errno));
 		pthread_mutex_lock(&hi->lock);
@@ -1738,6 +1835,7 @@ static void hi_free_state(struct m0_halon_interface *hi)
 		link_free(hi, l);
 	}
 	hi->links_tail = NULL;
+	hi->cq_head = hi->cq_tail = NULL;
 	hi->grave_tail = NULL;
 	hi->grave_nr = 0;
 	ptrset_fini(&hi->known);
@@ -1899,6 +1997,7 @@ int m0_halon_interface_start(
 {
 	const char *env = getenv("HAX_STANDIN_RPC_TIMEOUT_MS");
 	const char *graves = getenv("HAX_STANDIN_LINK_GRAVEYARD");
+	const char *cdelay = getenv("HAX_STANDIN_CONFIRM_DELAY_MS");
 	int fds[2];
 	int port;
 	int rc;
@@ -1967,6 +2066,9 @@ int m0_halon_interface_start(
 	hi->rpc_timeout_ns = (uint64_t)DEFAULT_RPC_TIMEOUT_MS * 1000000ULL;
 	if (env != NULL && env[0] != '\0')
 		hi->rpc_timeout_ns = strtoull(env, NULL, 10) * 1000000ULL;
+	hi->confirm_delay_ns = (uint64_t)DEFAULT_CONFIRM_DELAY_MS * 1000000ULL;
+	if (cdelay != NULL && cdelay[0] != '\0')
+		hi->confirm_delay_ns = strtoull(cdelay, NULL, 10) * 1000000ULL;
 	hi->grave_max = LINK_GRAVEYARD;
 	if (graves != NULL && graves[0] != '\0') /* tests: a small graveyard */
 		hi->grave_max = (size_t)strtoull(graves, NULL, 10);
@@ -2272,6 +2374,7 @@ void m0_halon_interface_send(struct m0_halon_interface *hi, struct m0_ha_link *h
 		hl->hl_ack_hwm = t;
 		link_enqueue(hi, hl, item_new(IT_CONFIRM, t));
 	} else if (hl->hl_conn != NULL) {
+		confirm_write(hi, hl); /* pending confirmations go just before the message */
 		wire_msg_patch_tag(b.data, t);
 		conn_send(hi, hl->hl_conn, b.data, b.len);
 	}
@@ -2280,51 +2383,60 @@ void m0_halon_interface_send(struct m0_halon_interface *hi, struct m0_ha_link *h
 	wire_buf_fini(&b);
 }
 
+/*
+ * As Motr's m0_ha_link_delivered() (ha/link.c, ha/lq.c m0_ha_lq_mark_delivered): the message
+ * is marked delivered; the link's delivered mark advances over every contiguous delivered
+ * message (out-of-order calls only mark), and the peer learns the mark later (confirm_write).
+ * A message that msg_received did not give on hl (or is below the mark already: delivered
+ * twice), or a link that is disconnected (disconnect() called) or gone, fails Motr's lq
+ * assertions: the stand-in aborts.
+ */
 void m0_halon_interface_delivered(struct m0_halon_interface *hi, struct m0_ha_link *hl,
 				  const struct m0_ha_msg *msg)
 {
-	struct rcv **pp;
 	struct rcv *r;
-	struct rcv *prev = NULL;
+	uint64_t mark;
+	uint64_t tag;
 
-	if (!hi_valid(hi)) {
-		slog("delivered: not the current interface; ignored");
-		return;
-	}
+	STANDIN_ASSERT(hi_valid(hi));
 	pthread_mutex_lock(&hi->lock);
-	if (!link_known(hi, hl)) {
-		pthread_mutex_unlock(&hi->lock);
-		slog("delivered: unknown link %p; ignored", (void *)hl);
-		return;
+	if (!link_known(hi, hl))
+		assert_fail("hl is a link of this interface", __func__);
+	if (hl->hl_state == LS_DEAD || hl->hl_disconnect_called) {
+		slog("delivered on link %p (%s) after %s", (void *)hl, hl->hl_ep,
+		     hl->hl_state == LS_DEAD ? "link_disconnected" : "disconnect()");
+		assert_fail("msg != NULL", "m0_ha_lq_mark_delivered");
 	}
-	for (pp = &hl->hl_rcvs; *pp != NULL; prev = *pp, pp = &(*pp)->r_next) {
-		if (&(*pp)->r_msg == msg)
-			break;
+	for (r = hl->hl_rcvs; r != NULL && &r->r_msg != msg; r = r->r_next) {
 	}
-	r = *pp;
 	if (r == NULL) {
-		pthread_mutex_unlock(&hi->lock);
-		slog("delivered: link %p: not a message given by msg_received (or delivered "
-		     "twice, or the link is gone); ignored", (void *)hl);
-		return;
+		slog("delivered: link %p: not a message msg_received gave on this link, or one "
+		     "delivered already", (void *)hl);
+		assert_fail("msg != NULL && lq->hlq_tags.hlt_delivered <= msg->hm_tag",
+			    "m0_ha_lq_mark_delivered");
 	}
-	*pp = r->r_next;
-	if (hl->hl_rcvs_tail == r)
-		hl->hl_rcvs_tail = prev;
+	r->r_delivered = true; /* again if it was: Motr only marks it again */
+	tag = r->r_tag;
+	mark = hl->hl_rx_mark;
+	while (hl->hl_rcvs != NULL && hl->hl_rcvs->r_delivered) {
+		r = hl->hl_rcvs;
+		hl->hl_rcvs = r->r_next;
+		if (hl->hl_rcvs == NULL)
+			hl->hl_rcvs_tail = NULL;
+		if (r->r_tag > hl->hl_rx_mark)
+			hl->hl_rx_mark = r->r_tag;
+		free(r);
+	}
+	if (hi->log_msg)
+		slog("link %p delivered tag=%" PRIu64 " (mark %" PRIu64 ")", (void *)hl, tag,
+		     hl->hl_rx_mark);
 	if (hl->hl_self) {
 		if (hl->hl_rcvs == NULL)
 			pthread_cond_broadcast(&hi->state_cv);
-	} else if (hl->hl_conn != NULL) {
-		struct wire_buf b = { 0 };
-
-		if (wire_enc_ack(&b, WIRE_HA_ACK, r->r_tag) == 0)
-			conn_send(hi, hl->hl_conn, b.data, b.len);
-		wire_buf_fini(&b);
+	} else if (hl->hl_rx_mark > mark && hl->hl_state == LS_ALIVE) {
+		confirm_later(hi, hl);
 	}
-	if (hi->log_msg)
-		slog("link %p delivered tag=%" PRIu64, (void *)hl, r->r_tag);
 	pthread_mutex_unlock(&hi->lock);
-	free(r);
 }
 
 void m0_halon_interface_disconnect(struct m0_halon_interface *hi, struct m0_ha_link *hl)

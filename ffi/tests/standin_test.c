@@ -309,6 +309,47 @@ static bool g_send_after_disconnect; /* child test: send after disconnect() */
 static int g_recv_overlap;       /* msg_received ran concurrently on one link */
 static bool g_slow_connected;    /* link_connected sleeps 300 ms */
 static struct m0_ha_link *g_connecting; /* set while a slow link_connected runs */
+static bool g_defer_delivered;   /* msg_received keeps the messages (g_deferred) instead of
+				  * calling delivered() */
+static int g_delivered_calls;    /* delivered() calls made by msg_received, returned */
+
+/* Messages msg_received kept for a later delivered() (g_defer_delivered). */
+struct deferred {
+	struct m0_ha_link *hl;
+	const struct m0_ha_msg *msg;
+	uint64_t tag;
+};
+enum { DEFERRED_MAX = 64 };
+static struct deferred g_deferred[DEFERRED_MAX];
+static int g_ndeferred;
+
+/* Waits until msg_received has kept n messages; the n-th (0-based n - 1). */
+static struct deferred deferred_wait(int n, int timeout_ms)
+{
+	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+	struct deferred d = { 0 };
+
+	pthread_mutex_lock(&g_ev_lock);
+	while (g_ndeferred < n && now_ms() < deadline)
+		ev_cv_wait_20ms();
+	if (g_ndeferred >= n)
+		d = g_deferred[n - 1];
+	pthread_mutex_unlock(&g_ev_lock);
+	return d;
+}
+
+/* Waits until msg_received's delivered() calls reach n; false on timeout. */
+static bool delivered_calls_wait(int n, int timeout_ms)
+{
+	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+
+	while (__atomic_load_n(&g_delivered_calls, __ATOMIC_SEQ_CST) < n) {
+		if (now_ms() >= deadline)
+			return false;
+		sleep_ms(1);
+	}
+	return true;
+}
 
 static const struct m0_fid g_rm_fid = { 0x7300000000000001ULL, 0x2 };
 static const char g_rm_ep[] = "inet:tcp:127.0.0.1@22001";
@@ -459,7 +500,16 @@ static void cb_received(struct m0_halon_interface *hi, struct m0_ha_link *hl,
 		free(r);
 	}
 	recv_enter(hl, -1);
+	if (flag(&g_defer_delivered)) {
+		pthread_mutex_lock(&g_ev_lock);
+		if (g_ndeferred < DEFERRED_MAX)
+			g_deferred[g_ndeferred++] = (struct deferred){ hl, msg, tag };
+		pthread_cond_broadcast(&g_ev_cv);
+		pthread_mutex_unlock(&g_ev_lock);
+		return;
+	}
 	m0_halon_interface_delivered(hi, hl, msg);
+	__atomic_add_fetch(&g_delivered_calls, 1, __ATOMIC_SEQ_CST);
 }
 
 static void cb_delivered(struct m0_halon_interface *hi, struct m0_ha_link *hl, uint64_t tag)
@@ -1485,6 +1535,70 @@ static void child_own_failed_send(void)
 	self_note(self, &g_proc, M0_NC_ONLINE, true);
 }
 
+/* In an abort child: a process connects and sends one event that msg_received keeps. */
+static struct deferred child_deferred_msg(struct m0_ha_link **hl, struct client **c)
+{
+	const struct m0_fid pf = { 0x7200000000000098ULL, 1 };
+	struct m0_ha_msg *m = malloc(sizeof *m);
+	struct deferred d;
+
+	set_flag(&g_defer_delivered, true);
+	*c = process_connect(atoi(strrchr(g_child_ep, '@') + 1), &pf, "inet:tcp:127.0.0.1@1", hl,
+			     0);
+	mk_process_event(m, &pf, M0_CONF_HA_PROCESS_STARTED, 1);
+	c_msg(*c, 2, m);
+	free(m);
+	d = deferred_wait(1, T(5000));
+	if (d.msg == NULL || d.hl != *hl)
+		_exit(9);
+	return d;
+}
+
+static void child_delivered_twice(void)
+{
+	struct m0_ha_link *hl;
+	struct client *c;
+	struct deferred d = child_deferred_msg(&hl, &c);
+
+	m0_halon_interface_delivered(g_hi, hl, d.msg);
+	fprintf(stderr, "delivered once\n");
+	m0_halon_interface_delivered(g_hi, hl, d.msg);
+}
+
+static void child_delivered_not_given(void)
+{
+	struct m0_ha_link *hl;
+	struct client *c;
+	struct m0_ha_msg *other = calloc(1, sizeof *other);
+
+	child_deferred_msg(&hl, &c);
+	m0_halon_interface_delivered(g_hi, hl, other);
+}
+
+static void child_delivered_other_link(void)
+{
+	struct m0_ha_link *hl;
+	struct client *c;
+	struct deferred d = child_deferred_msg(&hl, &c);
+
+	m0_halon_interface_delivered(g_hi, child_self(), d.msg);
+}
+
+static void child_delivered_after_drop(void)
+{
+	const struct m0_fid pf = { 0x7200000000000098ULL, 1 };
+	struct m0_ha_link *hl;
+	struct client *c;
+	struct deferred d = child_deferred_msg(&hl, &c);
+	int from = ev_now();
+
+	self_note(child_self(), &pf, M0_NC_ONLINE, false);
+	self_note(child_self(), &pf, M0_NC_FAILED, false);
+	if (ev_wait(from, EV_DISC, hl, 0, T(5000)) < 0)
+		_exit(6);
+	m0_halon_interface_delivered(g_hi, hl, d.msg);
+}
+
 static void child_send_after_disconnect(void)
 {
 	set_flag(&g_send_after_disconnect, true);
@@ -1573,6 +1687,16 @@ static void test_aborts(void)
 	run_abort_child_all("send on the self link after own FAILED", child_own_failed_send,
 			    (const char *const[]){ "m0_ha_process_failed: disconnecting local link",
 						   OWN_FAILED_ASSERT, NULL });
+	run_abort_child_all("delivered() twice", child_delivered_twice,
+			    (const char *const[]){ "delivered once",
+						   "lq->hlq_tags.hlt_delivered <= msg->hm_tag in "
+						   "m0_ha_lq_mark_delivered()", NULL });
+	run_abort_child("delivered() of a message msg_received did not give",
+			child_delivered_not_given, "m0_ha_lq_mark_delivered()");
+	run_abort_child("delivered() on another link", child_delivered_other_link,
+			"m0_ha_lq_mark_delivered()");
+	run_abort_child("delivered() after the link is gone", child_delivered_after_drop,
+			"msg != NULL in m0_ha_lq_mark_delivered()");
 	run_abort_child("rpc_endpoint of an unknown link", child_endpoint_unknown_link,
 			"hl is a link of this interface");
 	run_abort_child("rpc_endpoint with buf_len 0", child_endpoint_len_0, "buf_len > 0");
@@ -2095,10 +2219,20 @@ static void test_interface(void)
 		}
 		CHECKF(ok && want == 204, "100 messages received in order (next %" PRIu64 ")", want);
 	}
-	for (uint64_t t = 4; t <= 202; t += 2) {
-		if (!CHECKF(client_expect(cb, WIRE_HA_ACK, &f, T(5000)) == 1 && f.tag == t,
-			    "ACK %" PRIu64, t))
-			break;
+	/* ACKs carry the delivered mark: increasing, up to 202 (several at once coalesce) */
+	{
+		uint64_t last = 2;
+		int acks = 0;
+
+		while (last < 202) {
+			if (!CHECKF(client_expect(cb, WIRE_HA_ACK, &f, T(5000)) == 1 &&
+					    f.tag > last && f.tag % 2 == 0 && f.tag <= 202,
+				    "ACK after %" PRIu64 " (got %" PRIu64 ")", last, f.tag))
+				break;
+			last = f.tag;
+			acks++;
+		}
+		CHECK(last == 202 && acks >= 1 && acks <= 100);
 	}
 	set_flag(&g_slow_recv, false);
 
@@ -2478,6 +2612,123 @@ static void test_interface(void)
 	unsetenv("HAX_STANDIN_RPC_TIMEOUT_MS");
 }
 
+/* Next frame of the client, skipping nothing; kind 0 on timeout or close. */
+static uint8_t next_kind(struct client *c, uint64_t *tag, int timeout_ms)
+{
+	struct frame f;
+	uint8_t k = 0;
+
+	if (client_recv(c, &f, timeout_ms) == 1) {
+		k = f.kind;
+		*tag = f.tag;
+	}
+	frame_free(&f);
+	return k;
+}
+
+/*
+ * Confirmations as Motr's HA link: the ACK frame carries the contiguous delivered mark; it is
+ * written just before the next HA message on the link or after the delay (300 ms here), and
+ * never once the link has started disconnecting.
+ */
+static void test_confirmations(void)
+{
+	char ep[64];
+	int port = free_port();
+	const struct m0_fid fp = { 0x7200000000000080ULL, 1 };
+	const struct m0_fid fq = { 0x7200000000000081ULL, 1 };
+	const struct m0_fid fr = { 0x7200000000000082ULL, 1 };
+	struct m0_ha_msg *m = malloc(sizeof *m);
+	struct m0_ha_link *self = NULL, *hp = NULL, *hq = NULL, *hr = NULL;
+	struct client *cp, *cq, *cr;
+	struct deferred d[3];
+	uint64_t tag = 0, t0;
+	int i, calls;
+
+	section("confirmations: the delivered mark, out of order");
+	g_nev = 0;
+	g_nsent = 0;
+	g_ndeferred = 0;
+	setenv("HAX_STANDIN_CONFIRM_DELAY_MS", "300", 1);
+	set_flag(&g_auto_reply, true);
+	snprintf(ep, sizeof ep, "inet:tcp:127.0.0.1@%d", port);
+	CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", "", NODE_UUID) == 0);
+	CHECK(start_at(ep, &g_proc) == 0);
+	unsetenv("HAX_STANDIN_CONFIRM_DELAY_MS");
+	i = ev_wait(0, EV_CONN, NULL, 0, T(5000));
+	if (CHECK(i >= 0))
+		self = ev_get(i).hl;
+	CHECK(ev_wait(0, EV_RECV, self, 12, T(5000)) >= 0);
+	cp = process_connect(port, &fp, "inet:tcp:127.0.0.1@8", &hp, 0);
+	set_flag(&g_defer_delivered, true);
+	for (uint64_t t = 2; t <= 6; t += 2) {
+		mk_process_event(m, &fp, M0_CONF_HA_PROCESS_STARTED, t);
+		c_msg(cp, t, m);
+	}
+	for (i = 0; i < 3; i++)
+		d[i] = deferred_wait(i + 1, T(5000));
+	CHECK(d[0].tag == 2 && d[1].tag == 4 && d[2].tag == 6 && d[2].hl == hp);
+	set_flag(&g_defer_delivered, false);
+	m0_halon_interface_delivered(g_hi, hp, d[2].msg); /* out of order: only marks */
+	CHECK(next_kind(cp, &tag, T(600)) == 0);
+	t0 = now_ms();
+	m0_halon_interface_delivered(g_hi, hp, d[0].msg);
+	CHECK(next_kind(cp, &tag, T(2000)) == WIRE_HA_ACK && tag == 2);
+	CHECKF(now_ms() - t0 >= 250, "the confirmation waited the delay (%" PRIu64 " ms)",
+	       now_ms() - t0);
+	m0_halon_interface_delivered(g_hi, hp, d[1].msg); /* 4, and 6 was delivered already */
+	CHECK(next_kind(cp, &tag, T(2000)) == WIRE_HA_ACK && tag == 6);
+
+	section("confirmations: an HA message carries the pending one at once");
+	calls = __atomic_load_n(&g_delivered_calls, __ATOMIC_SEQ_CST);
+	mk_process_event(m, &fp, M0_CONF_HA_PROCESS_STARTED, 8);
+	c_msg(cp, 8, m);
+	CHECK(delivered_calls_wait(calls + 1, T(5000)));
+	t0 = now_ms();
+	mk_nvec(m, M0_HA_NVEC_SET, 0, false, 1, &fp, M0_NC_ONLINE);
+	CHECK(tsend(hp, m) == 1);
+	CHECK(next_kind(cp, &tag, T(2000)) == WIRE_HA_ACK && tag == 8);
+	CHECK(next_kind(cp, &tag, T(2000)) == WIRE_HA_MSG && tag == 1);
+	CHECKF(now_ms() - t0 < 250, "before the delay (%" PRIu64 " ms)", now_ms() - t0);
+	c_ack(cp, 1);
+
+	section("confirmations: STOPPED delivered, link dropped at once: never confirmed");
+	cq = process_connect(port, &fq, "inet:tcp:127.0.0.1@9", &hq, 0);
+	self_note(self, &fq, M0_NC_ONLINE, true);
+	calls = __atomic_load_n(&g_delivered_calls, __ATOMIC_SEQ_CST);
+	mk_process_event(m, &fq, M0_CONF_HA_PROCESS_STOPPED, 2);
+	c_msg(cq, 2, m);
+	CHECK(delivered_calls_wait(calls + 1, T(5000)));
+	self_note(self, &fq, M0_NC_FAILED, true); /* within a few ms of STOPPED */
+	CHECKF(next_kind(cq, &tag, T(5000)) == WIRE_DROP, "DROP, and no ACK before it");
+	CHECKF(next_kind(cq, &tag, T(600)) == 0, "nor after it");
+	CHECK(ev_wait(0, EV_DISC, hq, 0, T(5000)) >= 0);
+
+	section("confirmations: STOPPED delivered, an HA message, then the drop: confirmed");
+	cr = process_connect(port, &fr, "inet:tcp:127.0.0.1@10", &hr, 0);
+	self_note(self, &fr, M0_NC_ONLINE, true);
+	calls = __atomic_load_n(&g_delivered_calls, __ATOMIC_SEQ_CST);
+	mk_process_event(m, &fr, M0_CONF_HA_PROCESS_STOPPED, 2);
+	c_msg(cr, 2, m);
+	CHECK(delivered_calls_wait(calls + 1, T(5000)));
+	mk_nvec(m, M0_HA_NVEC_SET, 0, false, 1, &fr, M0_NC_ONLINE);
+	CHECK(tsend(hr, m) == 1);
+	self_note(self, &fr, M0_NC_FAILED, true);
+	CHECK(next_kind(cr, &tag, T(5000)) == WIRE_HA_ACK && tag == 2);
+	CHECK(next_kind(cr, &tag, T(5000)) == WIRE_HA_MSG && tag == 1);
+	CHECK(next_kind(cr, &tag, T(5000)) == WIRE_DROP);
+	CHECK(ev_wait(0, EV_DISC, hr, 0, T(5000)) >= 0);
+
+	m0_halon_interface_stop(g_hi);
+	m0_halon_interface_fini(g_hi);
+	g_hi = NULL;
+	client_free(cp);
+	client_free(cq);
+	client_free(cr);
+	free(m);
+	set_flag(&g_auto_reply, false);
+}
+
 /* Without HAX_STANDIN_RPC_TIMEOUT_MS, a gone peer's link is dropped after 5 s, as in Motr. */
 static void test_rpc_timeout_default(void)
 {
@@ -2651,7 +2902,6 @@ static void test_scale(void)
 		CHECK(st.live == 1 && st.dead == 1 && st.allocated == 2);
 		CHECK(hax_standin_link_state(g_hi, hl_old) == 2);
 		m0_halon_interface_disconnect(g_hi, hl_old); /* ignored */
-		m0_halon_interface_delivered(g_hi, hl_old, NULL); /* ignored */
 	}
 	for (i = 0; i < BATCH; i++)
 		fids[i] = (struct m0_fid){ 0x7200000000000061ULL, (uint64_t)i + 1 };
@@ -2851,6 +3101,7 @@ int main(int argc, char **argv)
 	test_init();
 	test_interface();
 	test_fini_without_stop();
+	test_confirmations();
 	test_rpc_timeout_default();
 	test_scale();
 	printf("%d passed, %d failed\n", g_passed, g_failed);

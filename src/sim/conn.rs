@@ -7,7 +7,7 @@ use super::wire::{self, WireError};
 use super::SimError;
 use crate::fid::Fid;
 use crossbeam_channel::Sender;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +24,9 @@ const READ_POLL: Duration = Duration::from_millis(50);
 #[derive(Default)]
 pub(crate) struct State {
     pub ep_replies: HashMap<u64, EpReply>,
-    pub acks: HashSet<u64>,
+    /// HA's delivered mark: every message of ours up to this tag is confirmed (the ACK frame
+    /// carries the mark, see PROTOCOL.md).
+    pub ack_mark: u64,
     pub fvec_replies: Vec<(Fid, Cookie, Vec<Note>)>,
     pub nvec_answers: HashMap<u64, Vec<Note>>,
     pub notes: Vec<ReceivedNote>,
@@ -186,7 +188,7 @@ impl Reader {
                     st.ep_replies.insert(r.seq, r);
                 }
                 FromHa::Ack { tag } => {
-                    st.acks.insert(tag);
+                    st.ack_mark = st.ack_mark.max(tag);
                 }
                 FromHa::Drop => {
                     st.dropped = true;

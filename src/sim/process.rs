@@ -245,10 +245,11 @@ impl SimProcess {
         })
     }
 
-    /// Waits until HA confirmed (ACK) the message with `tag`.
+    /// Waits until HA confirmed the message with `tag` (an ACK with that tag or a later one:
+    /// HA confirms a contiguous mark).
     pub fn wait_for_ack(&self, tag: u64, timeout: Duration) -> Result<(), SimError> {
         self.wait(&format!("ACK of tag {tag}"), timeout, |st| {
-            st.acks.contains(&tag).then_some(())
+            (st.ack_mark >= tag).then_some(())
         })
     }
 
