@@ -757,16 +757,13 @@ impl Peer {
     fn ack(&mut self, tag: u64) {
         self.send(FromHa::Ack { tag });
     }
-    /// Answers the two entrypoint requests and the STARTING in between of a boot without
-    /// pools, GET or services; returns the tags of STARTING, STARTED, DTM_RECOVERED.
+    /// Answers the entrypoint request of a boot without pools, GET or services (a configured
+    /// m0d sends no second one); returns the tags of STARTING, STARTED, DTM_RECOVERED.
     fn serve_plain_boot(&mut self, cfg: &SimConfig) -> Vec<u64> {
         let req = self.ep();
         assert!(req.first_request);
         self.reply(&req, 0, LinkDecision::Connected);
         let t1 = self.expect_process_event(ProcessEvent::Starting, cfg);
-        let req = self.ep();
-        assert!(!req.first_request);
-        self.reply(&req, 0, LinkDecision::Reused);
         let t2 = self.expect_process_event(ProcessEvent::Started, cfg);
         let t3 = self.expect_process_event(ProcessEvent::DtmRecovered, cfg);
         vec![t1, t2, t3]
@@ -783,6 +780,8 @@ fn quick(cfg: &mut SimConfig) {
     cfg.timeouts.reply = Duration::from_secs(10);
     cfg.timeouts.ack = Duration::from_secs(10);
     cfg.timeouts.entrypoint = Duration::from_secs(10);
+    cfg.ha_resend = Duration::from_millis(300);
+    cfg.rpc_timeout = Duration::from_millis(400);
 }
 
 fn plain_config(key: u64) -> SimConfig {
@@ -801,6 +800,7 @@ fn boot_sends_frames_in_m0d_order_blocks_on_answers_acks_ha_and_records_drop() {
     cfg.services = vec![(s(9), service_type::IOS), (s(0x14), service_type::CONFD)];
     cfg.pools = vec![pool(4), pool(5)];
     quick(&mut cfg);
+    cfg.second_entrypoint = true; // the old m0d order, with link reuse
     cfg.get_fids = gen::config_fids(81, &cfg);
     let (tx, rx) = crossbeam_channel::unbounded();
     cfg.events = Some(tx);
@@ -839,15 +839,10 @@ fn boot_sends_frames_in_m0d_order_blocks_on_answers_acks_ha_and_records_drop() {
             };
             assert_eq!(got, p);
             ha.expect_silence(Duration::from_millis(150));
-            // A reply with another cookie does not count.
-            let wrong = Cookie {
-                hi: cookie.hi,
-                lo: cookie.lo + 1000,
-            };
-            let t = ha.send_msg(MsgBody::FailureVecRep {
-                pool: p,
-                cookie: wrong,
-                notes: vec![],
+            // Other HA messages do not answer it.
+            let t = ha.send_msg(MsgBody::EventRpc {
+                attempts: 1,
+                state: 1,
             });
             ha.wait_ack(t);
             ha.expect_silence(Duration::from_millis(100));
@@ -908,7 +903,7 @@ fn boot_sends_frames_in_m0d_order_blocks_on_answers_acks_ha_and_records_drop() {
         let report = booting.join().unwrap().unwrap();
         assert_eq!(report.ep_attempts, 2);
         assert_eq!(report.first_reply.link, LinkDecision::Connected);
-        assert_eq!(report.second_reply.link, LinkDecision::Reused);
+        assert_eq!(report.second_reply.unwrap().link, LinkDecision::Reused);
         assert_eq!(report.first_reply.confds.len(), 2);
         assert_eq!(
             report.failure_vecs,
@@ -970,8 +965,6 @@ fn m0mkfs_boot_starts_then_stops_and_close_waits_for_acks() {
         let req = ha.ep();
         ha.reply(&req, 0, LinkDecision::Connected);
         ha.expect_process_event(ProcessEvent::Starting, &cfg);
-        let req = ha.ep();
-        ha.reply(&req, 0, LinkDecision::Reused);
         for ev in [
             ProcessEvent::Started,
             ProcessEvent::Stopping,
@@ -1004,8 +997,6 @@ fn stop_clean_sends_stop_events_in_motr_order() {
         let req = ha.ep();
         ha.reply(&req, 0, LinkDecision::Connected);
         ha.expect_process_event(ProcessEvent::Starting, &cfg);
-        let req = ha.ep();
-        ha.reply(&req, 0, LinkDecision::Reused);
         for svc in cfg.services.clone() {
             ha.expect_service_event(svc, ServiceEvent::Starting, &cfg);
             ha.expect_service_event(svc, ServiceEvent::Started, &cfg);
@@ -1061,9 +1052,10 @@ fn the_process_sends_back_the_ha_cookie_of_the_last_reply() {
 }
 
 #[test]
-fn link_absent_on_the_second_request_fails_the_boot() {
+fn link_absent_on_the_second_request_kills_the_process() {
     let (l, ep) = listen();
-    let cfg = plain_config(14);
+    let mut cfg = plain_config(14);
+    cfg.second_entrypoint = true;
     let proc = SimProcess::connect(&ep, cfg.clone()).unwrap();
     let mut ha = Peer::accept(&l);
     thread::scope(|sc| {
@@ -1074,7 +1066,17 @@ fn link_absent_on_the_second_request_fails_the_boot() {
         let req = ha.ep();
         ha.reply(&req, 0, LinkDecision::Absent);
         assert!(matches!(booting.join().unwrap(), Err(SimError::LinkAbsent)));
+        ha.expect_eof();
     });
+    assert!(proc
+        .died()
+        .unwrap()
+        .contains("!rep->hae_disconnected_previously"));
+    assert!(proc.is_gone());
+    assert!(matches!(
+        proc.send_process_event(ProcessEvent::Started, ProcessType::M0d),
+        Err(SimError::Died(_))
+    ));
 }
 
 #[test]
@@ -1281,6 +1283,310 @@ fn restart_reconnects_and_boots_again_with_a_first_request() {
     );
 }
 
+// ------------------------------------------------------------------ a real m0d's recovery
+
+/// Events of a process, with the time they arrived.
+fn events_until(
+    rx: &crossbeam_channel::Receiver<SimEvent>,
+    mut stop: impl FnMut(&SimEventKind) -> bool,
+    within: Duration,
+) -> Vec<SimEventKind> {
+    let deadline = Instant::now() + within;
+    let mut got = vec![];
+    while let Ok(ev) = rx.recv_deadline(deadline) {
+        let done = stop(&ev.kind);
+        got.push(ev.kind);
+        if done {
+            break;
+        }
+    }
+    got
+}
+
+#[test]
+fn a_process_sends_no_second_entrypoint_request_by_default() {
+    let cfg = SimConfig::new(r(1));
+    assert!(!cfg.second_entrypoint);
+    assert_eq!(
+        (cfg.ha_resend, cfg.rpc_timeout),
+        (Duration::from_secs(10), Duration::from_secs(6))
+    );
+    let (l, ep) = listen();
+    let cfg = plain_config(2);
+    let proc = SimProcess::connect(&ep, cfg.clone()).unwrap();
+    let mut ha = Peer::accept(&l);
+    thread::scope(|sc| {
+        let booting = sc.spawn(|| proc.boot());
+        // serve_plain_boot fails on any EP_REQ after the first
+        assert_eq!(ha.serve_plain_boot(&cfg), vec![2, 4, 6]);
+        let report = booting.join().unwrap().unwrap();
+        assert!(report.second_reply.is_none());
+        ha.expect_silence(Duration::from_millis(50));
+    });
+}
+
+#[test]
+fn an_error_reply_to_a_non_first_request_kills_the_process() {
+    let (l, ep) = listen();
+    let mut cfg = plain_config(3);
+    cfg.second_entrypoint = true;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    cfg.events = Some(tx);
+    let proc = SimProcess::connect(&ep, cfg.clone()).unwrap();
+    let mut ha = Peer::accept(&l);
+    thread::scope(|sc| {
+        let booting = sc.spawn(|| proc.boot());
+        let req = ha.ep();
+        ha.reply(&req, -11, LinkDecision::None); // first: asked again at once
+        let req = ha.ep();
+        assert!(req.first_request);
+        ha.reply(&req, 0, LinkDecision::Connected);
+        ha.expect_process_event(ProcessEvent::Starting, &cfg);
+        let req = ha.ep();
+        assert!(!req.first_request);
+        // HA paces an EAGAIN; Motr made a link for it all the same: m0d dies
+        ha.reply(&req, -11, LinkDecision::Connected);
+        let err = booting.join().unwrap().unwrap_err();
+        assert!(matches!(&err, SimError::Died(why) if why.contains("hae_disconnected_previously")));
+        ha.expect_eof();
+    });
+    let evs = events_until(
+        &rx,
+        |k| matches!(k, SimEventKind::Died { .. }),
+        Duration::from_secs(2),
+    );
+    assert!(matches!(evs.last(), Some(SimEventKind::Died { reason })
+        if reason.contains("!rep->hae_disconnected_previously in ha_entrypoint_state_cb()")));
+}
+
+#[test]
+fn a_second_failure_vec_rep_for_one_request_kills_the_process() {
+    let (l, ep) = listen();
+    let proc = SimProcess::connect(&ep, plain_config(4)).unwrap();
+    let mut ha = Peer::accept(&l);
+    thread::scope(|sc| {
+        let asking = sc.spawn(|| proc.failure_vec_req(pool(4)));
+        let (_, m) = ha.msg();
+        let MsgBody::FailureVecReq { cookie, .. } = m.body else {
+            panic!("{m:?}")
+        };
+        let rep = MsgBody::FailureVecRep {
+            pool: pool(4),
+            cookie,
+            notes: notes(1),
+        };
+        let t = ha.send_msg(rep.clone());
+        ha.wait_ack(t);
+        assert_eq!(asking.join().unwrap().unwrap(), notes(1));
+        // the same reply again (HA answered a re-sent request): fhr != NULL fails
+        let t2 = ha.send_msg(rep);
+        ha.expect_eof();
+        assert!(
+            !ha.acks.contains(&t2),
+            "m0d asserts before it confirms the message"
+        );
+    });
+    assert!(proc
+        .died()
+        .unwrap()
+        .contains("fhr != NULL in m0_ha_fvec_rep_handler()"));
+    // A reply nobody asked for (an unknown cookie) is the same assertion.
+    let (l, ep) = listen();
+    let proc = SimProcess::connect(&ep, plain_config(5)).unwrap();
+    let mut ha = Peer::accept(&l);
+    ha.send_msg(MsgBody::FailureVecRep {
+        pool: pool(4),
+        cookie: Cookie { hi: 1, lo: 2 },
+        notes: vec![],
+    });
+    ha.expect_eof();
+    assert!(proc.died().unwrap().contains("fhr != NULL"));
+}
+
+/// A real m0d whose HA restarts: it notices at its next send, re-sends for `ha_resend`, asks
+/// again (not first, the dead HA's cookie) on a new connection, waits `rpc_timeout`, then sends
+/// everything from the first unconfirmed message again, in order, answered requests included.
+#[test]
+fn after_its_ha_dies_a_process_resends_its_unconfirmed_messages_on_its_next_send() {
+    let (l, ep) = listen();
+    let mut cfg = plain_config(6);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    cfg.events = Some(tx);
+    let proc = SimProcess::connect(&ep, cfg.clone()).unwrap();
+    let mut ha1 = Peer::accept(&l);
+    let fvec_cookie = thread::scope(|sc| {
+        let booting = sc.spawn(|| proc.boot());
+        assert_eq!(ha1.serve_plain_boot(&cfg), vec![2, 4, 6]);
+        booting.join().unwrap().unwrap();
+        // HA confirms only STARTING: 4 and 6 stay queued
+        ha1.ack(2);
+        proc.wait_for_ack(2, Duration::from_secs(5)).unwrap();
+        // a request HA answers (still unconfirmed: it will be sent again)
+        let asking = sc.spawn(|| proc.failure_vec_req(pool(4)));
+        let (tag, m) = ha1.msg();
+        assert_eq!(tag, 8);
+        let MsgBody::FailureVecReq { cookie, .. } = m.body else {
+            panic!("{m:?}")
+        };
+        let t = ha1.send_msg(MsgBody::FailureVecRep {
+            pool: pool(4),
+            cookie,
+            notes: vec![],
+        });
+        ha1.wait_ack(t);
+        asking.join().unwrap().unwrap();
+        cookie
+    });
+    assert_eq!(proc.unconfirmed_tags(), vec![4, 6, 8]);
+    // HA dies. The idle process does not notice (no keepalive): no new connection.
+    drop(ha1);
+    let evs = events_until(
+        &rx,
+        |k| matches!(k, SimEventKind::Closed { .. }),
+        Duration::from_secs(5),
+    );
+    assert!(matches!(evs.last(), Some(SimEventKind::Closed { .. })));
+    l.set_nonblocking(true).unwrap();
+    thread::sleep(Duration::from_millis(700));
+    assert!(
+        l.accept().is_err(),
+        "an idle process never reconnects by itself"
+    );
+    l.set_nonblocking(false).unwrap();
+    // Its next send: ha_resend, then a non-first request with the dead HA's cookie.
+    thread::scope(|sc| {
+        let t0 = Instant::now();
+        let sending =
+            sc.spawn(|| proc.send_stob_ioq(StobIoq::write_error(Fid::typed(b'd', 1, 1), -5)));
+        let mut ha2 = Peer::accept(&l);
+        assert!(
+            t0.elapsed() >= cfg.ha_resend,
+            "reconnected after {:?}",
+            t0.elapsed()
+        );
+        let req = ha2.ep();
+        assert!(!req.first_request);
+        assert_eq!(req.cookie_expected, HA_COOKIE);
+        let t1 = Instant::now();
+        ha2.send(FromHa::EpRep(EpReply {
+            cookie_actual: HA_COOKIE + 1, // a restarted HA
+            ..ep_rep(req.seq, 0, LinkDecision::Connected)
+        }));
+        // the old RPC link times out first
+        ha2.expect_silence(cfg.rpc_timeout - Duration::from_millis(150));
+        let resent: Vec<u64> = (0..4).map(|_| ha2.msg().0).collect();
+        assert!(t1.elapsed() >= cfg.rpc_timeout);
+        assert_eq!(resent, vec![4, 6, 8, 10]);
+        assert_eq!(sending.join().unwrap().unwrap(), 10);
+        assert_eq!(proc.ha_cookie(), HA_COOKIE + 1);
+        let evs = events_until(
+            &rx,
+            |k| matches!(k, SimEventKind::Resent { .. }),
+            Duration::from_secs(5),
+        );
+        assert!(evs.iter().any(|k| matches!(k, SimEventKind::HaLost { .. })));
+        assert!(evs.iter().any(|k| matches!(
+            k,
+            SimEventKind::Reconnected {
+                link: LinkDecision::Connected
+            }
+        )));
+        assert!(matches!(
+            evs.last(),
+            Some(SimEventKind::Resent {
+                count: 4,
+                first_tag: 4
+            })
+        ));
+        // The queue flows on; HA's mark confirms the re-sent messages.
+        ha2.ack(10);
+        proc.wait_for_ack(10, Duration::from_secs(5)).unwrap();
+        assert!(proc.unconfirmed_tags().is_empty());
+        // An HA that answers the re-sent FAILURE_VEC_REQ again kills the process.
+        ha2.send_msg(MsgBody::FailureVecRep {
+            pool: pool(4),
+            cookie: fvec_cookie,
+            notes: vec![],
+        });
+        ha2.expect_eof();
+    });
+    assert!(proc.died().unwrap().contains("fhr != NULL"));
+}
+
+#[test]
+fn an_error_reply_to_the_reconnect_request_kills_the_process() {
+    let (l, ep) = listen();
+    let cfg = plain_config(7);
+    let proc = SimProcess::connect(&ep, cfg.clone()).unwrap();
+    let mut ha1 = Peer::accept(&l);
+    thread::scope(|sc| {
+        let booting = sc.spawn(|| proc.boot());
+        ha1.serve_plain_boot(&cfg);
+        booting.join().unwrap().unwrap();
+    });
+    drop(ha1);
+    let t = Instant::now();
+    while proc.closed_reason().is_none() && t.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(10));
+    }
+    thread::scope(|sc| {
+        let sending = sc.spawn(|| proc.send_process_event(ProcessEvent::Started, ProcessType::M0d));
+        let mut ha2 = Peer::accept(&l);
+        let req = ha2.ep();
+        assert!(!req.first_request);
+        ha2.reply(&req, -11, LinkDecision::Connected); // hax pacing a restart: EAGAIN
+        assert!(matches!(sending.join().unwrap(), Err(SimError::Died(_))));
+        ha2.expect_eof();
+    });
+    assert!(proc
+        .died()
+        .unwrap()
+        .contains("!rep->hae_disconnected_previously"));
+}
+
+#[test]
+fn a_clean_stop_waits_for_stopped_to_be_confirmed_and_reports_a_hang() {
+    for confirmed in [true, false] {
+        let (l, ep) = listen();
+        let mut cfg = plain_config(9);
+        cfg.timeouts.ack = Duration::from_millis(400);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        cfg.events = Some(tx);
+        let proc = SimProcess::connect(&ep, cfg.clone()).unwrap();
+        let mut ha = Peer::accept(&l);
+        thread::scope(|sc| {
+            let booting = sc.spawn(|| proc.boot());
+            ha.serve_plain_boot(&cfg);
+            booting.join().unwrap().unwrap();
+            ha.ack(6);
+            let stopping = sc.spawn(|| proc.stop_clean());
+            ha.expect_process_event(ProcessEvent::Stopping, &cfg);
+            let stopped = ha.expect_process_event(ProcessEvent::Stopped, &cfg);
+            ha.ack(stopped - 2); // STOPPING only
+            if confirmed {
+                ha.expect_silence(Duration::from_millis(100));
+                assert!(
+                    !stopping.is_finished(),
+                    "m0_ha_link_flush waits for STOPPED"
+                );
+                ha.ack(stopped);
+                stopping.join().unwrap().unwrap();
+            } else {
+                // HA dropped the link before writing STOPPED's confirmation: a hang
+                let err = stopping.join().unwrap().unwrap_err();
+                assert!(matches!(err, SimError::Timeout { .. }), "{err}");
+                let evs = events_until(
+                    &rx,
+                    |k| matches!(k, SimEventKind::FlushHung { .. }),
+                    Duration::from_secs(2),
+                );
+                assert_eq!(evs.last(), Some(&SimEventKind::FlushHung { tag: stopped }));
+            }
+            ha.expect_eof();
+        });
+    }
+}
+
 // ------------------------------------------------------------------ automatic HA peer
 
 /// Serves every connection like a cooperative HA: replies rc 0 to entrypoints, answers
@@ -1411,7 +1717,8 @@ fn cli_boots_prints_json_events_and_stops() {
             "--stob-error",
             "0x6400000000000001:0x33",
         ])
-        .args(["--then", "stop", "--json"])
+        .args(["--ha-resend-ms", "100", "--rpc-timeout-ms", "100"])
+        .args(["--flush-timeout-ms", "5000", "--then", "stop", "--json"])
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
