@@ -103,11 +103,15 @@ fn every_body() -> Vec<MsgBody> {
     ]
 }
 
+/// The cookie of the scripted HAs (a real one is per HA instance, never 0).
+const HA_COOKIE: u64 = 0x00c0_ffee_0000_0001;
+
 fn ep_rep(seq: u64, rc: i32, link: LinkDecision) -> EpReply {
     EpReply {
         seq,
         rc,
         link,
+        cookie_actual: HA_COOKIE,
         confds: vec![
             (s(0x14), "inet:tcp:127.0.0.1@22002".into()),
             (s(0x15), "inet:tcp:127.0.0.1@22302".into()),
@@ -123,6 +127,7 @@ fn process_frames() -> Vec<ToHa> {
         ToHa::EpReq(EpRequest {
             seq: 1,
             first_request: true,
+            cookie_expected: 0,
             pid: 11136,
             process: r(5),
             endpoint: "inet:tcp:127.0.0.1@22301".into(),
@@ -131,6 +136,7 @@ fn process_frames() -> Vec<ToHa> {
         ToHa::EpReq(EpRequest {
             seq: 2,
             first_request: false,
+            cookie_expected: u64::MAX,
             pid: 0,
             process: r(5),
             endpoint: "e".repeat(4096),
@@ -212,17 +218,21 @@ fn frames_have_the_documented_byte_layout() {
     let req = ToHa::EpReq(EpRequest {
         seq: 1,
         first_request: true,
+        cookie_expected: 0x1122_3344_5566_7788,
         pid: 2,
         process: r(5),
         endpoint: "ab".into(),
         git_rev: "c".into(),
     });
     let b = req.encode().unwrap();
-    assert_eq!(b.len(), 4 + 1 + 8 + 1 + 8 + 16 + 2 + 2 + 2 + 1);
+    // EP_REQ (v2): seq, first, cookie_expected, pid, fid, str endpoint, str git_rev.
+    assert_eq!(b.len(), 4 + 1 + 8 + 1 + 8 + 8 + 16 + 2 + 2 + 2 + 1);
     assert_eq!(b[4], 0x01);
     assert_eq!(b[13], 1);
-    assert_eq!(&b[22..30], &0x7200_0000_0000_0001u64.to_le_bytes());
-    assert_eq!(&b[38..42], &[2, 0, b'a', b'b']);
+    assert_eq!(&b[14..22], &0x1122_3344_5566_7788u64.to_le_bytes());
+    assert_eq!(&b[22..30], &2u64.to_le_bytes());
+    assert_eq!(&b[30..38], &0x7200_0000_0000_0001u64.to_le_bytes());
+    assert_eq!(&b[46..50], &[2, 0, b'a', b'b']);
     // MSG: tag, 3 fids, time, epoch, type (= 8 + 48 + 24 bytes) then the body; a note is 20 bytes.
     let m = ToHa::Msg {
         tag: 4,
@@ -246,6 +256,9 @@ fn frames_have_the_documented_byte_layout() {
     .encode()
     .unwrap();
     assert_eq!(&b[13..18], &[0xf5, 0xff, 0xff, 0xff, 3]);
+    // then (v2) the HA's cookie, then the confd count.
+    assert_eq!(&b[18..26], &HA_COOKIE.to_le_bytes());
+    assert_eq!(&b[26..30], &0u32.to_le_bytes());
 }
 
 #[test]
@@ -368,6 +381,7 @@ fn strings_longer_than_4096_are_refused() {
     let long = EpRequest {
         seq: 1,
         first_request: true,
+        cookie_expected: 0,
         pid: 1,
         process: r(5),
         endpoint: "x".repeat(4097),
@@ -384,7 +398,7 @@ fn strings_longer_than_4096_are_refused() {
     })
     .encode()
     .unwrap();
-    let at = 4 + 1 + 8 + 1 + 8 + 16;
+    let at = 4 + 1 + 8 + 1 + 8 + 8 + 16;
     b[at..at + 2].copy_from_slice(&4097u16.to_le_bytes());
     let tail = b.split_off(at + 2);
     b.extend(std::iter::repeat_n(b'x', 4097));
@@ -401,6 +415,7 @@ fn nul_bytes_in_strings_and_oversized_byte_fields_are_refused() {
     let req = EpRequest {
         seq: 1,
         first_request: true,
+        cookie_expected: 0,
         pid: 1,
         process: r(5),
         endpoint: "ab".into(),
@@ -412,7 +427,7 @@ fn nul_bytes_in_strings_and_oversized_byte_fields_are_refused() {
     };
     assert_eq!(ToHa::EpReq(bad).encode(), Err(WireError::NulInString));
     let mut b = ToHa::EpReq(req).encode().unwrap();
-    b[41] = 0; // second byte of the endpoint
+    b[49] = 0; // second byte of the endpoint
     assert_eq!(ToHa::decode(&b), Err(WireError::NulInString));
     // Motr keeps BE_IO_ERR location/opcode and the SNS_ERR opcode in a byte.
     for body in [
@@ -524,6 +539,43 @@ fn unknown_kinds_types_and_values_are_refused() {
     b.push(0);
     set_len(&mut b);
     assert!(matches!(FromHa::decode(&b), Err(WireError::Trailing(1))));
+}
+
+#[test]
+fn the_committed_fuzz_seeds_are_frames_of_the_current_protocol() {
+    // fuzz/corpus/sim_wire/seed-*: every seed is whole frames that decode in one direction
+    // (seed-stream is a conversation), so the fuzzers start from valid protocol-v2 input.
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/sim_wire");
+    let mut seen = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if !name.starts_with("seed-") {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let mut rest = &bytes[..];
+        while !rest.is_empty() {
+            let n = wire::frame_size(rest)
+                .unwrap()
+                .unwrap_or_else(|| panic!("{name}: a partial frame"));
+            let f = &rest[..n];
+            assert!(
+                ToHa::decode(f).is_ok() || FromHa::decode(f).is_ok(),
+                "{name}: a frame that decodes in neither direction: {:?} / {:?}",
+                ToHa::decode(f),
+                FromHa::decode(f)
+            );
+            rest = &rest[n..];
+        }
+        seen += 1;
+    }
+    assert!(seen >= 17, "{seen} seeds");
+    let ep = std::fs::read(dir.join("seed-ep_rep")).unwrap();
+    let FromHa::EpRep(r) = FromHa::decode(&ep).unwrap() else {
+        panic!()
+    };
+    assert_ne!(r.cookie_actual, 0);
 }
 
 #[test]
@@ -705,16 +757,13 @@ impl Peer {
     fn ack(&mut self, tag: u64) {
         self.send(FromHa::Ack { tag });
     }
-    /// Answers the two entrypoint requests and the STARTING in between of a boot without
-    /// pools, GET or services; returns the tags of STARTING, STARTED, DTM_RECOVERED.
+    /// Answers the entrypoint request of a boot without pools, GET or services (a configured
+    /// m0d sends no second one); returns the tags of STARTING, STARTED, DTM_RECOVERED.
     fn serve_plain_boot(&mut self, cfg: &SimConfig) -> Vec<u64> {
         let req = self.ep();
         assert!(req.first_request);
         self.reply(&req, 0, LinkDecision::Connected);
         let t1 = self.expect_process_event(ProcessEvent::Starting, cfg);
-        let req = self.ep();
-        assert!(!req.first_request);
-        self.reply(&req, 0, LinkDecision::Reused);
         let t2 = self.expect_process_event(ProcessEvent::Started, cfg);
         let t3 = self.expect_process_event(ProcessEvent::DtmRecovered, cfg);
         vec![t1, t2, t3]
@@ -731,6 +780,8 @@ fn quick(cfg: &mut SimConfig) {
     cfg.timeouts.reply = Duration::from_secs(10);
     cfg.timeouts.ack = Duration::from_secs(10);
     cfg.timeouts.entrypoint = Duration::from_secs(10);
+    cfg.ha_resend = Duration::from_millis(300);
+    cfg.rpc_timeout = Duration::from_millis(400);
 }
 
 fn plain_config(key: u64) -> SimConfig {
@@ -749,6 +800,7 @@ fn boot_sends_frames_in_m0d_order_blocks_on_answers_acks_ha_and_records_drop() {
     cfg.services = vec![(s(9), service_type::IOS), (s(0x14), service_type::CONFD)];
     cfg.pools = vec![pool(4), pool(5)];
     quick(&mut cfg);
+    cfg.second_entrypoint = true; // the old m0d order, with link reuse
     cfg.get_fids = gen::config_fids(81, &cfg);
     let (tx, rx) = crossbeam_channel::unbounded();
     cfg.events = Some(tx);
@@ -787,15 +839,10 @@ fn boot_sends_frames_in_m0d_order_blocks_on_answers_acks_ha_and_records_drop() {
             };
             assert_eq!(got, p);
             ha.expect_silence(Duration::from_millis(150));
-            // A reply with another cookie does not count.
-            let wrong = Cookie {
-                hi: cookie.hi,
-                lo: cookie.lo + 1000,
-            };
-            let t = ha.send_msg(MsgBody::FailureVecRep {
-                pool: p,
-                cookie: wrong,
-                notes: vec![],
+            // Other HA messages do not answer it.
+            let t = ha.send_msg(MsgBody::EventRpc {
+                attempts: 1,
+                state: 1,
             });
             ha.wait_ack(t);
             ha.expect_silence(Duration::from_millis(100));
@@ -856,18 +903,24 @@ fn boot_sends_frames_in_m0d_order_blocks_on_answers_acks_ha_and_records_drop() {
         let report = booting.join().unwrap().unwrap();
         assert_eq!(report.ep_attempts, 2);
         assert_eq!(report.first_reply.link, LinkDecision::Connected);
-        assert_eq!(report.second_reply.link, LinkDecision::Reused);
+        assert_eq!(report.second_reply.unwrap().link, LinkDecision::Reused);
         assert_eq!(report.first_reply.confds.len(), 2);
         assert_eq!(
             report.failure_vecs,
             vec![(pool(4), notes(2)), (pool(5), notes(2))]
         );
         assert_eq!(report.nvec_answer.len(), 81);
-        // The process waits for ACKs of its own messages.
-        ha.ack(20);
-        proc.wait_for_ack(20, Duration::from_secs(5)).unwrap();
+        // The process waits for ACKs of its own messages; an ACK confirms every message up
+        // to its tag (HA's delivered mark).
         assert!(matches!(
             proc.wait_for_ack(18, Duration::from_millis(50)),
+            Err(SimError::Timeout { .. })
+        ));
+        ha.ack(20);
+        proc.wait_for_ack(20, Duration::from_secs(5)).unwrap();
+        proc.wait_for_ack(18, Duration::from_millis(50)).unwrap();
+        assert!(matches!(
+            proc.wait_for_ack(22, Duration::from_millis(50)),
             Err(SimError::Timeout { .. })
         ));
         // Every HA message was ACKed, in order.
@@ -912,8 +965,6 @@ fn m0mkfs_boot_starts_then_stops_and_close_waits_for_acks() {
         let req = ha.ep();
         ha.reply(&req, 0, LinkDecision::Connected);
         ha.expect_process_event(ProcessEvent::Starting, &cfg);
-        let req = ha.ep();
-        ha.reply(&req, 0, LinkDecision::Reused);
         for ev in [
             ProcessEvent::Started,
             ProcessEvent::Stopping,
@@ -946,8 +997,6 @@ fn stop_clean_sends_stop_events_in_motr_order() {
         let req = ha.ep();
         ha.reply(&req, 0, LinkDecision::Connected);
         ha.expect_process_event(ProcessEvent::Starting, &cfg);
-        let req = ha.ep();
-        ha.reply(&req, 0, LinkDecision::Reused);
         for svc in cfg.services.clone() {
             ha.expect_service_event(svc, ServiceEvent::Starting, &cfg);
             ha.expect_service_event(svc, ServiceEvent::Started, &cfg);
@@ -972,9 +1021,41 @@ fn stop_clean_sends_stop_events_in_motr_order() {
 }
 
 #[test]
-fn link_absent_on_the_second_request_fails_the_boot() {
+fn the_process_sends_back_the_ha_cookie_of_the_last_reply() {
     let (l, ep) = listen();
-    let cfg = plain_config(14);
+    let proc = SimProcess::connect(&ep, plain_config(11)).unwrap();
+    let mut ha = Peer::accept(&l);
+    thread::scope(|sc| {
+        let asking = sc.spawn(|| {
+            let a = proc.entrypoint(true).unwrap();
+            let b = proc.entrypoint(true).unwrap();
+            let c = proc.entrypoint(false).unwrap();
+            (a, b, c)
+        });
+        let req = ha.ep();
+        assert_eq!(req.cookie_expected, 0, "no HA answered yet");
+        ha.send(FromHa::EpRep(EpReply {
+            cookie_actual: 7,
+            ..ep_rep(req.seq, -11, LinkDecision::None)
+        }));
+        let req = ha.ep();
+        assert_eq!(req.cookie_expected, 7, "remembered from an error reply too");
+        ha.reply(&req, 0, LinkDecision::Connected);
+        let req = ha.ep();
+        assert!(!req.first_request);
+        assert_eq!(req.cookie_expected, HA_COOKIE);
+        ha.reply(&req, 0, LinkDecision::Reused);
+        let (a, b, c) = asking.join().unwrap();
+        assert_eq!((a.rc, b.rc, c.link), (-11, 0, LinkDecision::Reused));
+    });
+    assert_eq!(proc.ha_cookie(), HA_COOKIE);
+}
+
+#[test]
+fn link_absent_on_the_second_request_kills_the_process() {
+    let (l, ep) = listen();
+    let mut cfg = plain_config(14);
+    cfg.second_entrypoint = true;
     let proc = SimProcess::connect(&ep, cfg.clone()).unwrap();
     let mut ha = Peer::accept(&l);
     thread::scope(|sc| {
@@ -985,7 +1066,17 @@ fn link_absent_on_the_second_request_fails_the_boot() {
         let req = ha.ep();
         ha.reply(&req, 0, LinkDecision::Absent);
         assert!(matches!(booting.join().unwrap(), Err(SimError::LinkAbsent)));
+        ha.expect_eof();
     });
+    assert!(proc
+        .died()
+        .unwrap()
+        .contains("!rep->hae_disconnected_previously"));
+    assert!(proc.is_gone());
+    assert!(matches!(
+        proc.send_process_event(ProcessEvent::Started, ProcessType::M0d),
+        Err(SimError::Died(_))
+    ));
 }
 
 #[test]
@@ -1192,6 +1283,310 @@ fn restart_reconnects_and_boots_again_with_a_first_request() {
     );
 }
 
+// ------------------------------------------------------------------ a real m0d's recovery
+
+/// Events of a process, with the time they arrived.
+fn events_until(
+    rx: &crossbeam_channel::Receiver<SimEvent>,
+    mut stop: impl FnMut(&SimEventKind) -> bool,
+    within: Duration,
+) -> Vec<SimEventKind> {
+    let deadline = Instant::now() + within;
+    let mut got = vec![];
+    while let Ok(ev) = rx.recv_deadline(deadline) {
+        let done = stop(&ev.kind);
+        got.push(ev.kind);
+        if done {
+            break;
+        }
+    }
+    got
+}
+
+#[test]
+fn a_process_sends_no_second_entrypoint_request_by_default() {
+    let cfg = SimConfig::new(r(1));
+    assert!(!cfg.second_entrypoint);
+    assert_eq!(
+        (cfg.ha_resend, cfg.rpc_timeout),
+        (Duration::from_secs(10), Duration::from_secs(6))
+    );
+    let (l, ep) = listen();
+    let cfg = plain_config(2);
+    let proc = SimProcess::connect(&ep, cfg.clone()).unwrap();
+    let mut ha = Peer::accept(&l);
+    thread::scope(|sc| {
+        let booting = sc.spawn(|| proc.boot());
+        // serve_plain_boot fails on any EP_REQ after the first
+        assert_eq!(ha.serve_plain_boot(&cfg), vec![2, 4, 6]);
+        let report = booting.join().unwrap().unwrap();
+        assert!(report.second_reply.is_none());
+        ha.expect_silence(Duration::from_millis(50));
+    });
+}
+
+#[test]
+fn an_error_reply_to_a_non_first_request_kills_the_process() {
+    let (l, ep) = listen();
+    let mut cfg = plain_config(3);
+    cfg.second_entrypoint = true;
+    let (tx, rx) = crossbeam_channel::unbounded();
+    cfg.events = Some(tx);
+    let proc = SimProcess::connect(&ep, cfg.clone()).unwrap();
+    let mut ha = Peer::accept(&l);
+    thread::scope(|sc| {
+        let booting = sc.spawn(|| proc.boot());
+        let req = ha.ep();
+        ha.reply(&req, -11, LinkDecision::None); // first: asked again at once
+        let req = ha.ep();
+        assert!(req.first_request);
+        ha.reply(&req, 0, LinkDecision::Connected);
+        ha.expect_process_event(ProcessEvent::Starting, &cfg);
+        let req = ha.ep();
+        assert!(!req.first_request);
+        // HA paces an EAGAIN; Motr made a link for it all the same: m0d dies
+        ha.reply(&req, -11, LinkDecision::Connected);
+        let err = booting.join().unwrap().unwrap_err();
+        assert!(matches!(&err, SimError::Died(why) if why.contains("hae_disconnected_previously")));
+        ha.expect_eof();
+    });
+    let evs = events_until(
+        &rx,
+        |k| matches!(k, SimEventKind::Died { .. }),
+        Duration::from_secs(2),
+    );
+    assert!(matches!(evs.last(), Some(SimEventKind::Died { reason })
+        if reason.contains("!rep->hae_disconnected_previously in ha_entrypoint_state_cb()")));
+}
+
+#[test]
+fn a_second_failure_vec_rep_for_one_request_kills_the_process() {
+    let (l, ep) = listen();
+    let proc = SimProcess::connect(&ep, plain_config(4)).unwrap();
+    let mut ha = Peer::accept(&l);
+    thread::scope(|sc| {
+        let asking = sc.spawn(|| proc.failure_vec_req(pool(4)));
+        let (_, m) = ha.msg();
+        let MsgBody::FailureVecReq { cookie, .. } = m.body else {
+            panic!("{m:?}")
+        };
+        let rep = MsgBody::FailureVecRep {
+            pool: pool(4),
+            cookie,
+            notes: notes(1),
+        };
+        let t = ha.send_msg(rep.clone());
+        ha.wait_ack(t);
+        assert_eq!(asking.join().unwrap().unwrap(), notes(1));
+        // the same reply again (HA answered a re-sent request): fhr != NULL fails
+        let t2 = ha.send_msg(rep);
+        ha.expect_eof();
+        assert!(
+            !ha.acks.contains(&t2),
+            "m0d asserts before it confirms the message"
+        );
+    });
+    assert!(proc
+        .died()
+        .unwrap()
+        .contains("fhr != NULL in m0_ha_fvec_rep_handler()"));
+    // A reply nobody asked for (an unknown cookie) is the same assertion.
+    let (l, ep) = listen();
+    let proc = SimProcess::connect(&ep, plain_config(5)).unwrap();
+    let mut ha = Peer::accept(&l);
+    ha.send_msg(MsgBody::FailureVecRep {
+        pool: pool(4),
+        cookie: Cookie { hi: 1, lo: 2 },
+        notes: vec![],
+    });
+    ha.expect_eof();
+    assert!(proc.died().unwrap().contains("fhr != NULL"));
+}
+
+/// A real m0d whose HA restarts: it notices at its next send, re-sends for `ha_resend`, asks
+/// again (not first, the dead HA's cookie) on a new connection, waits `rpc_timeout`, then sends
+/// everything from the first unconfirmed message again, in order, answered requests included.
+#[test]
+fn after_its_ha_dies_a_process_resends_its_unconfirmed_messages_on_its_next_send() {
+    let (l, ep) = listen();
+    let mut cfg = plain_config(6);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    cfg.events = Some(tx);
+    let proc = SimProcess::connect(&ep, cfg.clone()).unwrap();
+    let mut ha1 = Peer::accept(&l);
+    let fvec_cookie = thread::scope(|sc| {
+        let booting = sc.spawn(|| proc.boot());
+        assert_eq!(ha1.serve_plain_boot(&cfg), vec![2, 4, 6]);
+        booting.join().unwrap().unwrap();
+        // HA confirms only STARTING: 4 and 6 stay queued
+        ha1.ack(2);
+        proc.wait_for_ack(2, Duration::from_secs(5)).unwrap();
+        // a request HA answers (still unconfirmed: it will be sent again)
+        let asking = sc.spawn(|| proc.failure_vec_req(pool(4)));
+        let (tag, m) = ha1.msg();
+        assert_eq!(tag, 8);
+        let MsgBody::FailureVecReq { cookie, .. } = m.body else {
+            panic!("{m:?}")
+        };
+        let t = ha1.send_msg(MsgBody::FailureVecRep {
+            pool: pool(4),
+            cookie,
+            notes: vec![],
+        });
+        ha1.wait_ack(t);
+        asking.join().unwrap().unwrap();
+        cookie
+    });
+    assert_eq!(proc.unconfirmed_tags(), vec![4, 6, 8]);
+    // HA dies. The idle process does not notice (no keepalive): no new connection.
+    drop(ha1);
+    let evs = events_until(
+        &rx,
+        |k| matches!(k, SimEventKind::Closed { .. }),
+        Duration::from_secs(5),
+    );
+    assert!(matches!(evs.last(), Some(SimEventKind::Closed { .. })));
+    l.set_nonblocking(true).unwrap();
+    thread::sleep(Duration::from_millis(700));
+    assert!(
+        l.accept().is_err(),
+        "an idle process never reconnects by itself"
+    );
+    l.set_nonblocking(false).unwrap();
+    // Its next send: ha_resend, then a non-first request with the dead HA's cookie.
+    thread::scope(|sc| {
+        let t0 = Instant::now();
+        let sending =
+            sc.spawn(|| proc.send_stob_ioq(StobIoq::write_error(Fid::typed(b'd', 1, 1), -5)));
+        let mut ha2 = Peer::accept(&l);
+        assert!(
+            t0.elapsed() >= cfg.ha_resend,
+            "reconnected after {:?}",
+            t0.elapsed()
+        );
+        let req = ha2.ep();
+        assert!(!req.first_request);
+        assert_eq!(req.cookie_expected, HA_COOKIE);
+        let t1 = Instant::now();
+        ha2.send(FromHa::EpRep(EpReply {
+            cookie_actual: HA_COOKIE + 1, // a restarted HA
+            ..ep_rep(req.seq, 0, LinkDecision::Connected)
+        }));
+        // the old RPC link times out first
+        ha2.expect_silence(cfg.rpc_timeout - Duration::from_millis(150));
+        let resent: Vec<u64> = (0..4).map(|_| ha2.msg().0).collect();
+        assert!(t1.elapsed() >= cfg.rpc_timeout);
+        assert_eq!(resent, vec![4, 6, 8, 10]);
+        assert_eq!(sending.join().unwrap().unwrap(), 10);
+        assert_eq!(proc.ha_cookie(), HA_COOKIE + 1);
+        let evs = events_until(
+            &rx,
+            |k| matches!(k, SimEventKind::Resent { .. }),
+            Duration::from_secs(5),
+        );
+        assert!(evs.iter().any(|k| matches!(k, SimEventKind::HaLost { .. })));
+        assert!(evs.iter().any(|k| matches!(
+            k,
+            SimEventKind::Reconnected {
+                link: LinkDecision::Connected
+            }
+        )));
+        assert!(matches!(
+            evs.last(),
+            Some(SimEventKind::Resent {
+                count: 4,
+                first_tag: 4
+            })
+        ));
+        // The queue flows on; HA's mark confirms the re-sent messages.
+        ha2.ack(10);
+        proc.wait_for_ack(10, Duration::from_secs(5)).unwrap();
+        assert!(proc.unconfirmed_tags().is_empty());
+        // An HA that answers the re-sent FAILURE_VEC_REQ again kills the process.
+        ha2.send_msg(MsgBody::FailureVecRep {
+            pool: pool(4),
+            cookie: fvec_cookie,
+            notes: vec![],
+        });
+        ha2.expect_eof();
+    });
+    assert!(proc.died().unwrap().contains("fhr != NULL"));
+}
+
+#[test]
+fn an_error_reply_to_the_reconnect_request_kills_the_process() {
+    let (l, ep) = listen();
+    let cfg = plain_config(7);
+    let proc = SimProcess::connect(&ep, cfg.clone()).unwrap();
+    let mut ha1 = Peer::accept(&l);
+    thread::scope(|sc| {
+        let booting = sc.spawn(|| proc.boot());
+        ha1.serve_plain_boot(&cfg);
+        booting.join().unwrap().unwrap();
+    });
+    drop(ha1);
+    let t = Instant::now();
+    while proc.closed_reason().is_none() && t.elapsed() < Duration::from_secs(5) {
+        thread::sleep(Duration::from_millis(10));
+    }
+    thread::scope(|sc| {
+        let sending = sc.spawn(|| proc.send_process_event(ProcessEvent::Started, ProcessType::M0d));
+        let mut ha2 = Peer::accept(&l);
+        let req = ha2.ep();
+        assert!(!req.first_request);
+        ha2.reply(&req, -11, LinkDecision::Connected); // hax pacing a restart: EAGAIN
+        assert!(matches!(sending.join().unwrap(), Err(SimError::Died(_))));
+        ha2.expect_eof();
+    });
+    assert!(proc
+        .died()
+        .unwrap()
+        .contains("!rep->hae_disconnected_previously"));
+}
+
+#[test]
+fn a_clean_stop_waits_for_stopped_to_be_confirmed_and_reports_a_hang() {
+    for confirmed in [true, false] {
+        let (l, ep) = listen();
+        let mut cfg = plain_config(9);
+        cfg.timeouts.ack = Duration::from_millis(400);
+        let (tx, rx) = crossbeam_channel::unbounded();
+        cfg.events = Some(tx);
+        let proc = SimProcess::connect(&ep, cfg.clone()).unwrap();
+        let mut ha = Peer::accept(&l);
+        thread::scope(|sc| {
+            let booting = sc.spawn(|| proc.boot());
+            ha.serve_plain_boot(&cfg);
+            booting.join().unwrap().unwrap();
+            ha.ack(6);
+            let stopping = sc.spawn(|| proc.stop_clean());
+            ha.expect_process_event(ProcessEvent::Stopping, &cfg);
+            let stopped = ha.expect_process_event(ProcessEvent::Stopped, &cfg);
+            ha.ack(stopped - 2); // STOPPING only
+            if confirmed {
+                ha.expect_silence(Duration::from_millis(100));
+                assert!(
+                    !stopping.is_finished(),
+                    "m0_ha_link_flush waits for STOPPED"
+                );
+                ha.ack(stopped);
+                stopping.join().unwrap().unwrap();
+            } else {
+                // HA dropped the link before writing STOPPED's confirmation: a hang
+                let err = stopping.join().unwrap().unwrap_err();
+                assert!(matches!(err, SimError::Timeout { .. }), "{err}");
+                let evs = events_until(
+                    &rx,
+                    |k| matches!(k, SimEventKind::FlushHung { .. }),
+                    Duration::from_secs(2),
+                );
+                assert_eq!(evs.last(), Some(&SimEventKind::FlushHung { tag: stopped }));
+            }
+            ha.expect_eof();
+        });
+    }
+}
+
 // ------------------------------------------------------------------ automatic HA peer
 
 /// Serves every connection like a cooperative HA: replies rc 0 to entrypoints, answers
@@ -1322,7 +1717,8 @@ fn cli_boots_prints_json_events_and_stops() {
             "--stob-error",
             "0x6400000000000001:0x33",
         ])
-        .args(["--then", "stop", "--json"])
+        .args(["--ha-resend-ms", "100", "--rpc-timeout-ms", "100"])
+        .args(["--flush-timeout-ms", "5000", "--then", "stop", "--json"])
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();

@@ -83,9 +83,9 @@ static void one_frame(const uint8_t *frame, size_t len)
 		rc = wire_dec_ep_rep(body, n, &r, &why);
 		if (rc == 0) {
 			CHECK(r.confd_nr <= WIRE_MAX_NR);
-			CHECK(wire_enc_ep_rep(&b, r.seq, r.rc, r.link, r.confd_nr, r.confd_fids,
-					      (const char *const *)r.confd_eps, r.quorum,
-					      &r.rm_fid, r.rm_ep) == 0);
+			CHECK(wire_enc_ep_rep(&b, r.seq, r.rc, r.link, r.cookie_actual, r.confd_nr,
+					      r.confd_fids, (const char *const *)r.confd_eps,
+					      r.quorum, &r.rm_fid, r.rm_ep) == 0);
 			same_bytes(&b, frame, len);
 			/* the patch helpers rewrite in place what they say they do */
 			wire_ep_rep_patch(b.data, r.seq + 1, WIRE_LINK_NONE);

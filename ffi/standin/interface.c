@@ -36,8 +36,55 @@
  * in Motr): the I/O thread stops reading a connection whose link has RX_BACKLOG of them queued,
  * and every connection while RX_TOTAL_MAX are queued over all links, so a flood of events
  * from many peers is held back by TCP instead of growing the process's memory.
+ *
+ * Rules of real Motr (cortx-motr 27e7f86) that the stand-in reproduces, assertions included:
+ *   - Prototypes and types are Motr's exactly (ffi/tests/prototypes.c checks them at compile
+ *     time): m0_ha_link_rpc_endpoint() returns nothing and copies at most buf_len - 1 bytes
+ *     then a NUL; buf_len 0 or a link that is not a live link of the interface aborts (Motr
+ *     writes before the buffer or reads freed memory). thread_adopt/_shun are M0_INTERNAL.
+ *   - init: a node_uuid Motr cannot parse (at most 36 characters are kept, then 8-4-4-4-12 hex
+ *     digits with dashes or 32 hex digits) gives -EINVAL after "Unable to parse node UUID
+ *     string". NULL keeps the last string given (the nil UUID at first), as Motr's static does.
+ *   - thread_adopt/_shun: fini aborts ("sys->sy_total == 0 in m0_addb2_sys_fini()") if the
+ *     thread that called init was ever adopted, or an adopted thread was not shunned; the
+ *     descriptor must be all zero. Threads never adopted may call everything.
+ *   - Dropping the link of a peer that is gone waits the RPC timeout, 5000 ms by default (real
+ *     Motr reported link_disconnected 5.0 s after link_is_disconnecting); the environment
+ *     variable HAX_STANDIN_RPC_TIMEOUT_MS overrides it.
+ *   - Process notes on the self link (halon_interface_process_failure_check in Motr's
+ *     ha/halon/interface.c): the state of at most 4096 process fids is kept; a note about a
+ *     4097th aborts ("Currently we don't support more than 4096 processes connected to a
+ *     single m0_halon_interface."). The first note about a process is recorded (a FAILED one
+ *     drops nothing); with hmnv_ignore_same_state a note that does not change the state is
+ *     ignored; any other FAILED note drops every link of that process.
+ *   - Such a FAILED note about HA's own process drops the self link too ("m0_ha_process_failed:
+ *     disconnecting local link"; the user gets link_is_disconnecting and link_disconnected for
+ *     it). Motr's local link then asks for an entrypoint again and is told it was disconnected
+ *     previously: "!rep->hae_disconnected_previously in ha_entrypoint_state_cb(): HA has
+ *     already decided that this process has failed" (ha/ha.c:304). The stand-in makes that
+ *     re-request when the local link is next needed: at stop (before the own STOPPING ..
+ *     STOPPED events) and at the next send on the self link; both abort.
+ *   - Link decisions (Motr's ha_link_handle in ha/ha.c) with cookies: every interface instance
+ *     has its own HA cookie, sent in every entrypoint reply; a process sends back the last one
+ *     it got as cookie_expected (PROTOCOL.md v2). First request: a new link (link_connected).
+ *     Not first: a live link of that process -> link_reused; none, and cookie_expected is this
+ *     instance's cookie -> link_absent ("disconnected previously"); none, and another cookie
+ *     (HA restarted) -> a new link, link_connected. A non-first request is decided whatever
+ *     rc HA replies (an EAGAIN reply to a reconnecting process still makes the link); a first
+ *     request answered rc != 0 gets no decision (Motr would make one; kept for hax).
+ *   - Confirmations as Motr's HA link (ha/link.c, ha/lq.c): delivered() marks a message; the
+ *     link's delivered mark is the highest tag such that it and every earlier message of the
+ *     link are delivered, and the peer's ACK frame carries that mark. Out-of-order delivered()
+ *     only marks. delivered() of a message msg_received did not give on that link, of one
+ *     below the mark (delivered twice), or on a link after disconnect() or its end aborts.
+ *     Pending confirmations are not written at once: just before the next HA message sent on
+ *     the link, or after HAX_STANDIN_CONFIRM_DELAY_MS (default 1 ms); once the link has
+ *     started disconnecting they are never written (Motr's link loop checks the stop request
+ *     before it sends pending confirmations): an m0d whose link HA drops right after its
+ *     STOPPED waits in m0_ha_link_flush() for a confirmation that never comes.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -74,8 +121,10 @@ enum {
 	IO_EVENTS = 256,              /* epoll events taken per wake-up */
 	STOP_EVENTS_WAIT_MS = 5000,   /* stop: wait this long for the own STOP events' delivered */
 	STOP_LINKS_EXTRA_MS = 30000,  /* stop: wait RPC timeout + this for the links to go */
-	DEFAULT_RPC_TIMEOUT_MS = 10000,
+	DEFAULT_RPC_TIMEOUT_MS = 5000, /* real Motr: disconnected 5.0 s after disconnecting */
+	DEFAULT_CONFIRM_DELAY_MS = 1, /* delivered() -> ACK when no HA message goes first */
 	PROCESS_FID_TYPE = 0x72,
+	NOTES_MAX = 0x1000,           /* HALON_INTERFACE_NVEC_SIZE_MAX */
 };
 
 #define LINK_MAGIC 0x68617873746c6e6bULL /* "haxstlnk" */
@@ -131,6 +180,7 @@ struct ep_task {
 struct rcv {
 	struct rcv *r_next;
 	uint64_t r_tag;
+	bool r_delivered;             /* delivered() was called (it waits for earlier ones) */
 	struct m0_ha_msg r_msg;
 };
 
@@ -181,8 +231,15 @@ struct m0_ha_link {
 	unsigned hl_rx_queued;        /* IT_MSG items queued */
 	struct item *hl_qhead;
 	struct item *hl_qtail;
-	struct rcv *hl_rcvs;          /* received, not yet delivered(), oldest first */
+	struct rcv *hl_rcvs;          /* received, not yet below the delivered mark, oldest first */
 	struct rcv *hl_rcvs_tail;
+	uint64_t hl_rx_mark;          /* the highest tag such that it and every earlier received
+	                               * message are delivered (what the ACK frame confirms) */
+	uint64_t hl_ack_sent;         /* the highest mark written to the peer in an ACK */
+	bool hl_cq_queued;            /* on hi->cq: a confirmation is due at hl_cq_due */
+	uint64_t hl_cq_due;
+	struct m0_ha_link *hl_cq_next;
+	struct m0_ha_link *hl_cq_prev;
 	struct task hl_task;
 };
 
@@ -218,6 +275,7 @@ struct epreq {
 	struct conn *r_conn;          /* NULL for the self request or if the connection closed */
 	bool r_self;
 	bool r_first;
+	uint64_t r_cookie;            /* cookie_expected of the request */
 	uint64_t r_seq;
 	struct m0_fid r_process;
 	char *r_ep;
@@ -247,6 +305,8 @@ struct m0_halon_interface {
 	pthread_cond_t state_cv;      /* start/stop wait for progress */
 	enum hi_state state;
 	pthread_t main_thread;
+	bool main_adopted;            /* the init thread was adopted: fini aborts */
+	unsigned adopted_live;        /* adopted threads not shunned: fini aborts unless 0 */
 	bool log_ep;
 	bool log_link;
 	bool log_msg;
@@ -256,6 +316,10 @@ struct m0_halon_interface {
 	struct m0_fid ha_svc;
 	struct m0_fid rm_svc;
 	uint64_t rpc_timeout_ns;
+	uint64_t confirm_delay_ns;    /* pending confirmations are written this long after */
+	struct m0_ha_link *cq_head;   /* links with a confirmation due, in due order */
+	struct m0_ha_link *cq_tail;
+	uint64_t cookie;              /* this instance's HA cookie (Motr's h_cookie_local), not 0 */
 	int listen_fd;
 	int wake_rd;
 	int wake_wr;
@@ -282,6 +346,8 @@ struct m0_halon_interface {
 	unsigned links_live;          /* links whose link_disconnected has not returned */
 	struct m0_ha_link *self_link;
 	bool self_connected;
+	bool self_failed;             /* HA noted its own process FAILED: the local link is gone
+	                               * and its re-request (at stop or send) aborts */
 	struct epreq *reqs;
 	uint64_t req_seq;
 	struct conn *conns;
@@ -290,13 +356,15 @@ struct m0_halon_interface {
 	unsigned rx_peak;             /* the most rx_total has been (tests) */
 	bool rx_held;                 /* rx_total reached RX_TOTAL_MAX: no connection is read */
 	uint64_t conn_seq;
-	struct note_state *notes;
+	struct note_state *notes;     /* the state of every process fid noted on the self link */
+	unsigned notes_nr;            /* at most NOTES_MAX */
 };
 
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct m0_halon_interface *g_hi;
 static __thread bool tls_locality;
-static __thread bool tls_adopted;
+static __thread unsigned tls_adopted;   /* adoptions not shunned on this thread */
+static __thread struct m0_halon_interface *tls_adopted_hi;
 static __thread bool tls_io;
 
 /* ------------------------------------------------------------------ helpers */
@@ -322,6 +390,15 @@ static void assert_fail(const char *expr, const char *func) __attribute__((noret
 static void assert_fail(const char *expr, const char *func)
 {
 	slog("Assertion failed: %s in %s() (real Motr panics here)", expr, func);
+	abort();
+}
+
+/* M0_ASSERT_INFO: the condition, then Motr's explanation. */
+static void assert_info(const char *expr, const char *func, const char *info)
+	__attribute__((noreturn));
+static void assert_info(const char *expr, const char *func, const char *info)
+{
+	slog("Assertion failed: %s in %s(): %s (real Motr panics here)", expr, func, info);
 	abort();
 }
 
@@ -670,6 +747,78 @@ static void timers_fire(struct m0_halon_interface *hi)
 	}
 }
 
+/* ---- confirmations (locked) */
+
+/* Writes the link's delivered mark in an ACK frame if the peer does not have it yet. Only on
+ * a live link: once a link starts disconnecting, Motr's link loop stops before it sends what
+ * is pending (ha/link.c, HA_LINK_OUTGOING_STATE_IDLE), so those confirmations are lost. */
+static void confirm_write(struct m0_halon_interface *hi, struct m0_ha_link *l)
+{
+	struct wire_buf b = { 0 };
+
+	if (l->hl_self || l->hl_state != LS_ALIVE || l->hl_conn == NULL ||
+	    l->hl_rx_mark <= l->hl_ack_sent)
+		return;
+	if (wire_enc_ack(&b, WIRE_HA_ACK, l->hl_rx_mark) == 0)
+		conn_send(hi, l->hl_conn, b.data, b.len);
+	wire_buf_fini(&b);
+	if (hi->log_msg)
+		slog("link %p confirms tag %" PRIu64, (void *)l, l->hl_rx_mark);
+	l->hl_ack_sent = l->hl_rx_mark;
+}
+
+static void cq_remove(struct m0_halon_interface *hi, struct m0_ha_link *l)
+{
+	if (!l->hl_cq_queued)
+		return;
+	if (l->hl_cq_prev == NULL)
+		hi->cq_head = l->hl_cq_next;
+	else
+		l->hl_cq_prev->hl_cq_next = l->hl_cq_next;
+	if (l->hl_cq_next == NULL)
+		hi->cq_tail = l->hl_cq_prev;
+	else
+		l->hl_cq_next->hl_cq_prev = l->hl_cq_prev;
+	l->hl_cq_next = l->hl_cq_prev = NULL;
+	l->hl_cq_queued = false;
+}
+
+/* The I/O thread writes the link's confirmation after the delay (unless an HA message on the
+ * link carries it first). The delay is the same for all: the queue stays in due order. */
+static void confirm_later(struct m0_halon_interface *hi, struct m0_ha_link *l)
+{
+	if (l->hl_cq_queued)
+		return;
+	l->hl_cq_queued = true;
+	l->hl_cq_due = mono_ns() + hi->confirm_delay_ns;
+	l->hl_cq_next = NULL;
+	l->hl_cq_prev = hi->cq_tail;
+	if (hi->cq_tail == NULL)
+		hi->cq_head = l;
+	else
+		hi->cq_tail->hl_cq_next = l;
+	hi->cq_tail = l;
+	if (!tls_io && hi->cq_head == l)
+		io_wake(hi); /* its epoll_wait timeout may be later or infinite */
+}
+
+/* I/O thread: writes the confirmations that are due; returns the epoll timeout (ms) until the
+ * next one, -1 for none. */
+static int confirm_service(struct m0_halon_interface *hi)
+{
+	uint64_t now = mono_ns();
+
+	while (hi->cq_head != NULL && hi->cq_head->hl_cq_due <= now) {
+		struct m0_ha_link *l = hi->cq_head;
+
+		cq_remove(hi, l);
+		confirm_write(hi, l);
+	}
+	if (hi->cq_head == NULL)
+		return -1;
+	return (int)((hi->cq_head->hl_cq_due - now + 999999) / 1000000);
+}
+
 static struct rcv *rcv_new(void)
 {
 	return xcalloc(1, sizeof(struct rcv));
@@ -859,6 +1008,12 @@ static void self_handle(struct m0_halon_interface *hi, const struct m0_ha_msg *m
 				break;
 		}
 		if (ns == NULL) {
+			if (hi->notes_nr >= NOTES_MAX)
+				assert_info("hii->hii_nvec_size < ARRAY_SIZE(hii->hii_nvec)",
+					    "halon_interface_process_failure_check",
+					    "Currently we don't support more than 4096 processes "
+					    "connected to a single m0_halon_interface.");
+			hi->notes_nr++;
 			ns = xcalloc(1, sizeof *ns);
 			ns->ns_fid = n->no_id;
 			ns->ns_state = n->no_state;
@@ -874,12 +1029,28 @@ static void self_handle(struct m0_halon_interface *hi, const struct m0_ha_msg *m
 		ns->ns_state = n->no_state;
 		if (n->no_state != M0_NC_FAILED)
 			continue;
+		/* m0_ha_process_failed(): every link of that process, the self link included */
+		if (fid_eq(&n->no_id, &hi->process)) {
+			slog("m0_ha_process_failed: disconnecting local link");
+			hi->self_failed = true;
+		}
 		for (struct m0_ha_link *l = hi->links; l != NULL; l = l->hl_next) {
-			if (!l->hl_self && l->hl_state == LS_ALIVE &&
-			    fid_eq(&l->hl_process, &n->no_id))
+			if (l->hl_state == LS_ALIVE && fid_eq(&l->hl_process, &n->no_id))
 				link_start_disconnect(hi, l);
 		}
 	}
+}
+
+/*
+ * The local link's entrypoint re-request after HA noted its own process FAILED: Motr answers
+ * it "disconnected previously" and the requester (HA's own side) panics.
+ */
+static void self_rerequest_check(struct m0_halon_interface *hi)
+{
+	if (hi->self_failed)
+		assert_info("!rep->hae_disconnected_previously", "ha_entrypoint_state_cb",
+			    "HA has already decided that this process has failed (ha/ha.c:304; "
+			    "HA noted its own process FAILED on the self link)");
 }
 
 /* ------------------------------------------------------------------ entrypoint (locked) */
@@ -990,6 +1161,7 @@ static void run_item(struct m0_halon_interface *hi, struct m0_ha_link *l, struct
 			link_bind(hi, l, NULL);
 		}
 		l->hl_state = LS_DEAD;
+		cq_remove(hi, l);
 		rcvs = l->hl_rcvs;
 		l->hl_rcvs = NULL;
 		l->hl_rcvs_tail = NULL;
@@ -1204,6 +1376,7 @@ static int frame_ep_req(struct m0_halon_interface *hi, struct conn *c, const uin
 		return 0;
 	}
 	r = epreq_new(hi, c, false, q->first_request, q->seq, &q->process, q->endpoint);
+	r->r_cookie = q->cookie_expected;
 	ep_task_queue(hi, r, q->git_rev, q->pid);
 	free(q);
 	return 0;
@@ -1448,9 +1621,11 @@ static void *io_main(void *arg)
 	while (!hi->io_quit) {
 		int nr;
 
+		int timeout = confirm_service(hi);
+
 		dirty_service(hi);
 		pthread_mutex_unlock(&hi->lock);
-		nr = epoll_wait(hi->epoll_fd, ev, IO_EVENTS, -1);
+		nr = epoll_wait(hi->epoll_fd, ev, IO_EVENTS, timeout);
 		if (nr < 0 && errno != EINTR)
 			slog("epoll_wait: %s", strerror(errno));
 		pthread_mutex_lock(&hi->lock);
@@ -1504,6 +1679,34 @@ static void *io_main(void *arg)
 
 /* ------------------------------------------------------------------ init / fini */
 
+/*
+ * The node UUID, as Motr keeps it (lib/user_space/uuuid.c): a static string, the nil UUID at
+ * first; init copies at most 36 characters of a non-NULL node_uuid into it (NULL leaves the
+ * previous string), and Motr's m0_init() must parse it (lib/uuid.c m0_uuid_parse): 8-4-4-4-12
+ * hex digits with dashes, or 32 hex digits, nothing after.
+ */
+enum { UUID_STRLEN = 36 };
+static char g_node_uuid[UUID_STRLEN + 1] = "00000000-0000-0000-0000-000000000000";
+
+/* n hex digits at s (stops at the NUL, so never reads past the string). */
+static bool hex_run(const char *s, int n)
+{
+	for (int i = 0; i < n; i++) {
+		if (s[i] == '\0' || !isxdigit((unsigned char)s[i]))
+			return false;
+	}
+	return true;
+}
+
+static bool uuid_parses(const char *s)
+{
+	return (hex_run(s, 8) && s[8] == '-' && hex_run(s + 9, 4) && s[13] == '-' &&
+		hex_run(s + 14, 4) && s[18] == '-' && hex_run(s + 19, 4) && s[23] == '-' &&
+		hex_run(s + 24, 12) && s[36] == '\0') ||
+	       (hex_run(s, 8) && hex_run(s + 8, 4) && hex_run(s + 12, 4) && hex_run(s + 16, 4) &&
+		hex_run(s + 20, 12) && s[32] == '\0');
+}
+
 int m0_halon_interface_init(struct m0_halon_interface **hi_out, const char *build_git_rev_id,
 			    const char *build_configure_opts, const char *debug_options,
 			    const char *node_uuid)
@@ -1514,7 +1717,6 @@ int m0_halon_interface_init(struct m0_halon_interface **hi_out, const char *buil
 	bool all = env != NULL && env[0] != '\0' && strcmp(env, "0") != 0;
 	pthread_condattr_t ca;
 
-	(void)node_uuid;
 	if (hi_out == NULL)
 		return -EINVAL;
 	*hi_out = NULL;
@@ -1534,6 +1736,17 @@ int m0_halon_interface_init(struct m0_halon_interface **hi_out, const char *buil
 		pthread_mutex_unlock(&g_lock);
 		slog("init: an interface already exists in this process");
 		return -EEXIST;
+	}
+	if (node_uuid != NULL) {
+		strncpy(g_node_uuid, node_uuid, UUID_STRLEN);
+		g_node_uuid[UUID_STRLEN] = '\0';
+	}
+	if (!uuid_parses(g_node_uuid)) {
+		pthread_mutex_unlock(&g_lock);
+		slog("init: Unable to parse node UUID string '%s' (node_uuid %s%s%s)", g_node_uuid,
+		     node_uuid == NULL ? "NULL: the last one given" : "'",
+		     node_uuid == NULL ? "" : node_uuid, node_uuid == NULL ? "" : "'");
+		return -EINVAL;
 	}
 	hi = calloc(1, sizeof *hi);
 	if (hi == NULL) {
@@ -1622,6 +1835,7 @@ static void hi_free_state(struct m0_halon_interface *hi)
 		link_free(hi, l);
 	}
 	hi->links_tail = NULL;
+	hi->cq_head = hi->cq_tail = NULL;
 	hi->grave_tail = NULL;
 	hi->grave_nr = 0;
 	ptrset_fini(&hi->known);
@@ -1638,6 +1852,7 @@ static void hi_free_state(struct m0_halon_interface *hi)
 		hi->notes = ns->ns_next;
 		free(ns);
 	}
+	hi->notes_nr = 0;
 	hi->dirty = NULL;
 	while (hi->conns != NULL) { /* only if the I/O thread never ran */
 		struct conn *c = hi->conns;
@@ -1677,6 +1892,13 @@ void m0_halon_interface_fini(struct m0_halon_interface *hi)
 		slog("fini while start or stop is running: refused");
 		return;
 	}
+	if (__atomic_load_n(&hi->main_adopted, __ATOMIC_SEQ_CST) ||
+	    __atomic_load_n(&hi->adopted_live, __ATOMIC_SEQ_CST) > 0) {
+		slog("fini: %s: Motr's addb2 machines are still out",
+		     hi->main_adopted ? "the init thread was adopted" :
+					"an adopted thread was not shunned");
+		assert_fail("sys->sy_total == 0", "m0_addb2_sys_fini");
+	}
 	pthread_mutex_lock(&g_lock);
 	__atomic_store_n(&g_hi, NULL, __ATOMIC_RELEASE);
 	pthread_mutex_unlock(&g_lock);
@@ -1690,6 +1912,24 @@ void m0_halon_interface_fini(struct m0_halon_interface *hi)
 }
 
 /* ------------------------------------------------------------------ start / stop */
+
+/*
+ * A new HA cookie, as Motr's m0_ha_cookie_record() (pid, start time, a UUID) folded into 64
+ * bits: never 0 (0 means "no cookie" on the wire), different for every interface instance.
+ */
+static uint64_t cookie_new(void)
+{
+	static uint64_t counter;
+	uint64_t x = real_ns() ^ ((uint64_t)getpid() << 40) ^
+		     (__atomic_add_fetch(&counter, 1, __ATOMIC_SEQ_CST) << 56) ^ mono_ns();
+
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdULL;
+	x ^= x >> 33;
+	x *= 0xc4ceb9fe1a85ec53ULL;
+	x ^= x >> 33;
+	return x == 0 ? 1 : x;
+}
 
 /* "inet:tcp:127.0.0.1@PORT" -> PORT (1..65535), else -EINVAL. */
 static int endpoint_port(const char *ep)
@@ -1757,6 +1997,7 @@ int m0_halon_interface_start(
 {
 	const char *env = getenv("HAX_STANDIN_RPC_TIMEOUT_MS");
 	const char *graves = getenv("HAX_STANDIN_LINK_GRAVEYARD");
+	const char *cdelay = getenv("HAX_STANDIN_CONFIRM_DELAY_MS");
 	int fds[2];
 	int port;
 	int rc;
@@ -1821,9 +2062,13 @@ int m0_halon_interface_start(
 	hi->process = *process_fid;
 	hi->ha_svc = *ha_service_fid;
 	hi->rm_svc = *rm_service_fid;
+	hi->cookie = cookie_new();
 	hi->rpc_timeout_ns = (uint64_t)DEFAULT_RPC_TIMEOUT_MS * 1000000ULL;
 	if (env != NULL && env[0] != '\0')
 		hi->rpc_timeout_ns = strtoull(env, NULL, 10) * 1000000ULL;
+	hi->confirm_delay_ns = (uint64_t)DEFAULT_CONFIRM_DELAY_MS * 1000000ULL;
+	if (cdelay != NULL && cdelay[0] != '\0')
+		hi->confirm_delay_ns = strtoull(cdelay, NULL, 10) * 1000000ULL;
 	hi->grave_max = LINK_GRAVEYARD;
 	if (graves != NULL && graves[0] != '\0') /* tests: a small graveyard */
 		hi->grave_max = (size_t)strtoull(graves, NULL, 10);
@@ -1911,6 +2156,7 @@ void m0_halon_interface_stop(struct m0_halon_interface *hi)
 		slog("stop: the interface is not started (or already stopped); ignored");
 		return;
 	}
+	self_rerequest_check(hi);
 	hi->state = HI_STOPPING;
 	if (hi->log_ep)
 		slog("stopping");
@@ -1955,6 +2201,7 @@ void m0_halon_interface_entrypoint_reply(struct m0_halon_interface *hi,
 	struct m0_ha_link *l = NULL;
 	struct m0_uint128 id;
 	uint8_t decision = WIRE_LINK_NONE;
+	bool stopping;
 	int erc;
 
 	if (!hi_valid(hi) || req_id == NULL) {
@@ -1963,14 +2210,15 @@ void m0_halon_interface_entrypoint_reply(struct m0_halon_interface *hi,
 	}
 	id = *req_id;
 	/* Encode first (no lock); seq and link decision are patched in below. */
-	erc = wire_enc_ep_rep(&b, 0, rc, WIRE_LINK_NONE, confd_nr, confd_fid_data,
+	erc = wire_enc_ep_rep(&b, 0, rc, WIRE_LINK_NONE, hi->cookie, confd_nr, confd_fid_data,
 			      (const char *const *)confd_eps_data, confd_quorum, rm_fid, rm_eps);
 	if (erc != 0) {
 		slog("entrypoint_reply %" PRIx64 ":%" PRIx64 ": the reply cannot be encoded (%s: "
 		     "confd_nr %u, strings up to 4096 bytes, 1 MiB in all); replying rc=%d instead",
 		     id.u_hi, id.u_lo, strerror(-erc), confd_nr, erc);
 		rc = erc;
-		erc = wire_enc_ep_rep(&b, 0, rc, WIRE_LINK_NONE, 0, NULL, NULL, 0, NULL, NULL);
+		erc = wire_enc_ep_rep(&b, 0, rc, WIRE_LINK_NONE, hi->cookie, 0, NULL, NULL, 0, NULL,
+				      NULL);
 		STANDIN_ASSERT(erc == 0);
 	}
 	pthread_mutex_lock(&hi->lock);
@@ -1991,40 +2239,49 @@ void m0_halon_interface_entrypoint_reply(struct m0_halon_interface *hi,
 	*pp = r->r_next;
 	if (r->r_conn != NULL)
 		r->r_conn->c_nreqs--;
-	if (rc == 0 && !r->r_self && hi->state != HI_STARTING && hi->state != HI_STARTED) {
+	stopping = !r->r_self && hi->state != HI_STARTING && hi->state != HI_STARTED;
+	if (rc == 0 && stopping) {
 		slog("entrypoint_reply %" PRIx64 ":%" PRIx64 ": the interface is stopping; "
 		     "replying -ESHUTDOWN", id.u_hi, id.u_lo);
 		rc = -ESHUTDOWN;
 		wire_buf_fini(&b);
-		erc = wire_enc_ep_rep(&b, 0, rc, WIRE_LINK_NONE, 0, NULL, NULL, 0, NULL, NULL);
+		erc = wire_enc_ep_rep(&b, 0, rc, WIRE_LINK_NONE, hi->cookie, 0, NULL, NULL, 0, NULL,
+				      NULL);
 		STANDIN_ASSERT(erc == 0);
 	}
-	if (rc == 0) {
-		if (r->r_self) {
+	if (r->r_self) {
+		if (rc == 0) {
 			l = link_new(hi, true, &r->r_process, r->r_ep);
 			hi->self_link = l;
 			decision = WIRE_LINK_CONNECTED;
-		} else {
-			struct m0_ha_link *live = NULL;
+		}
+	} else if (!stopping && (rc == 0 || !r->r_first)) {
+		/* Motr's ha_link_handle(); a non-first request is decided whatever the rc */
+		struct m0_ha_link *live = NULL;
 
-			for (struct m0_ha_link *k = hi->links; k != NULL; k = k->hl_next) {
-				if (!k->hl_self && k->hl_state == LS_ALIVE &&
-				    fid_eq(&k->hl_process, &r->r_process))
-					live = k; /* the newest one */
-			}
-			if (r->r_first) {
-				l = link_new(hi, false, &r->r_process, r->r_ep);
-				link_bind(hi, l, r->r_conn);
-				decision = WIRE_LINK_CONNECTED;
-			} else if (live != NULL) {
-				l = live;
-				link_bind(hi, l, r->r_conn);
-				free(l->hl_ep);
-				l->hl_ep = xstrdup(r->r_ep);
-				decision = WIRE_LINK_REUSED;
-			} else {
-				decision = WIRE_LINK_ABSENT;
-			}
+		for (struct m0_ha_link *k = hi->links; k != NULL; k = k->hl_next) {
+			if (!k->hl_self && k->hl_state == LS_ALIVE &&
+			    fid_eq(&k->hl_process, &r->r_process))
+				live = k; /* the newest one */
+		}
+		if (r->r_first) {
+			l = link_new(hi, false, &r->r_process, r->r_ep);
+			link_bind(hi, l, r->r_conn);
+			decision = WIRE_LINK_CONNECTED;
+		} else if (live != NULL) {
+			l = live;
+			link_bind(hi, l, r->r_conn);
+			free(l->hl_ep);
+			l->hl_ep = xstrdup(r->r_ep);
+			decision = WIRE_LINK_REUSED;
+		} else if (r->r_cookie == hi->cookie) {
+			/* "link had been disconnected previously": the process must die */
+			decision = WIRE_LINK_ABSENT;
+		} else {
+			/* another HA's cookie (HA restarted): Motr's "reconnect case", a new link */
+			l = link_new(hi, false, &r->r_process, r->r_ep);
+			link_bind(hi, l, r->r_conn);
+			decision = WIRE_LINK_CONNECTED;
 		}
 	}
 	if (!r->r_self) {
@@ -2098,6 +2355,8 @@ void m0_halon_interface_send(struct m0_halon_interface *hi, struct m0_ha_link *h
 	pthread_mutex_lock(&hi->lock);
 	if (!link_known(hi, hl))
 		assert_fail("hl is a link of this interface", __func__);
+	if (hl->hl_self)
+		self_rerequest_check(hi);
 	if (hl->hl_state == LS_DEAD || hl->hl_disconnect_called) {
 		slog("send on link %p (%s) after %s", (void *)hl, hl->hl_ep,
 		     hl->hl_state == LS_DEAD ? "link_disconnected" : "disconnect()");
@@ -2115,6 +2374,7 @@ void m0_halon_interface_send(struct m0_halon_interface *hi, struct m0_ha_link *h
 		hl->hl_ack_hwm = t;
 		link_enqueue(hi, hl, item_new(IT_CONFIRM, t));
 	} else if (hl->hl_conn != NULL) {
+		confirm_write(hi, hl); /* pending confirmations go just before the message */
 		wire_msg_patch_tag(b.data, t);
 		conn_send(hi, hl->hl_conn, b.data, b.len);
 	}
@@ -2123,51 +2383,60 @@ void m0_halon_interface_send(struct m0_halon_interface *hi, struct m0_ha_link *h
 	wire_buf_fini(&b);
 }
 
+/*
+ * As Motr's m0_ha_link_delivered() (ha/link.c, ha/lq.c m0_ha_lq_mark_delivered): the message
+ * is marked delivered; the link's delivered mark advances over every contiguous delivered
+ * message (out-of-order calls only mark), and the peer learns the mark later (confirm_write).
+ * A message that msg_received did not give on hl (or is below the mark already: delivered
+ * twice), or a link that is disconnected (disconnect() called) or gone, fails Motr's lq
+ * assertions: the stand-in aborts.
+ */
 void m0_halon_interface_delivered(struct m0_halon_interface *hi, struct m0_ha_link *hl,
 				  const struct m0_ha_msg *msg)
 {
-	struct rcv **pp;
 	struct rcv *r;
-	struct rcv *prev = NULL;
+	uint64_t mark;
+	uint64_t tag;
 
-	if (!hi_valid(hi)) {
-		slog("delivered: not the current interface; ignored");
-		return;
-	}
+	STANDIN_ASSERT(hi_valid(hi));
 	pthread_mutex_lock(&hi->lock);
-	if (!link_known(hi, hl)) {
-		pthread_mutex_unlock(&hi->lock);
-		slog("delivered: unknown link %p; ignored", (void *)hl);
-		return;
+	if (!link_known(hi, hl))
+		assert_fail("hl is a link of this interface", __func__);
+	if (hl->hl_state == LS_DEAD || hl->hl_disconnect_called) {
+		slog("delivered on link %p (%s) after %s", (void *)hl, hl->hl_ep,
+		     hl->hl_state == LS_DEAD ? "link_disconnected" : "disconnect()");
+		assert_fail("msg != NULL", "m0_ha_lq_mark_delivered");
 	}
-	for (pp = &hl->hl_rcvs; *pp != NULL; prev = *pp, pp = &(*pp)->r_next) {
-		if (&(*pp)->r_msg == msg)
-			break;
+	for (r = hl->hl_rcvs; r != NULL && &r->r_msg != msg; r = r->r_next) {
 	}
-	r = *pp;
 	if (r == NULL) {
-		pthread_mutex_unlock(&hi->lock);
-		slog("delivered: link %p: not a message given by msg_received (or delivered "
-		     "twice, or the link is gone); ignored", (void *)hl);
-		return;
+		slog("delivered: link %p: not a message msg_received gave on this link, or one "
+		     "delivered already", (void *)hl);
+		assert_fail("msg != NULL && lq->hlq_tags.hlt_delivered <= msg->hm_tag",
+			    "m0_ha_lq_mark_delivered");
 	}
-	*pp = r->r_next;
-	if (hl->hl_rcvs_tail == r)
-		hl->hl_rcvs_tail = prev;
+	r->r_delivered = true; /* again if it was: Motr only marks it again */
+	tag = r->r_tag;
+	mark = hl->hl_rx_mark;
+	while (hl->hl_rcvs != NULL && hl->hl_rcvs->r_delivered) {
+		r = hl->hl_rcvs;
+		hl->hl_rcvs = r->r_next;
+		if (hl->hl_rcvs == NULL)
+			hl->hl_rcvs_tail = NULL;
+		if (r->r_tag > hl->hl_rx_mark)
+			hl->hl_rx_mark = r->r_tag;
+		free(r);
+	}
+	if (hi->log_msg)
+		slog("link %p delivered tag=%" PRIu64 " (mark %" PRIu64 ")", (void *)hl, tag,
+		     hl->hl_rx_mark);
 	if (hl->hl_self) {
 		if (hl->hl_rcvs == NULL)
 			pthread_cond_broadcast(&hi->state_cv);
-	} else if (hl->hl_conn != NULL) {
-		struct wire_buf b = { 0 };
-
-		if (wire_enc_ack(&b, WIRE_HA_ACK, r->r_tag) == 0)
-			conn_send(hi, hl->hl_conn, b.data, b.len);
-		wire_buf_fini(&b);
+	} else if (hl->hl_rx_mark > mark && hl->hl_state == LS_ALIVE) {
+		confirm_later(hi, hl);
 	}
-	if (hi->log_msg)
-		slog("link %p delivered tag=%" PRIu64, (void *)hl, r->r_tag);
 	pthread_mutex_unlock(&hi->lock);
-	free(r);
 }
 
 void m0_halon_interface_disconnect(struct m0_halon_interface *hi, struct m0_ha_link *hl)
@@ -2207,35 +2476,67 @@ void m0_halon_interface_disconnect(struct m0_halon_interface *hi, struct m0_ha_l
 
 /* ------------------------------------------------------------------ threads, endpoint */
 
+/*
+ * Adoption as Motr does it (lib/thread.c, lib/user_space/uthread.c, addb2/global.c): the
+ * thread descriptor must be all zero (M0_PRE(M0_IS0(thread))); adopting makes it the thread's
+ * descriptor and gives the thread an addb2 machine of the interface's Motr instance, which
+ * m0_halon_interface_thread_shun() gives back (one: adopting twice without shunning loses
+ * one). fini asserts that no machine is still out (sys->sy_total == 0 in m0_addb2_sys_fini()):
+ * it aborts if an adopted thread was not shunned, or if the thread that called init was ever
+ * adopted (its adoption replaces the descriptor holding the machine init gave it, which is
+ * then lost for good, shunned or not). Threads never adopted may call everything: Motr gives
+ * them the main instance automatically ("anon" threads).
+ */
 int m0_halon_interface_thread_adopt(struct m0_halon_interface *hi, struct m0_thread *thread)
 {
-	if (!hi_valid(hi) || thread == NULL)
-		return -EINVAL;
-	if (tls_adopted)
-		return -EALREADY;
-	tls_adopted = true;
+	static const struct m0_thread zero;
+
+	STANDIN_ASSERT(hi_valid(hi));
+	STANDIN_ASSERT(thread != NULL);
+	if (memcmp(thread, &zero, sizeof zero) != 0)
+		assert_fail("M0_IS0(thread)", "m0_thread_adopt");
+	thread->t_opaque[0] = (uint64_t)(uintptr_t)thread; /* Motr sets tls_self */
+	if (pthread_equal(pthread_self(), hi->main_thread)) {
+		slog("thread_adopt: the thread that called init is adopted: fini will fail");
+		__atomic_store_n(&hi->main_adopted, true, __ATOMIC_SEQ_CST);
+	}
+	if (tls_adopted == 0)
+		tls_adopted_hi = hi;
+	tls_adopted++;
+	__atomic_add_fetch(&hi->adopted_live, 1, __ATOMIC_SEQ_CST);
 	return 0;
 }
 
 void m0_halon_interface_thread_shun(void)
 {
-	tls_adopted = false;
+	if (tls_adopted > 0) {
+		if (tls_adopted_hi == current_hi())
+			__atomic_sub_fetch(&tls_adopted_hi->adopted_live, 1, __ATOMIC_SEQ_CST);
+		tls_adopted = 0;
+		tls_adopted_hi = NULL;
+	}
 }
 
-int m0_ha_link_rpc_endpoint(struct m0_ha_link *hl, char *buf, m0_bcount_t buf_len)
+/*
+ * Motr's version (ha/link.c) copies at most buf_len - 1 bytes under the link's lock and writes
+ * buf[buf_len - 1] = 0: buf_len 0 writes before the buffer, and a link that is not a live link
+ * of the interface (never one, or freed after link_disconnected) is a use of freed memory. The
+ * stand-in aborts in those cases. A link stays valid until its link_disconnected has returned.
+ */
+void m0_ha_link_rpc_endpoint(struct m0_ha_link *hl, char *buf, m0_bcount_t buf_len)
 {
 	struct m0_halon_interface *hi = current_hi();
 	size_t n;
 
-	if (buf == NULL || buf_len == 0)
-		return -EINVAL;
-	buf[0] = '\0';
-	if (hi == NULL || hl == NULL)
-		return -EINVAL;
+	STANDIN_ASSERT(buf_len > 0);
+	STANDIN_ASSERT(buf != NULL);
+	STANDIN_ASSERT(hi != NULL);
 	pthread_mutex_lock(&hi->lock);
-	if (!link_known(hi, hl)) {
-		pthread_mutex_unlock(&hi->lock);
-		return -ENOENT;
+	if (!link_known(hi, hl))
+		assert_fail("hl is a link of this interface", __func__);
+	if (hl->hl_gone) {
+		slog("rpc_endpoint on link %p after its link_disconnected returned", (void *)hl);
+		assert_fail("the link is not disconnected", __func__);
 	}
 	n = strlen(hl->hl_ep);
 	if (n > buf_len - 1)
@@ -2243,7 +2544,6 @@ int m0_ha_link_rpc_endpoint(struct m0_ha_link *hl, char *buf, m0_bcount_t buf_le
 	memcpy(buf, hl->hl_ep, n);
 	buf[n] = '\0';
 	pthread_mutex_unlock(&hi->lock);
-	return 0;
 }
 
 /* ------------------------------------------------------------------ test hook */
@@ -2266,6 +2566,26 @@ int hax_standin_rx_stats(struct m0_halon_interface *hi, unsigned *queued, unsign
 	*cap = RX_TOTAL_MAX;
 	pthread_mutex_unlock(&hi->lock);
 	return 0;
+}
+
+/*
+ * Test-only: -ENOENT for a pointer that is not a link of hi (never one, or freed from the
+ * graveyard), else 0 alive, 1 disconnecting, 2 dead (its link_disconnected has returned).
+ */
+int hax_standin_link_state(struct m0_halon_interface *hi, const struct m0_ha_link *hl);
+int hax_standin_link_state(struct m0_halon_interface *hi, const struct m0_ha_link *hl)
+{
+	int rc;
+
+	if (!hi_valid(hi))
+		return -EINVAL;
+	pthread_mutex_lock(&hi->lock);
+	if (!link_known(hi, hl))
+		rc = -ENOENT;
+	else
+		rc = hl->hl_gone ? 2 : hl->hl_state == LS_ALIVE ? 0 : 1;
+	pthread_mutex_unlock(&hi->lock);
+	return rc;
 }
 
 int hax_standin_link_stats(struct m0_halon_interface *hi, uint64_t *live, uint64_t *dead,

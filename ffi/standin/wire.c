@@ -168,6 +168,16 @@ int wire_msg_check(const struct m0_ha_msg *msg, const char **why)
 
 	switch (d->hed_type) {
 	case M0_HA_MSG_STOB_IOQ:
+		/* Motr's fields are 64-bit; the wire carries u32 opcode and i32 rc */
+		if (d->u.hed_stob_ioq.sie_opcode < 0 || d->u.hed_stob_ioq.sie_opcode > UINT32_MAX) {
+			*why = "stob ioq opcode does not fit in 32 bits";
+			return -EINVAL;
+		}
+		if (d->u.hed_stob_ioq.sie_rc < INT32_MIN || d->u.hed_stob_ioq.sie_rc > INT32_MAX) {
+			*why = "stob ioq rc does not fit in 32 bits";
+			return -EINVAL;
+		}
+		return 0;
 	case M0_HA_MSG_FAILURE_VEC_REQ:
 	case M0_HA_MSG_EVENT_PROCESS:
 	case M0_HA_MSG_EVENT_SERVICE:
@@ -212,7 +222,7 @@ int wire_enc_msg_body(struct wire_buf *b, const struct m0_ha_msg *msg)
 		put_fid(&w, &e->sie_stob_id.si_domain_fid);
 		put_fid(&w, &e->sie_stob_id.si_fid);
 		put_u64(&w, (uint64_t)e->sie_fd);
-		put_u32(&w, e->sie_opcode);
+		put_u32(&w, (uint32_t)e->sie_opcode);
 		put_u32(&w, (uint32_t)e->sie_rc);
 		put_u64(&w, e->sie_offset);
 		put_u64(&w, e->sie_size);
@@ -244,8 +254,8 @@ int wire_enc_msg_body(struct wire_buf *b, const struct m0_ha_msg *msg)
 		put_fid(&w, &p->mfp_pool);
 		put_u64(&w, p->mfp_cookie.co_addr);
 		put_u64(&w, p->mfp_cookie.co_generation);
-		put_u32(&w, (uint32_t)p->mfp_nr);
-		for (uint64_t i = 0; i < p->mfp_nr; i++)
+		put_u32(&w, p->mfp_nr);
+		for (uint32_t i = 0; i < p->mfp_nr; i++)
 			put_note(&w, &p->mfp_vec.hmna_arr[i]);
 		break;
 	}
@@ -287,6 +297,7 @@ int wire_enc_ep_req(struct wire_buf *b, const struct wire_ep_req *r)
 	frame_begin(&w, b, WIRE_EP_REQ);
 	put_u64(&w, r->seq);
 	put_u8(&w, r->first_request ? 1 : 0);
+	put_u64(&w, r->cookie_expected);
 	put_u64(&w, r->pid);
 	put_fid(&w, &r->process);
 	put_str(&w, r->endpoint);
@@ -295,7 +306,7 @@ int wire_enc_ep_req(struct wire_buf *b, const struct wire_ep_req *r)
 }
 
 int wire_enc_ep_rep(struct wire_buf *b, uint64_t seq, int32_t rc, uint8_t link,
-		    uint32_t confd_nr, const struct m0_fid *confd_fids,
+		    uint64_t cookie_actual, uint32_t confd_nr, const struct m0_fid *confd_fids,
 		    const char *const *confd_eps, uint32_t quorum, const struct m0_fid *rm_fid,
 		    const char *rm_ep)
 {
@@ -307,6 +318,7 @@ int wire_enc_ep_rep(struct wire_buf *b, uint64_t seq, int32_t rc, uint8_t link,
 	put_u64(&w, seq);
 	put_u32(&w, (uint32_t)rc);
 	put_u8(&w, link);
+	put_u64(&w, cookie_actual);
 	put_u32(&w, confd_nr);
 	for (uint32_t i = 0; i < confd_nr; i++) {
 		put_fid(&w, confd_fids == NULL ? NULL : &confd_fids[i]);
@@ -519,7 +531,7 @@ static void get_msg(struct rd *r, struct m0_ha_msg *msg)
 		get_fid(r, &e->sie_stob_id.si_fid);
 		e->sie_fd = (int64_t)get_u64(r);
 		e->sie_opcode = get_u32(r);
-		e->sie_rc = (int32_t)get_u32(r);
+		e->sie_rc = (int32_t)get_u32(r); /* sign-extended to Motr's int64_t */
 		e->sie_offset = get_u64(r);
 		e->sie_size = get_u64(r);
 		e->sie_bshift = get_u32(r);
@@ -553,7 +565,7 @@ static void get_msg(struct rd *r, struct m0_ha_msg *msg)
 		p->mfp_cookie.co_addr = get_u64(r);
 		p->mfp_cookie.co_generation = get_u64(r);
 		p->mfp_nr = get_nr(r);
-		get_notes(r, (uint32_t)p->mfp_nr, p->mfp_vec.hmna_arr);
+		get_notes(r, p->mfp_nr, p->mfp_vec.hmna_arr);
 		break;
 	}
 	case M0_HA_MSG_EVENT_PROCESS:
@@ -615,6 +627,7 @@ int wire_dec_ep_req(const uint8_t *body, size_t n, struct wire_ep_req *out, cons
 	if (r.why == NULL && first > 1)
 		rd_fail(&r, "first_request is neither 0 nor 1");
 	out->first_request = first == 1;
+	out->cookie_expected = get_u64(&r);
 	out->pid = get_u64(&r);
 	get_fid(&r, &out->process);
 	get_str(&r, out->endpoint);
@@ -632,6 +645,7 @@ int wire_dec_ep_rep(const uint8_t *body, size_t n, struct wire_ep_rep *out, cons
 	out->link = get_u8(&r);
 	if (r.why == NULL && out->link > WIRE_LINK_NONE)
 		rd_fail(&r, "unknown link decision");
+	out->cookie_actual = get_u64(&r);
 	out->confd_nr = get_nr(&r);
 	if (r.why == NULL && out->confd_nr > 0) {
 		out->confd_fids = calloc(out->confd_nr, sizeof out->confd_fids[0]);

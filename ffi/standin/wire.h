@@ -58,6 +58,7 @@ int wire_buf_append(struct wire_buf *b, const void *p, size_t n);
 struct wire_ep_req {
 	uint64_t seq;
 	bool first_request;
+	uint64_t cookie_expected; /* the HA cookie of the last reply the process got, 0: none */
 	uint64_t pid;
 	struct m0_fid process;
 	char endpoint[WIRE_MAX_STR + 1]; /* NUL-terminated */
@@ -68,6 +69,7 @@ struct wire_ep_rep {
 	uint64_t seq;
 	int32_t rc;
 	uint8_t link;            /* enum wire_link_decision */
+	uint64_t cookie_actual;  /* the HA's cookie (per interface instance, never 0) */
 	uint32_t confd_nr;
 	struct m0_fid *confd_fids; /* confd_nr entries (allocated) */
 	char **confd_eps;          /* confd_nr NUL-terminated strings (allocated) */
@@ -81,7 +83,7 @@ struct wire_ep_rep {
 int wire_enc_ep_req(struct wire_buf *b, const struct wire_ep_req *r);
 /** NULL fids / strings encode as zero fids / empty strings. */
 int wire_enc_ep_rep(struct wire_buf *b, uint64_t seq, int32_t rc, uint8_t link,
-		    uint32_t confd_nr, const struct m0_fid *confd_fids,
+		    uint64_t cookie_actual, uint32_t confd_nr, const struct m0_fid *confd_fids,
 		    const char *const *confd_eps, uint32_t quorum, const struct m0_fid *rm_fid,
 		    const char *rm_ep);
 /** kind is WIRE_MSG (process -> HA) or WIRE_HA_MSG (HA -> process). */

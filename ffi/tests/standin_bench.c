@@ -32,6 +32,8 @@
 #include "ha/halon/interface.h"
 #include "wire.h"
 
+#define NODE_UUID "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+
 static struct m0_halon_interface *g_hi;
 static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
@@ -403,7 +405,7 @@ int main(int argc, char **argv)
 		die("epoll");
 	pthread_create(&reader, NULL, reader_main, NULL);
 	snprintf(ep, sizeof ep, "inet:tcp:127.0.0.1@%d", port);
-	if (m0_halon_interface_init(&g_hi, "hax-standin", "", "", "u") != 0 ||
+	if (m0_halon_interface_init(&g_hi, "hax-standin", "", "", NODE_UUID) != 0 ||
 	    m0_halon_interface_start(g_hi, ep, &proc, &ha, &rm, cb_ep, cb_recv, cb_deliv,
 				     cb_notdeliv, cb_conn, cb_reused, cb_absent, cb_discing,
 				     cb_disc) != 0)

@@ -30,6 +30,13 @@
 #include "ha/halon/interface.h"
 #include "wire.h"
 
+/* Test hook of interface.c (not in Motr's header): -ENOENT for a pointer that is not a link of
+ * hi, else 0 alive, 1 disconnecting, 2 dead (link_disconnected returned, still recognised). */
+int hax_standin_link_state(struct m0_halon_interface *hi, const struct m0_ha_link *hl);
+
+/* A node UUID Motr parses. */
+#define NODE_UUID "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+
 /* ------------------------------------------------------------------ checks */
 
 static int g_passed;
@@ -302,6 +309,47 @@ static bool g_send_after_disconnect; /* child test: send after disconnect() */
 static int g_recv_overlap;       /* msg_received ran concurrently on one link */
 static bool g_slow_connected;    /* link_connected sleeps 300 ms */
 static struct m0_ha_link *g_connecting; /* set while a slow link_connected runs */
+static bool g_defer_delivered;   /* msg_received keeps the messages (g_deferred) instead of
+				  * calling delivered() */
+static int g_delivered_calls;    /* delivered() calls made by msg_received, returned */
+
+/* Messages msg_received kept for a later delivered() (g_defer_delivered). */
+struct deferred {
+	struct m0_ha_link *hl;
+	const struct m0_ha_msg *msg;
+	uint64_t tag;
+};
+enum { DEFERRED_MAX = 64 };
+static struct deferred g_deferred[DEFERRED_MAX];
+static int g_ndeferred;
+
+/* Waits until msg_received has kept n messages; the n-th (0-based n - 1). */
+static struct deferred deferred_wait(int n, int timeout_ms)
+{
+	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+	struct deferred d = { 0 };
+
+	pthread_mutex_lock(&g_ev_lock);
+	while (g_ndeferred < n && now_ms() < deadline)
+		ev_cv_wait_20ms();
+	if (g_ndeferred >= n)
+		d = g_deferred[n - 1];
+	pthread_mutex_unlock(&g_ev_lock);
+	return d;
+}
+
+/* Waits until msg_received's delivered() calls reach n; false on timeout. */
+static bool delivered_calls_wait(int n, int timeout_ms)
+{
+	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+
+	while (__atomic_load_n(&g_delivered_calls, __ATOMIC_SEQ_CST) < n) {
+		if (now_ms() >= deadline)
+			return false;
+		sleep_ms(1);
+	}
+	return true;
+}
 
 static const struct m0_fid g_rm_fid = { 0x7300000000000001ULL, 0x2 };
 static const char g_rm_ep[] = "inet:tcp:127.0.0.1@22001";
@@ -452,7 +500,16 @@ static void cb_received(struct m0_halon_interface *hi, struct m0_ha_link *hl,
 		free(r);
 	}
 	recv_enter(hl, -1);
+	if (flag(&g_defer_delivered)) {
+		pthread_mutex_lock(&g_ev_lock);
+		if (g_ndeferred < DEFERRED_MAX)
+			g_deferred[g_ndeferred++] = (struct deferred){ hl, msg, tag };
+		pthread_cond_broadcast(&g_ev_cv);
+		pthread_mutex_unlock(&g_ev_lock);
+		return;
+	}
 	m0_halon_interface_delivered(hi, hl, msg);
+	__atomic_add_fetch(&g_delivered_calls, 1, __ATOMIC_SEQ_CST);
 }
 
 static void cb_delivered(struct m0_halon_interface *hi, struct m0_ha_link *hl, uint64_t tag)
@@ -479,7 +536,7 @@ static void cb_connected(struct m0_halon_interface *hi, const struct m0_uint128 
 	char buf[300];
 
 	CHECK(hi == g_hi);
-	CHECK(m0_ha_link_rpc_endpoint(hl, buf, sizeof buf) == 0);
+	m0_ha_link_rpc_endpoint(hl, buf, sizeof buf);
 	snprintf(e.ep, sizeof e.ep, "%s", buf);
 	ev_add(&e);
 	if (flag(&g_slow_connected)) {
@@ -566,6 +623,7 @@ struct client {
 	uint8_t *buf;
 	size_t len;
 	size_t cap;
+	uint64_t cookie; /* the HA cookie of the last EP_REP, sent back as cookie_expected */
 };
 
 struct frame {
@@ -660,6 +718,8 @@ static int client_recv(struct client *c, struct frame *f, int timeout_ms)
 			switch (f->kind) {
 			case WIRE_EP_REP:
 				rc = wire_dec_ep_rep(body, n, &f->rep, &why);
+				if (rc == 0)
+					c->cookie = f->rep.cookie_actual; /* as a process does */
 				break;
 			case WIRE_HA_MSG:
 				f->msg = malloc(sizeof *f->msg);
@@ -760,6 +820,7 @@ static void c_ep_req(struct client *c, uint64_t seq, bool first, uint64_t pid,
 
 	r->seq = seq;
 	r->first_request = first;
+	r->cookie_expected = c->cookie;
 	r->pid = pid;
 	r->process = *proc;
 	snprintf(r->endpoint, sizeof r->endpoint, "%s", ep);
@@ -1084,6 +1145,7 @@ static void test_codec(void)
 
 		q->seq = 7;
 		q->first_request = true;
+		q->cookie_expected = 0x1234567890abcdefULL;
 		q->pid = 29534;
 		q->process = (struct m0_fid){ 0x7200000000000048ULL, 1 };
 		snprintf(q->endpoint, sizeof q->endpoint, "inet:tcp:127.0.0.1@22002");
@@ -1092,6 +1154,7 @@ static void test_codec(void)
 		CHECK(b.data[WIRE_HDR] == WIRE_EP_REQ);
 		CHECK(wire_dec_ep_req(b.data + WIRE_HDR + 1, b.len - WIRE_HDR - 1, q2, &why) == 0);
 		CHECK(q2->seq == 7 && q2->first_request && q2->pid == 29534 &&
+		      q2->cookie_expected == 0x1234567890abcdefULL &&
 		      fid_eq(&q2->process, &q->process) && strcmp(q2->endpoint, q->endpoint) == 0 &&
 		      strcmp(q2->git_rev, q->git_rev) == 0);
 		CHECK(rejects_bad_lengths(WIRE_EP_REQ, b.data + WIRE_HDR + 1, b.len - WIRE_HDR - 1));
@@ -1107,7 +1170,7 @@ static void test_codec(void)
 
 			memset(big, 'e', WIRE_MAX_STR + 1);
 			big[WIRE_MAX_STR + 1] = '\0';
-			CHECK(wire_enc_ep_rep(&b, 1, 0, 0, 0, NULL, NULL, 0, NULL, big) == -EINVAL &&
+			CHECK(wire_enc_ep_rep(&b, 1, 0, 0, 1, 0, NULL, NULL, 0, NULL, big) == -EINVAL &&
 			      b.len == 0);
 			wire_buf_fini(&b);
 			free(big);
@@ -1124,18 +1187,19 @@ static void test_codec(void)
 		const char *why = NULL;
 		uint64_t tag;
 
-		CHECK(wire_enc_ep_rep(&b, 5, -11, WIRE_LINK_NONE, 2, fids, eps, 1, &g_rm_fid,
-				      g_rm_ep) == 0);
+		CHECK(wire_enc_ep_rep(&b, 5, -11, WIRE_LINK_NONE, 0xfedcba9876543210ULL, 2, fids, eps,
+				      1, &g_rm_fid, g_rm_ep) == 0);
 		wire_ep_rep_patch(b.data, 9, WIRE_LINK_REUSED);
 		CHECK(wire_dec_ep_rep(b.data + WIRE_HDR + 1, b.len - WIRE_HDR - 1, &r, &why) == 0);
 		CHECK(r.seq == 9 && r.rc == -11 && r.link == WIRE_LINK_REUSED && r.confd_nr == 2 &&
+		      r.cookie_actual == 0xfedcba9876543210ULL &&
 		      fid_eq(&r.confd_fids[0], &fids[0]) && fid_eq(&r.confd_fids[1], &fids[1]) &&
 		      strcmp(r.confd_eps[0], eps[0]) == 0 && strcmp(r.confd_eps[1], "") == 0 &&
 		      r.quorum == 1 && fid_eq(&r.rm_fid, &g_rm_fid) && strcmp(r.rm_ep, g_rm_ep) == 0);
 		wire_ep_rep_free(&r);
 		CHECK(rejects_bad_lengths(WIRE_EP_REP, b.data + WIRE_HDR + 1, b.len - WIRE_HDR - 1));
 		wire_buf_fini(&b);
-		CHECK(wire_enc_ep_rep(&b, 5, 0, 0, 1025, NULL, NULL, 1, NULL, NULL) == -EINVAL);
+		CHECK(wire_enc_ep_rep(&b, 5, 0, 0, 1, 1025, NULL, NULL, 1, NULL, NULL) == -EINVAL);
 		CHECK(wire_enc_ack(&b, WIRE_ACK, 42) == 0 && b.len == WIRE_HDR + 9);
 		CHECK(wire_dec_ack(b.data + WIRE_HDR + 1, 8, &tag, &why) == 0 && tag == 42);
 		CHECK(rejects_bad_lengths(WIRE_ACK, b.data + WIRE_HDR + 1, 8));
@@ -1203,7 +1267,8 @@ static void child_setup(void)
 	int from = ev_now();
 
 	set_flag(&g_auto_reply, true);
-	if (m0_halon_interface_init(&g_hi, "x", "y", "disable-compatibility-check", "uuid") != 0 ||
+	if (m0_halon_interface_init(&g_hi, "x", "y", "disable-compatibility-check",
+				    NODE_UUID) != 0 ||
 	    start_at(g_child_ep, &g_proc) != 0)
 		_exit(3);
 	if (ev_wait(from, EV_RECV, NULL, 12, T(10000)) < 0)
@@ -1334,6 +1399,33 @@ static void quiet_cycle(int port, struct m0_ha_link *self, const struct m0_fid *
 }
 
 /* Like child_dead_link, but 40 more links die between the link's death and the send. */
+static void child_endpoint_unknown_link(void)
+{
+	char buf[64];
+	uint64_t bogus[64] = { 0 };
+
+	m0_ha_link_rpc_endpoint((struct m0_ha_link *)bogus, buf, sizeof buf);
+}
+
+static void child_endpoint_len_0(void)
+{
+	char buf[64];
+
+	m0_ha_link_rpc_endpoint(child_self(), buf, 0);
+}
+
+static void child_endpoint_dead_link(void)
+{
+	char buf[64];
+	struct m0_ha_link *hl = NULL;
+	struct client *c = child_link_then_drop(atoi(strrchr(g_child_ep, '@') + 1), &hl);
+
+	for (int i = 0; i < 200 && hax_standin_link_state(g_hi, hl) != 2; i++)
+		sleep_ms(10); /* until link_disconnected has returned */
+	m0_ha_link_rpc_endpoint(hl, buf, sizeof buf);
+	client_free(c);
+}
+
 static void child_dead_link_graveyard(void)
 {
 	struct m0_fid fids[40];
@@ -1353,13 +1445,178 @@ static void child_dead_link_graveyard(void)
 	client_free(c);
 }
 
+/* The thread that called init (the child's main thread) adopted, even shunned: fini fails. */
+static void child_adopt_init_thread(void)
+{
+	struct m0_thread *th = calloc(1, sizeof *th);
+
+	if (m0_halon_interface_thread_adopt(g_hi, th) != 0)
+		_exit(7);
+	m0_halon_interface_thread_shun();
+	m0_halon_interface_stop(g_hi);
+	m0_halon_interface_fini(g_hi);
+}
+
+static void *adopt_thread(void *arg)
+{
+	(void)arg;
+	m0_halon_interface_thread_adopt(g_hi, calloc(1, sizeof(struct m0_thread)));
+	return NULL; /* exits without shunning */
+}
+
+static void child_adopted_not_shunned(void)
+{
+	pthread_t t;
+
+	pthread_create(&t, NULL, adopt_thread, NULL);
+	pthread_join(t, NULL);
+	m0_halon_interface_fini(g_hi); /* stops first */
+}
+
+static void child_adopt_nonzero(void)
+{
+	struct m0_thread *th = calloc(1, sizeof *th);
+
+	th->t_opaque[3] = 1;
+	m0_halon_interface_thread_adopt(g_hi, th);
+}
+
+/* 4096 distinct process fids noted on the self link are fine; the 4097th aborts. */
+static void child_notes_4097(void)
+{
+	struct m0_fid *fids = calloc(1024, sizeof *fids);
+
+	for (uint32_t b = 0; b < 4; b++) {
+		for (uint32_t i = 0; i < 1024; i++)
+			fids[i] = (struct m0_fid){ 0x7200000000000100ULL + b, (uint64_t)i + 1 };
+		self_notes(child_self(), fids, 1024, M0_NC_ONLINE);
+		self_notes(child_self(), fids, 1024, M0_NC_TRANSIENT); /* known: no new entry */
+	}
+	fprintf(stderr, "4096 processes noted\n");
+	fids[0] = (struct m0_fid){ 0x7200000000000200ULL, 1 };
+	self_notes(child_self(), fids, 1, M0_NC_ONLINE);
+}
+
+#define OWN_FAILED_ASSERT                                                                \
+	"!rep->hae_disconnected_previously in ha_entrypoint_state_cb(): HA has already decided " \
+	"that this process has failed"
+
+/* HA notes its own process ONLINE then FAILED on the self link: the self link is dropped. */
+static struct m0_ha_link *child_own_failed(void)
+{
+	struct m0_ha_link *self = child_self();
+	int from = ev_now();
+
+	self_note(self, &g_proc, M0_NC_ONLINE, true);
+	self_note(self, &g_proc, M0_NC_FAILED, true);
+	if (ev_wait(from, EV_DISCING, self, 0, T(5000)) < 0 ||
+	    ev_wait(from, EV_DISC, self, 0, T(5000)) < 0)
+		_exit(8);
+	fprintf(stderr, "self link dropped\n");
+	return self;
+}
+
+static void child_own_failed_stop(void)
+{
+	child_own_failed();
+	m0_halon_interface_stop(g_hi);
+}
+
+static void child_own_failed_send(void)
+{
+	struct m0_ha_link *self = child_self();
+	int from = ev_now();
+
+	self_note(self, &g_proc, M0_NC_ONLINE, true);
+	self_note(self, &g_proc, M0_NC_FAILED, true);
+	/* the next send on the self link, before or after its link_disconnected */
+	if (ev_wait(from, EV_DISCING, self, 0, T(5000)) < 0)
+		_exit(8);
+	self_note(self, &g_proc, M0_NC_ONLINE, true);
+}
+
+/* In an abort child: a process connects and sends one event that msg_received keeps. */
+static struct deferred child_deferred_msg(struct m0_ha_link **hl, struct client **c)
+{
+	const struct m0_fid pf = { 0x7200000000000098ULL, 1 };
+	struct m0_ha_msg *m = malloc(sizeof *m);
+	struct deferred d;
+
+	set_flag(&g_defer_delivered, true);
+	*c = process_connect(atoi(strrchr(g_child_ep, '@') + 1), &pf, "inet:tcp:127.0.0.1@1", hl,
+			     0);
+	mk_process_event(m, &pf, M0_CONF_HA_PROCESS_STARTED, 1);
+	c_msg(*c, 2, m);
+	free(m);
+	d = deferred_wait(1, T(5000));
+	if (d.msg == NULL || d.hl != *hl)
+		_exit(9);
+	return d;
+}
+
+static void child_delivered_twice(void)
+{
+	struct m0_ha_link *hl;
+	struct client *c;
+	struct deferred d = child_deferred_msg(&hl, &c);
+
+	m0_halon_interface_delivered(g_hi, hl, d.msg);
+	fprintf(stderr, "delivered once\n");
+	m0_halon_interface_delivered(g_hi, hl, d.msg);
+}
+
+static void child_delivered_not_given(void)
+{
+	struct m0_ha_link *hl;
+	struct client *c;
+	struct m0_ha_msg *other = calloc(1, sizeof *other);
+
+	child_deferred_msg(&hl, &c);
+	m0_halon_interface_delivered(g_hi, hl, other);
+}
+
+static void child_delivered_other_link(void)
+{
+	struct m0_ha_link *hl;
+	struct client *c;
+	struct deferred d = child_deferred_msg(&hl, &c);
+
+	m0_halon_interface_delivered(g_hi, child_self(), d.msg);
+}
+
+static void child_delivered_after_drop(void)
+{
+	const struct m0_fid pf = { 0x7200000000000098ULL, 1 };
+	struct m0_ha_link *hl;
+	struct client *c;
+	struct deferred d = child_deferred_msg(&hl, &c);
+	int from = ev_now();
+
+	self_note(child_self(), &pf, M0_NC_ONLINE, false);
+	self_note(child_self(), &pf, M0_NC_FAILED, false);
+	if (ev_wait(from, EV_DISC, hl, 0, T(5000)) < 0)
+		_exit(6);
+	m0_halon_interface_delivered(g_hi, hl, d.msg);
+}
+
 static void child_send_after_disconnect(void)
 {
 	set_flag(&g_send_after_disconnect, true);
 	m0_halon_interface_stop(g_hi);
 }
 
+static void run_abort_child_all(const char *name, void (*fn)(void), const char *const *wants);
+
 static void run_abort_child(const char *name, void (*fn)(void), const char *want)
+{
+	const char *wants[] = { want, NULL };
+
+	run_abort_child_all(name, fn, wants);
+}
+
+/* Runs fn in a forked child set up by child_setup; it must abort with every string of wants
+ * (NULL-terminated) in its standard error. */
+static void run_abort_child_all(const char *name, void (*fn)(void), const char *const *wants)
 {
 	int pfd[2];
 	pid_t pid;
@@ -1399,8 +1656,8 @@ static void run_abort_child(const char *name, void (*fn)(void), const char *want
 	       "%s: the stand-in aborts like Motr's M0_ASSERT (status 0x%x)", name, status);
 	CHECKF(strstr(out, "Assertion failed") != NULL, "%s: an assertion message is printed",
 	       name);
-	if (want != NULL)
-		CHECKF(strstr(out, want) != NULL, "%s: the message says '%s'", name, want);
+	for (int i = 0; wants[i] != NULL; i++)
+		CHECKF(strstr(out, wants[i]) != NULL, "%s: the output says '%s'", name, wants[i]);
 }
 
 static void test_aborts(void)
@@ -1413,6 +1670,38 @@ static void test_aborts(void)
 	run_abort_child("send on a disconnected link", child_dead_link,
 			"the link is not disconnected");
 	run_abort_child("send after disconnect()", child_send_after_disconnect, NULL);
+	run_abort_child("fini after the init thread was adopted", child_adopt_init_thread,
+			"sys->sy_total == 0 in m0_addb2_sys_fini()");
+	run_abort_child("fini with an adopted thread not shunned", child_adopted_not_shunned,
+			"sys->sy_total == 0 in m0_addb2_sys_fini()");
+	run_abort_child("adopt with a descriptor not zeroed", child_adopt_nonzero,
+			"M0_IS0(thread) in m0_thread_adopt()");
+	run_abort_child_all("a 4097th process noted on the self link", child_notes_4097,
+			    (const char *const[]){ "4096 processes noted",
+						   "Currently we don't support more than 4096 "
+						   "processes connected to a single "
+						   "m0_halon_interface.", NULL });
+	run_abort_child_all("stop after HA's own process was noted FAILED", child_own_failed_stop,
+			    (const char *const[]){ "m0_ha_process_failed: disconnecting local link",
+						   "self link dropped", OWN_FAILED_ASSERT, NULL });
+	run_abort_child_all("send on the self link after own FAILED", child_own_failed_send,
+			    (const char *const[]){ "m0_ha_process_failed: disconnecting local link",
+						   OWN_FAILED_ASSERT, NULL });
+	run_abort_child_all("delivered() twice", child_delivered_twice,
+			    (const char *const[]){ "delivered once",
+						   "lq->hlq_tags.hlt_delivered <= msg->hm_tag in "
+						   "m0_ha_lq_mark_delivered()", NULL });
+	run_abort_child("delivered() of a message msg_received did not give",
+			child_delivered_not_given, "m0_ha_lq_mark_delivered()");
+	run_abort_child("delivered() on another link", child_delivered_other_link,
+			"m0_ha_lq_mark_delivered()");
+	run_abort_child("delivered() after the link is gone", child_delivered_after_drop,
+			"msg != NULL in m0_ha_lq_mark_delivered()");
+	run_abort_child("rpc_endpoint of an unknown link", child_endpoint_unknown_link,
+			"hl is a link of this interface");
+	run_abort_child("rpc_endpoint with buf_len 0", child_endpoint_len_0, "buf_len > 0");
+	run_abort_child("rpc_endpoint on a dead link", child_endpoint_dead_link,
+			"the link is not disconnected");
 	/* a small graveyard: 64 dead links are kept, the link dies 40 links before the send */
 	setenv("HAX_STANDIN_LINK_GRAVEYARD", "64", 1);
 	run_abort_child("send on a link dead 40 links ago", child_dead_link_graveyard,
@@ -1477,27 +1766,76 @@ static void check_self_event(int i, uint64_t tag, bool process, uint64_t event, 
 	}
 }
 
+static void *adopt_shun_thread(void *arg)
+{
+	int *rc = arg;
+
+	for (int i = 0; i < 2; i++) {
+		struct m0_thread th;
+
+		memset(&th, 0, sizeof th);
+		*rc = m0_halon_interface_thread_adopt(g_hi, &th);
+		m0_halon_interface_thread_shun();
+		if (*rc != 0)
+			break;
+	}
+	return NULL;
+}
+
 static void test_init(void)
 {
 	struct m0_halon_interface *hi2 = NULL;
-	struct m0_thread th;
+
+	section("init: node UUID parsed as Motr does");
+	{
+		static const char *good[] = {
+			NULL, /* the nil UUID */
+			"01234567-89ab-CDEF-0123-456789abcdef",
+			"0123456789abcdef0123456789ABCDEF",
+			"01234567-89ab-cdef-0123-456789abcdefXYZ", /* Motr keeps 36 characters */
+		};
+		static const char *bad[] = {
+			"node-1", "", "01234567-89ab-cdef-0123-456789abcdeg",
+			"0123456789abcdef0123456789abcdef0", "01234567-89ab-cdef-0123456789abcdef",
+			"0123456789abcdef0123456789abcde", " 1234567-89ab-cdef-0123-456789abcdef",
+		};
+
+		for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+			CHECKF(m0_halon_interface_init(&g_hi, "hax-standin", "", NULL, good[i]) == 0,
+			       "node_uuid '%s' accepted", good[i] == NULL ? "(null)" : good[i]);
+			m0_halon_interface_fini(g_hi);
+		}
+		for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+			g_hi = NULL;
+			CHECKF(m0_halon_interface_init(&g_hi, "hax-standin", "", NULL, bad[i]) ==
+				       -EINVAL && g_hi == NULL,
+			       "node_uuid '%s' refused", bad[i]);
+		}
+		/* NULL keeps the last string given (Motr's static buffer): still refused */
+		CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", NULL, NULL) == -EINVAL);
+	}
 
 	section("init");
-	CHECK(m0_halon_interface_init(&g_hi, "some-rev", "--opts", "", "u") == -EINVAL);
-	CHECK(m0_halon_interface_init(&g_hi, "some-rev", "", NULL, "u") == -EINVAL);
-	CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", NULL, "u") == 0);
+	CHECK(m0_halon_interface_init(&g_hi, "some-rev", "--opts", "", NODE_UUID) ==
+	      -EINVAL);
+	CHECK(m0_halon_interface_init(&g_hi, "some-rev", "", NULL, NODE_UUID) == -EINVAL);
+	CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", NULL, NODE_UUID) == 0);
 	CHECK(m0_halon_interface_init(&hi2, "hax-standin", "", "disable-compatibility-check",
-				      "u") == -EEXIST);
-	CHECK(m0_halon_interface_thread_adopt(g_hi, &th) == 0);
-	CHECK(m0_halon_interface_thread_adopt(g_hi, &th) == -EALREADY);
-	m0_halon_interface_thread_shun();
-	CHECK(m0_halon_interface_thread_adopt(g_hi, &th) == 0);
-	m0_halon_interface_thread_shun();
-	CHECK(m0_halon_interface_thread_adopt(g_hi, NULL) == -EINVAL);
+				      NODE_UUID) == -EEXIST);
+	/* another thread adopted and shunned (twice), as hax's threads do: fini is fine */
+	{
+		pthread_t t;
+		int rc = -1;
+
+		pthread_create(&t, NULL, adopt_shun_thread, &rc);
+		pthread_join(t, NULL);
+		CHECK(rc == 0);
+	}
+	m0_halon_interface_thread_shun(); /* never adopted: nothing to give back */
 	m0_halon_interface_stop(g_hi); /* not started: prints, returns */
 	m0_halon_interface_fini(g_hi);
 	CHECK(m0_halon_interface_init(&g_hi, "x", "y", "log-link,disable-compatibility-check",
-				      "u") == 0);
+				      NODE_UUID) == 0);
 	m0_halon_interface_fini(g_hi);
 	g_hi = NULL;
 }
@@ -1550,7 +1888,8 @@ static void test_interface(void)
 
 	section("start");
 	setenv("HAX_STANDIN_RPC_TIMEOUT_MS", "600", 1);
-	CHECK(m0_halon_interface_init(&g_hi, "x", "y", "disable-compatibility-check", "u") == 0);
+	CHECK(m0_halon_interface_init(&g_hi, "x", "y", "disable-compatibility-check",
+				      NODE_UUID) == 0);
 	snprintf(ep, sizeof ep, "inet:tcp:127.0.0.1@%d", port);
 	CHECK(m0_halon_interface_start(g_hi, ep, NULL, &g_ha, &g_rm, cb_entrypoint, cb_received,
 				       cb_delivered, cb_not_delivered, cb_connected, cb_reused,
@@ -1633,7 +1972,8 @@ static void test_interface(void)
 		}
 		CHECK(ok);
 	}
-	CHECK(m0_ha_link_rpc_endpoint(self, buf, sizeof buf) == 0 && strcmp(buf, ep) == 0);
+	m0_ha_link_rpc_endpoint(self, buf, sizeof buf);
+	CHECK(strcmp(buf, ep) == 0);
 	CHECK(start_at(ep, &g_proc) == -EALREADY);
 
 	section("remote process: entrypoint, connected, reused");
@@ -1663,13 +2003,14 @@ static void test_interface(void)
 				CHECK(c.req.u_lo == 3 && c.on_main && c.in_reply);
 				CHECK(hl_a != self);
 			}
-			CHECK(m0_ha_link_rpc_endpoint(hl_a, buf, sizeof buf) == 0 &&
-			      strcmp(buf, longep) == 0);
-			CHECK(m0_ha_link_rpc_endpoint(hl_a, buf, 64) == 0 && strlen(buf) == 63 &&
-			      strncmp(buf, longep, 63) == 0);
-			CHECK(m0_ha_link_rpc_endpoint(hl_a, buf, 1) == 0 && buf[0] == '\0');
-			CHECK(m0_ha_link_rpc_endpoint(hl_a, NULL, 10) == -EINVAL);
-			CHECK(m0_ha_link_rpc_endpoint((struct m0_ha_link *)buf, buf, 10) == -ENOENT);
+			m0_ha_link_rpc_endpoint(hl_a, buf, sizeof buf);
+			CHECK(strcmp(buf, longep) == 0);
+			/* at most buf_len - 1 bytes, then a NUL */
+			memset(buf, 'X', sizeof buf);
+			m0_ha_link_rpc_endpoint(hl_a, buf, 64);
+			CHECK(strlen(buf) == 63 && strncmp(buf, longep, 63) == 0);
+			m0_ha_link_rpc_endpoint(hl_a, buf, 1);
+			CHECK(buf[0] == '\0');
 		}
 	}
 	if (CHECK(client_expect(ca, WIRE_EP_REP, &f, T(5000)) == 1)) {
@@ -1704,13 +2045,14 @@ static void test_interface(void)
 		j = ev_wait(from, EV_REUSED, NULL, 0, 0);
 		CHECK(j >= 0 && ev_get(j).hl == hl_a && ev_get(j).req.u_lo == 4 &&
 		      ev_get(j).in_reply);
-		CHECK(m0_ha_link_rpc_endpoint(hl_a, buf, sizeof buf) == 0 &&
-		      strcmp(buf, "inet:tcp:127.0.0.1@22002") == 0);
+		m0_ha_link_rpc_endpoint(hl_a, buf, sizeof buf);
+		CHECK(strcmp(buf, "inet:tcp:127.0.0.1@22002") == 0);
 	}
 	CHECK(client_expect(ca, WIRE_EP_REP, &f, T(5000)) == 1 && f.rep.seq == 8 &&
 	      f.rep.link == WIRE_LINK_REUSED && f.rep.rc == 0);
 	frame_free(&f);
-	/* error reply: no decision, link 3; then a second reply and an unknown id are ignored */
+	/* error reply to a non-first request: decided all the same (reused); then a second reply
+	 * and an unknown id are ignored */
 	from = ev_now();
 	c_ep_req(ca, 9, false, 29534, &fa, "inet:tcp:127.0.0.1@22002");
 	i = ev_wait_ep(from, &fa, T(5000));
@@ -1719,14 +2061,68 @@ static void test_interface(void)
 
 		reply(e.req, -EAGAIN);
 		CHECK(client_expect(ca, WIRE_EP_REP, &f, T(5000)) == 1 && f.rep.seq == 9 &&
-		      f.rep.rc == -EAGAIN && f.rep.link == WIRE_LINK_NONE);
+		      f.rep.rc == -EAGAIN && f.rep.link == WIRE_LINK_REUSED);
 		frame_free(&f);
+		j = ev_wait(from, EV_REUSED, NULL, 0, 0);
+		CHECK(j >= 0 && ev_get(j).hl == hl_a && ev_get(j).in_reply);
 		reply(e.req, 0);
 		reply((struct m0_uint128){ 0, 9999 }, 0);
 		reply((struct m0_uint128){ 1, 1 }, 0);
 		CHECK(client_recv(ca, &f, T(300)) == 0);
-		CHECK(ev_count(from, EV_REUSED, NULL, 0) == 0 && ev_count(from, EV_CONN, NULL, 0) == 0 &&
+		CHECK(ev_count(from, EV_REUSED, NULL, 0) == 1 && ev_count(from, EV_CONN, NULL, 0) == 0 &&
 		      ev_count(from, EV_ABSENT, NULL, 0) == 0);
+	}
+
+	section("entrypoint: HA cookies; decisions for restarted HAs and EAGAIN");
+	{
+		const struct m0_fid fh = { 0x7200000000000051ULL, 1 };
+		struct client *ch = client_new(port, 0);
+		uint64_t cookie = ca->cookie;
+		struct m0_ha_link *hh = NULL;
+
+		CHECK(cookie != 0);
+		/* first request answered EAGAIN: no decision, the same cookie */
+		from = ev_now();
+		c_ep_req(ch, 1, true, 1, &fh, "inet:tcp:127.0.0.1@22013");
+		i = ev_wait_ep(from, &fh, T(5000));
+		if (CHECK(i >= 0))
+			reply(ev_get(i).req, -EAGAIN);
+		CHECK(client_expect(ch, WIRE_EP_REP, &f, T(5000)) == 1 && f.rep.rc == -EAGAIN &&
+		      f.rep.link == WIRE_LINK_NONE && f.rep.cookie_actual == cookie);
+		frame_free(&f);
+		CHECK(ev_count(from, EV_CONN, NULL, 0) == 0);
+		/* a process of a restarted HA (another cookie), no link here: a new link, even with
+		 * an EAGAIN reply (Motr's "reconnect case") */
+		from = ev_now();
+		ch->cookie = cookie ^ 0x5a5a;
+		c_ep_req(ch, 2, false, 1, &fh, "inet:tcp:127.0.0.1@22013");
+		i = ev_wait_ep(from, &fh, T(5000));
+		if (CHECK(i >= 0 && !ev_get(i).first))
+			reply(ev_get(i).req, -EAGAIN);
+		j = ev_wait(from, EV_CONN, NULL, 0, 0);
+		if (CHECK(j >= 0 && ev_get(j).in_reply))
+			hh = ev_get(j).hl;
+		CHECK(client_expect(ch, WIRE_EP_REP, &f, T(5000)) == 1 && f.rep.rc == -EAGAIN &&
+		      f.rep.link == WIRE_LINK_CONNECTED && f.rep.cookie_actual == cookie);
+		frame_free(&f);
+		/* the link works: a message is received on it */
+		mk_process_event(m, &fh, M0_CONF_HA_PROCESS_STARTING, 1);
+		c_msg(ch, 2, m);
+		CHECK(ev_wait(from, EV_RECV, hh, 2, T(5000)) >= 0);
+		/* no cookie at all (0) is another cookie too */
+		client_free(ch);
+		ch = client_new(port, 0);
+		from = ev_now();
+		c_ep_req(ch, 1, false, 1, &(struct m0_fid){ 0x7200000000000052ULL, 1 },
+			 "inet:tcp:127.0.0.1@22014");
+		i = ev_wait(from, EV_EPREQ, NULL, 0, T(5000));
+		if (CHECK(i >= 0))
+			reply(ev_get(i).req, 0);
+		CHECK(client_expect(ch, WIRE_EP_REP, &f, T(5000)) == 1 && f.rep.rc == 0 &&
+		      f.rep.link == WIRE_LINK_CONNECTED);
+		frame_free(&f);
+		CHECK(ev_count(from, EV_CONN, NULL, 0) == 1);
+		client_free(ch);
 	}
 
 	section("a new link's messages wait until link_connected has returned");
@@ -1823,10 +2219,20 @@ static void test_interface(void)
 		}
 		CHECKF(ok && want == 204, "100 messages received in order (next %" PRIu64 ")", want);
 	}
-	for (uint64_t t = 4; t <= 202; t += 2) {
-		if (!CHECKF(client_expect(cb, WIRE_HA_ACK, &f, T(5000)) == 1 && f.tag == t,
-			    "ACK %" PRIu64, t))
-			break;
+	/* ACKs carry the delivered mark: increasing, up to 202 (several at once coalesce) */
+	{
+		uint64_t last = 2;
+		int acks = 0;
+
+		while (last < 202) {
+			if (!CHECKF(client_expect(cb, WIRE_HA_ACK, &f, T(5000)) == 1 &&
+					    f.tag > last && f.tag % 2 == 0 && f.tag <= 202,
+				    "ACK after %" PRIu64 " (got %" PRIu64 ")", last, f.tag))
+				break;
+			last = f.tag;
+			acks++;
+		}
+		CHECK(last == 202 && acks >= 1 && acks <= 100);
 	}
 	set_flag(&g_slow_recv, false);
 
@@ -1871,6 +2277,43 @@ static void test_interface(void)
 	c_msg(ca, 4, m);
 	sleep_ms(100);
 	CHECK(ev_count(from, EV_RECV, hl_a, 0) == 0);
+
+	section("notes: FAILED twice keeps a re-created link; TRANSIENT then FAILED drops it");
+	{
+		const struct m0_fid fr = { 0x720000000000004fULL, 1 };
+		struct m0_ha_link *l1 = NULL, *l2 = NULL;
+		struct client *c1, *c2;
+
+		set_flag(&g_auto_reply, true);
+		c1 = process_connect(port, &fr, "inet:tcp:127.0.0.1@22012", &l1, 0);
+		from = ev_now();
+		self_note(self, &fr, M0_NC_ONLINE, true);  /* first note: recorded */
+		self_note(self, &fr, M0_NC_FAILED, true);  /* drops l1 */
+		CHECK(ev_wait(from, EV_DISC, l1, 0, T(5000)) >= 0);
+		CHECK(client_expect(c1, WIRE_DROP, &f, T(5000)) == 1);
+		/* the process restarts: a new link while HA still holds it FAILED */
+		c2 = process_connect(port, &fr, "inet:tcp:127.0.0.1@22012", &l2, 0);
+		CHECK(l2 != NULL && l2 != l1);
+		from = ev_now();
+		self_note(self, &fr, M0_NC_FAILED, true);  /* same state: ignored */
+		self_note(self, &fr, M0_NC_FAILED, true);
+		sleep_ms(300);
+		CHECK(ev_count(from, EV_DISCING, l2, 0) == 0);
+		self_note(self, &fr, M0_NC_TRANSIENT, true);
+		sleep_ms(100);
+		CHECK(ev_count(from, EV_DISCING, l2, 0) == 0);
+		self_note(self, &fr, M0_NC_FAILED, true);  /* a change: drops l2 */
+		CHECK(ev_wait(from, EV_DISC, l2, 0, T(5000)) >= 0);
+		CHECK(client_expect(c2, WIRE_DROP, &f, T(5000)) == 1);
+		/* without ignore_same_state, FAILED again drops a new link at once */
+		client_free(c2);
+		c2 = process_connect(port, &fr, "inet:tcp:127.0.0.1@22012", &l2, 0);
+		from = ev_now();
+		self_note(self, &fr, M0_NC_FAILED, false);
+		CHECK(ev_wait(from, EV_DISC, l2, 0, T(5000)) >= 0);
+		client_free(c1);
+		client_free(c2);
+	}
 
 	section("peer gone: the link stays; dropping it waits the RPC timeout");
 	cc = process_connect(port, &fc, "inet:tcp:127.0.0.1@22004", &hl_c, 0);
@@ -2169,11 +2612,173 @@ static void test_interface(void)
 	unsetenv("HAX_STANDIN_RPC_TIMEOUT_MS");
 }
 
+/* Next frame of the client, skipping nothing; kind 0 on timeout or close. */
+static uint8_t next_kind(struct client *c, uint64_t *tag, int timeout_ms)
+{
+	struct frame f;
+	uint8_t k = 0;
+
+	if (client_recv(c, &f, timeout_ms) == 1) {
+		k = f.kind;
+		*tag = f.tag;
+	}
+	frame_free(&f);
+	return k;
+}
+
+/*
+ * Confirmations as Motr's HA link: the ACK frame carries the contiguous delivered mark; it is
+ * written just before the next HA message on the link or after the delay (300 ms here), and
+ * never once the link has started disconnecting.
+ */
+static void test_confirmations(void)
+{
+	char ep[64];
+	int port = free_port();
+	const struct m0_fid fp = { 0x7200000000000080ULL, 1 };
+	const struct m0_fid fq = { 0x7200000000000081ULL, 1 };
+	const struct m0_fid fr = { 0x7200000000000082ULL, 1 };
+	struct m0_ha_msg *m = malloc(sizeof *m);
+	struct m0_ha_link *self = NULL, *hp = NULL, *hq = NULL, *hr = NULL;
+	struct client *cp, *cq, *cr;
+	struct deferred d[3];
+	uint64_t tag = 0, t0;
+	int i, calls;
+
+	section("confirmations: the delivered mark, out of order");
+	g_nev = 0;
+	g_nsent = 0;
+	g_ndeferred = 0;
+	setenv("HAX_STANDIN_CONFIRM_DELAY_MS", "300", 1);
+	set_flag(&g_auto_reply, true);
+	snprintf(ep, sizeof ep, "inet:tcp:127.0.0.1@%d", port);
+	CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", "", NODE_UUID) == 0);
+	CHECK(start_at(ep, &g_proc) == 0);
+	unsetenv("HAX_STANDIN_CONFIRM_DELAY_MS");
+	i = ev_wait(0, EV_CONN, NULL, 0, T(5000));
+	if (CHECK(i >= 0))
+		self = ev_get(i).hl;
+	CHECK(ev_wait(0, EV_RECV, self, 12, T(5000)) >= 0);
+	cp = process_connect(port, &fp, "inet:tcp:127.0.0.1@8", &hp, 0);
+	set_flag(&g_defer_delivered, true);
+	for (uint64_t t = 2; t <= 6; t += 2) {
+		mk_process_event(m, &fp, M0_CONF_HA_PROCESS_STARTED, t);
+		c_msg(cp, t, m);
+	}
+	for (i = 0; i < 3; i++)
+		d[i] = deferred_wait(i + 1, T(5000));
+	CHECK(d[0].tag == 2 && d[1].tag == 4 && d[2].tag == 6 && d[2].hl == hp);
+	set_flag(&g_defer_delivered, false);
+	m0_halon_interface_delivered(g_hi, hp, d[2].msg); /* out of order: only marks */
+	CHECK(next_kind(cp, &tag, T(600)) == 0);
+	t0 = now_ms();
+	m0_halon_interface_delivered(g_hi, hp, d[0].msg);
+	CHECK(next_kind(cp, &tag, T(2000)) == WIRE_HA_ACK && tag == 2);
+	CHECKF(now_ms() - t0 >= 250, "the confirmation waited the delay (%" PRIu64 " ms)",
+	       now_ms() - t0);
+	m0_halon_interface_delivered(g_hi, hp, d[1].msg); /* 4, and 6 was delivered already */
+	CHECK(next_kind(cp, &tag, T(2000)) == WIRE_HA_ACK && tag == 6);
+
+	section("confirmations: an HA message carries the pending one at once");
+	calls = __atomic_load_n(&g_delivered_calls, __ATOMIC_SEQ_CST);
+	mk_process_event(m, &fp, M0_CONF_HA_PROCESS_STARTED, 8);
+	c_msg(cp, 8, m);
+	CHECK(delivered_calls_wait(calls + 1, T(5000)));
+	t0 = now_ms();
+	mk_nvec(m, M0_HA_NVEC_SET, 0, false, 1, &fp, M0_NC_ONLINE);
+	CHECK(tsend(hp, m) == 1);
+	CHECK(next_kind(cp, &tag, T(2000)) == WIRE_HA_ACK && tag == 8);
+	CHECK(next_kind(cp, &tag, T(2000)) == WIRE_HA_MSG && tag == 1);
+	CHECKF(now_ms() - t0 < 250, "before the delay (%" PRIu64 " ms)", now_ms() - t0);
+	c_ack(cp, 1);
+
+	section("confirmations: STOPPED delivered, link dropped at once: never confirmed");
+	cq = process_connect(port, &fq, "inet:tcp:127.0.0.1@9", &hq, 0);
+	self_note(self, &fq, M0_NC_ONLINE, true);
+	calls = __atomic_load_n(&g_delivered_calls, __ATOMIC_SEQ_CST);
+	mk_process_event(m, &fq, M0_CONF_HA_PROCESS_STOPPED, 2);
+	c_msg(cq, 2, m);
+	CHECK(delivered_calls_wait(calls + 1, T(5000)));
+	self_note(self, &fq, M0_NC_FAILED, true); /* within a few ms of STOPPED */
+	CHECKF(next_kind(cq, &tag, T(5000)) == WIRE_DROP, "DROP, and no ACK before it");
+	CHECKF(next_kind(cq, &tag, T(600)) == 0, "nor after it");
+	CHECK(ev_wait(0, EV_DISC, hq, 0, T(5000)) >= 0);
+
+	section("confirmations: STOPPED delivered, an HA message, then the drop: confirmed");
+	cr = process_connect(port, &fr, "inet:tcp:127.0.0.1@10", &hr, 0);
+	self_note(self, &fr, M0_NC_ONLINE, true);
+	calls = __atomic_load_n(&g_delivered_calls, __ATOMIC_SEQ_CST);
+	mk_process_event(m, &fr, M0_CONF_HA_PROCESS_STOPPED, 2);
+	c_msg(cr, 2, m);
+	CHECK(delivered_calls_wait(calls + 1, T(5000)));
+	mk_nvec(m, M0_HA_NVEC_SET, 0, false, 1, &fr, M0_NC_ONLINE);
+	CHECK(tsend(hr, m) == 1);
+	self_note(self, &fr, M0_NC_FAILED, true);
+	CHECK(next_kind(cr, &tag, T(5000)) == WIRE_HA_ACK && tag == 2);
+	CHECK(next_kind(cr, &tag, T(5000)) == WIRE_HA_MSG && tag == 1);
+	CHECK(next_kind(cr, &tag, T(5000)) == WIRE_DROP);
+	CHECK(ev_wait(0, EV_DISC, hr, 0, T(5000)) >= 0);
+
+	m0_halon_interface_stop(g_hi);
+	m0_halon_interface_fini(g_hi);
+	g_hi = NULL;
+	client_free(cp);
+	client_free(cq);
+	client_free(cr);
+	free(m);
+	set_flag(&g_auto_reply, false);
+}
+
+/* Without HAX_STANDIN_RPC_TIMEOUT_MS, a gone peer's link is dropped after 5 s, as in Motr. */
+static void test_rpc_timeout_default(void)
+{
+	char ep[64];
+	int port = free_port();
+	const struct m0_fid pf = { 0x7200000000000070ULL, 1 };
+	struct m0_ha_link *self = NULL;
+	struct m0_ha_link *hl = NULL;
+	struct client *c;
+	int i, j, from;
+
+	section("default RPC timeout: a gone peer's link is dropped after 5 s");
+	g_nev = 0;
+	g_nsent = 0;
+	unsetenv("HAX_STANDIN_RPC_TIMEOUT_MS");
+	set_flag(&g_auto_reply, true);
+	snprintf(ep, sizeof ep, "inet:tcp:127.0.0.1@%d", port);
+	CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", "", NODE_UUID) == 0);
+	CHECK(start_at(ep, &g_proc) == 0);
+	i = ev_wait(0, EV_CONN, NULL, 0, T(5000));
+	if (CHECK(i >= 0))
+		self = ev_get(i).hl;
+	c = process_connect(port, &pf, "inet:tcp:127.0.0.1@7", &hl, 0);
+	self_note(self, &pf, M0_NC_ONLINE, false);
+	client_close(c);
+	sleep_ms(100);
+	from = ev_now();
+	self_note(self, &pf, M0_NC_FAILED, false);
+	i = ev_wait(from, EV_DISCING, hl, 0, T(2000));
+	j = ev_wait(from, EV_DISC, hl, 0, T(10000));
+	if (CHECK(i >= 0 && j > i)) {
+		uint64_t waited = ev_get(j).at_ms - ev_get(i).at_ms;
+
+		CHECKF(waited >= 4900 && waited < (uint64_t)T(6000),
+		       "link_disconnected %" PRIu64 " ms after link_is_disconnecting (5000)", waited);
+	}
+	m0_halon_interface_stop(g_hi);
+	m0_halon_interface_fini(g_hi);
+	g_hi = NULL;
+	client_free(c);
+	set_flag(&g_auto_reply, false);
+}
+
 /* fini without stop, and a second cycle on the same port. */
 static void test_fini_without_stop(void)
 {
 	char ep[64];
 	int port = free_port();
+
+	uint64_t cookies[2] = { 0, 0 };
 
 	section("second cycle: fini without stop");
 	g_nev = 0;
@@ -2185,11 +2790,23 @@ static void test_fini_without_stop(void)
 		struct m0_ha_link *hl = NULL;
 		struct client *c;
 
-		CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", "", "u") == 0);
+		CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", "", NODE_UUID) == 0);
 		CHECK(start_at(ep, &g_proc) == 0);
 		CHECK(ev_wait(from, EV_RECV, NULL, 12, T(5000)) >= 0);
 		c = process_connect(port, &(struct m0_fid){ 0x7200000000000050ULL, 1 },
 				    "inet:tcp:127.0.0.1@1", &hl, 0);
+		cookies[round] = c->cookie;
+		{
+			/* FAILED as the first note about HA's own process: ignored (recorded) */
+			int k = ev_wait(from, EV_CONN, NULL, 0, 0);
+			struct m0_ha_link *self = k >= 0 ? ev_get(k).hl : NULL;
+
+			CHECK(self != NULL);
+			self_note(self, &g_proc, M0_NC_FAILED, true);
+			self_note(self, &g_proc, M0_NC_FAILED, true); /* the same state */
+			sleep_ms(100);
+			CHECK(ev_count(from, EV_DISCING, NULL, 0) == 0);
+		}
 		if (round == 0) {
 			m0_halon_interface_fini(g_hi); /* stops first */
 		} else {
@@ -2201,6 +2818,8 @@ static void test_fini_without_stop(void)
 		g_hi = NULL;
 		client_free(c);
 	}
+	CHECKF(cookies[0] != 0 && cookies[1] != 0 && cookies[0] != cookies[1],
+	       "every interface instance has its own HA cookie");
 	set_flag(&g_auto_reply, false);
 }
 
@@ -2244,7 +2863,6 @@ static void test_scale(void)
 {
 	enum { GRAVE = 100, BATCH = 50, CYCLES = 2000, PEERS = 500, PER_PEER = 3 };
 	char ep[64];
-	char buf[64];
 	int port = free_port();
 	struct m0_ha_link *self = NULL;
 	struct m0_ha_link *hl_old = NULL;
@@ -2261,7 +2879,7 @@ static void test_scale(void)
 	set_flag(&g_auto_reply, true);
 	setenv("HAX_STANDIN_LINK_GRAVEYARD", "100", 1);
 	snprintf(ep, sizeof ep, "inet:tcp:127.0.0.1@%d", port);
-	CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", "", "u") == 0);
+	CHECK(m0_halon_interface_init(&g_hi, "hax-standin", "", "", NODE_UUID) == 0);
 	CHECK(start_at(ep, &g_proc) == 0);
 	unsetenv("HAX_STANDIN_LINK_GRAVEYARD");
 	i = ev_wait(0, EV_CONN, NULL, 0, T(5000));
@@ -2282,10 +2900,8 @@ static void test_scale(void)
 		client_free(c);
 		st = link_stats_wait_live(1);
 		CHECK(st.live == 1 && st.dead == 1 && st.allocated == 2);
-		CHECK(m0_ha_link_rpc_endpoint(hl_old, buf, sizeof buf) == 0 &&
-		      strcmp(buf, "inet:tcp:127.0.0.1@4") == 0);
+		CHECK(hax_standin_link_state(g_hi, hl_old) == 2);
 		m0_halon_interface_disconnect(g_hi, hl_old); /* ignored */
-		m0_halon_interface_delivered(g_hi, hl_old, NULL); /* ignored */
 	}
 	for (i = 0; i < BATCH; i++)
 		fids[i] = (struct m0_fid){ 0x7200000000000061ULL, (uint64_t)i + 1 };
@@ -2314,8 +2930,7 @@ static void test_scale(void)
 		dead[i] = g_quiet_links[i];
 	pthread_mutex_unlock(&g_ev_lock);
 	for (i = CYCLES - GRAVE; i < CYCLES; i++) {
-		if (m0_ha_link_rpc_endpoint(dead[i], buf, sizeof buf) != 0 ||
-		    strcmp(buf, "inet:tcp:127.0.0.1@3") != 0)
+		if (hax_standin_link_state(g_hi, dead[i]) != 2)
 			ok = false;
 	}
 	CHECKF(ok, "the %d most recent dead links are recognised", GRAVE);
@@ -2486,6 +3101,8 @@ int main(int argc, char **argv)
 	test_init();
 	test_interface();
 	test_fini_without_stop();
+	test_confirmations();
+	test_rpc_timeout_default();
 	test_scale();
 	printf("%d passed, %d failed\n", g_passed, g_failed);
 	return g_failed == 0 ? 0 : 1;

@@ -91,6 +91,21 @@ struct Args {
     /// Milliseconds to keep retrying entrypoint requests answered with an error.
     #[arg(long, default_value_t = 60_000)]
     entrypoint_timeout_ms: u64,
+    /// Boot with a second, non-first entrypoint request after STARTING (link reuse), as an
+    /// m0d without a configuration once did; a configured m0d sends none.
+    #[arg(long)]
+    second_entrypoint: bool,
+    /// When a send finds HA gone: milliseconds of re-sending before asking for an entrypoint
+    /// again (Motr: 10 × 1 s).
+    #[arg(long, default_value_t = 10_000)]
+    ha_resend_ms: u64,
+    /// Then milliseconds until the old RPC link times out and unconfirmed messages are sent
+    /// again (about 6 s).
+    #[arg(long, default_value_t = 6_000)]
+    rpc_timeout_ms: u64,
+    /// Milliseconds a clean stop waits for the confirmation of STOPPED (m0_ha_link_flush).
+    #[arg(long, default_value_t = 15_000)]
+    flush_timeout_ms: u64,
 }
 
 fn parse_fid(s: &str) -> Result<Fid, String> {
@@ -141,6 +156,31 @@ fn print_event(as_json: bool, ev: &SimEvent) {
             json!({"event": "closed", "process": p, "reason": reason}),
             || format!("sim {p}: connection closed: {reason}"),
         ),
+        SimEventKind::HaLost { reason } => say(
+            as_json,
+            json!({"event": "ha_lost", "process": p, "reason": reason}),
+            || format!("sim {p}: HA is gone ({reason}); re-sending, then reconnecting"),
+        ),
+        SimEventKind::Reconnected { link } => say(
+            as_json,
+            json!({"event": "reconnected", "process": p, "link": link.name()}),
+            || format!("sim {p}: reconnected to HA (link {link})"),
+        ),
+        SimEventKind::Resent { count, first_tag } => say(
+            as_json,
+            json!({"event": "resent", "process": p, "count": count, "first_tag": first_tag}),
+            || format!("sim {p}: re-sent {count} unconfirmed message(s) from tag {first_tag}"),
+        ),
+        SimEventKind::Died { reason } => say(
+            as_json,
+            json!({"event": "died", "process": p, "reason": reason}),
+            || format!("sim {p}: died: {reason}"),
+        ),
+        SimEventKind::FlushHung { tag } => say(
+            as_json,
+            json!({"event": "flush_hung", "process": p, "tag": tag}),
+            || format!("sim {p}: hangs in m0_ha_link_flush: tag {tag} never confirmed"),
+        ),
     }
 }
 
@@ -162,6 +202,10 @@ fn base_config(a: &Args, events: crossbeam_channel::Sender<SimEvent>) -> SimConf
     cfg.get_fids = a.get_fids.clone();
     cfg.timeouts.reply = Duration::from_millis(a.reply_timeout_ms);
     cfg.timeouts.entrypoint = Duration::from_millis(a.entrypoint_timeout_ms);
+    cfg.timeouts.ack = Duration::from_millis(a.flush_timeout_ms);
+    cfg.second_entrypoint = a.second_entrypoint;
+    cfg.ha_resend = Duration::from_millis(a.ha_resend_ms);
+    cfg.rpc_timeout = Duration::from_millis(a.rpc_timeout_ms);
     cfg.events = Some(events);
     cfg
 }

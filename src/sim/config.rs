@@ -1,6 +1,6 @@
 //! What a simulated process is (`SimConfig`, `Timeouts`) and what it reports
 //! (`SimEvent` as things happen, `ReceivedNote` in its history).
-use super::types::ProcessType;
+use super::types::{LinkDecision, ProcessType};
 use crate::fid::Fid;
 use crossbeam_channel::Sender;
 use std::time::{Duration, Instant};
@@ -12,7 +12,8 @@ pub struct Timeouts {
     pub connect: Duration,
     /// One answer: EP_REP, FAILURE_VEC_REP, the NVEC SET answering a GET.
     pub reply: Duration,
-    /// HA's ACK of the process's own messages (`wait_for_ack`, `close`).
+    /// HA's ACK of the process's own messages (`wait_for_ack`, and `close`/`stop_clean`,
+    /// which wait for the last message's confirmation like Motr's `m0_ha_link_flush`).
     pub ack: Duration,
     /// Retrying entrypoint requests answered with rc != 0 (`boot`).
     pub entrypoint: Duration,
@@ -48,8 +49,17 @@ pub struct SimConfig {
     pub get_fids: Vec<Fid>,
     pub git_rev: String,
     pub timeouts: Timeouts,
-    /// Where to report notes, DROP and connection loss as they happen.
+    /// Where to report notes, DROP, connection loss, reconnection and death as they happen.
     pub events: Option<Sender<SimEvent>>,
+    /// Boot sends a second, non-first entrypoint request after STARTING (link reuse). A
+    /// configured m0d sends none (the default); one without a configuration once did.
+    pub second_entrypoint: bool,
+    /// When its HA is gone, a process notices at its next send and keeps re-sending for this
+    /// long (Motr: 10 attempts 1 s apart) before it asks for an entrypoint again.
+    pub ha_resend: Duration,
+    /// After the reply to that request, the old RPC link takes this long to time out (about
+    /// 6 s) before the unconfirmed messages are sent again and the queue flows.
+    pub rpc_timeout: Duration,
 }
 
 impl SimConfig {
@@ -67,6 +77,9 @@ impl SimConfig {
             git_rev: "27e7f86ed57aad344d02c426e939add31626034d".to_string(),
             timeouts: Timeouts::default(),
             events: None,
+            second_entrypoint: false,
+            ha_resend: Duration::from_secs(10),
+            rpc_timeout: Duration::from_secs(6),
         }
     }
 }
@@ -88,8 +101,22 @@ pub enum SimEventKind {
     },
     /// HA sent DROP: the process must exit.
     Dropped,
-    /// The connection ended without the process closing it.
+    /// The connection ended without the process closing it. The process notices only at its
+    /// next send (then it reconnects: `HaLost`, `Reconnected`, `Resent`).
     Closed { reason: String },
+    /// A send found the HA gone: the process re-sends for `ha_resend`, then reconnects.
+    HaLost { reason: String },
+    /// The process asked for an entrypoint again (not first) on a new connection and HA made
+    /// this decision (`Connected`: a new HA, or a new link; `Reused`: the same HA and link).
+    Reconnected { link: LinkDecision },
+    /// After `rpc_timeout`, the unconfirmed messages (from the first one HA did not confirm,
+    /// in order) were sent again on the new connection.
+    Resent { count: usize, first_tag: u64 },
+    /// The process died on a Motr assertion (it closed its connection at once).
+    Died { reason: String },
+    /// A clean stop waited `timeouts.ack` for the confirmation of its last message (STOPPED),
+    /// like `m0_ha_link_flush`, and it never came: a real m0d hangs there.
+    FlushHung { tag: u64 },
 }
 
 /// A note received in an NVEC SET, with when it arrived.

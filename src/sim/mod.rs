@@ -4,8 +4,14 @@
 //! - [`wire`] / [`types`]: the frame codec and the typed messages it carries;
 //! - [`SimProcess`] ([`process`]): one process, with blocking, timed requests (entrypoint,
 //!   events, failure vector, NVEC GET) and fault switches; its [`config`]; its connection and
-//!   reader thread (`conn`);
-//! - [`script`]: the m0d boot sequence ([`SimProcess::boot`]), clean stop, kill, restart;
+//!   reader thread (`conn`). Like a real m0d it remembers the HA cookie, keeps every message
+//!   until HA confirms it (the ACK mark), notices a dead HA only at its next send and then
+//!   reconnects and sends the unconfirmed messages again (`SimConfig::ha_resend`,
+//!   `rpc_timeout`), dies where Motr asserts (`SimError::Died`: link_absent, an error reply
+//!   to a non-first entrypoint request, a FAILURE_VEC_REP for no pending request), and waits
+//!   for STOPPED's confirmation on a clean stop;
+//! - [`script`]: the m0d boot sequence ([`SimProcess::boot`]; no second entrypoint request
+//!   unless `SimConfig::second_entrypoint`), clean stop, kill, restart;
 //! - [`fleet`]: many processes in one OS process, with timings, for load tests;
 //! - [`gen`]: plausible fids for generated configurations (CLI `--count`, `--get-count`).
 use std::net::{Ipv4Addr, SocketAddr};
@@ -52,6 +58,8 @@ pub enum SimError {
     LinkAbsent,
     #[error("HA dropped the link")]
     Dropped,
+    #[error("the process died: {0}")]
+    Died(String),
     #[error("connection closed: {0}")]
     Closed(String),
     #[error("cannot start a thread: {0}")]

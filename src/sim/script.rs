@@ -1,5 +1,6 @@
 //! The life scripts of a simulated process: the boot sequence a real m0d follows (observed in
 //! `tests/fixtures/motr-traces/probe5..7.log`), clean stop, abrupt kill and restart.
+use super::config::SimEventKind;
 use super::process::SimProcess;
 use super::types::*;
 use super::SimError;
@@ -12,8 +13,9 @@ use std::time::{Duration, Instant};
 pub struct BootReport {
     /// The rc-0 reply to the first entrypoint request.
     pub first_reply: EpReply,
-    /// The rc-0 reply to the second (non-first) request.
-    pub second_reply: EpReply,
+    /// The rc-0 reply to the second (non-first) request, when `SimConfig::second_entrypoint`
+    /// asked for one (a configured m0d sends none).
+    pub second_reply: Option<EpReply>,
     /// Entrypoint requests sent until the first rc-0 reply (1 when HA answered at once).
     pub ep_attempts: u32,
     /// From the first EP_REQ to its rc-0 reply.
@@ -38,7 +40,8 @@ impl SimProcess {
     /// The whole start of a Motr process, in a real m0d's order:
     /// 1. first entrypoint request (asked again at once while rc != 0);
     /// 2. process STARTING;
-    /// 3. a second, non-first entrypoint request (HA reuses the link; `link_absent` is an error);
+    /// 3. only with `SimConfig::second_entrypoint`: a second, non-first entrypoint request
+    ///    (HA reuses the link; `link_absent` or an error reply kills the process);
     /// 4. one FAILURE_VEC_REQ per pool, waiting for each reply;
     /// 5. one NVEC GET of `get_fids` (if any), waiting for the SET that answers it;
     /// 6. STARTING then STARTED for each service;
@@ -53,8 +56,14 @@ impl SimProcess {
         let ep_latency = t0.elapsed();
         usable(&first_reply)?;
         self.send_process_event(ProcessEvent::Starting, ptype)?;
-        let (second_reply, _) = self.entrypoint_until_ok(false, deadline)?;
-        usable(&second_reply)?;
+        let second_reply = match self.cfg.second_entrypoint {
+            false => None,
+            true => {
+                let (r, _) = self.entrypoint_until_ok(false, deadline)?;
+                usable(&r)?;
+                Some(r)
+            }
+        };
         let mut failure_vecs = Vec::with_capacity(self.cfg.pools.len());
         for pool in &self.cfg.pools {
             failure_vecs.push((*pool, self.failure_vec_req(*pool)?));
@@ -113,21 +122,37 @@ impl SimProcess {
         sent.and(closed)
     }
 
-    /// Waits (up to the ack timeout) until HA confirmed every message sent on this
-    /// connection, then closes the socket. The socket is closed even when waiting fails.
+    /// Waits (up to the ack timeout) until HA confirmed the last message sent, as Motr's
+    /// `m0_ha_link_flush` does before a process exits, then closes the socket. When the
+    /// confirmation never comes (HA dropped the link before writing it), a real m0d hangs
+    /// there: the process reports `SimEventKind::FlushHung` and returns the timeout. The socket
+    /// is closed even when waiting fails.
     pub fn close(&self) -> Result<(), SimError> {
-        let tags = self.sent_tags();
-        let r = self.wait("ACKs of all sent messages", self.cfg.timeouts.ack, |st| {
-            tags.iter().all(|t| st.acks.contains(t)).then_some(())
-        });
-        self.conn.shut();
+        let last = self.out_lock().next_tag - 2;
+        let r = self.wait(
+            &format!("confirmation of tag {last} (m0_ha_link_flush)"),
+            self.cfg.timeouts.ack,
+            |st| (st.ack_mark >= last).then_some(()),
+        );
+        if let Err(e) = &r {
+            if !matches!(e, SimError::Died(_)) {
+                log::warn!(
+                    "sim {}: m0_ha_link_flush: tag {last} never confirmed ({e})",
+                    self.cfg.process_fid
+                );
+                self.shared.emit(SimEventKind::FlushHung { tag: last });
+            }
+        }
+        self.shared.closing.store(true, Ordering::SeqCst);
+        self.conn().shut();
         r
     }
 
     /// Dies abruptly: the socket is closed at once, nothing more is sent.
     pub fn kill(&self) {
         log::info!("sim {}: killed", self.cfg.process_fid);
-        self.conn.shut();
+        self.shared.closing.store(true, Ordering::SeqCst);
+        self.conn().shut();
     }
 
     /// Kills the process and boots it again on a new connection (first entrypoint again,

@@ -268,6 +268,9 @@ pub struct EpReply {
     pub seq: u64,
     pub rc: i32,
     pub link: LinkDecision,
+    /// The HA's cookie (Motr's `hae_cookie_actual`): never 0, one per HA instance. The process
+    /// sends it back as `cookie_expected` in its next request.
+    pub cookie_actual: u64,
     /// Confd services: (fid, endpoint).
     pub confds: Vec<(Fid, String)>,
     pub quorum: u32,
@@ -280,6 +283,8 @@ pub struct EpReply {
 pub struct EpRequest {
     pub seq: u64,
     pub first_request: bool,
+    /// The `cookie_actual` of the last reply the process got (from any HA), 0 for none.
+    pub cookie_expected: u64,
     pub pid: u64,
     pub process: Fid,
     pub endpoint: String,

@@ -216,6 +216,7 @@ impl ToHa {
                 let mut o = Out::frame(KIND_EP_REQ);
                 o.u64(r.seq);
                 o.u8(r.first_request as u8);
+                o.u64(r.cookie_expected);
                 o.u64(r.pid);
                 o.fid(&r.process);
                 o.str(&r.endpoint)?;
@@ -242,6 +243,7 @@ impl ToHa {
             KIND_EP_REQ => ToHa::EpReq(EpRequest {
                 seq: i.u64("seq")?,
                 first_request: i.bool("first_request")?,
+                cookie_expected: i.u64("cookie_expected")?,
                 pid: i.u64("pid")?,
                 process: i.fid("process")?,
                 endpoint: i.str("endpoint")?,
@@ -271,6 +273,7 @@ impl FromHa {
                 o.u64(r.seq);
                 o.u32(r.rc as u32);
                 o.u8(r.link.code());
+                o.u64(r.cookie_actual);
                 o.count("confd", r.confds.len())?;
                 for (fid, ep) in &r.confds {
                     o.fid(fid);
@@ -307,6 +310,7 @@ impl FromHa {
                     what: "link",
                     value: link as u64,
                 })?;
+                let cookie_actual = i.u64("cookie_actual")?;
                 let n = i.count("confd")?;
                 let mut confds = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -316,6 +320,7 @@ impl FromHa {
                     seq,
                     rc,
                     link,
+                    cookie_actual,
                     confds,
                     quorum: i.u32("quorum")?,
                     rm_fid: i.fid("rm fid")?,

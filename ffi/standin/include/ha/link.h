@@ -5,6 +5,10 @@
 
 struct m0_ha_link;
 
-/** Copies the peer's endpoint into buf (NUL-terminated, truncated to len). 0 or -errno. */
-int m0_ha_link_rpc_endpoint(struct m0_ha_link *hl, char *buf, m0_bcount_t buf_len);
+/**
+ * Copies the peer's endpoint into buf: at most buf_len - 1 bytes, then a NUL. Returns nothing,
+ * as in Motr; a link that is not a live link of the interface, or buf_len 0, is a crash there
+ * (the stand-in aborts).
+ */
+M0_INTERNAL void m0_ha_link_rpc_endpoint(struct m0_ha_link *hl, char *buf, m0_bcount_t buf_len);
 #endif

@@ -1,10 +1,26 @@
 /* Stand-in for Motr's ha/msg.h: the HA message (24696 bytes, as in Motr). */
 #ifndef __MOTR_HA_MSG_H__
 #define __MOTR_HA_MSG_H__
+#include "be/ha.h"
+#include "conf/ha.h"
 #include "fid/fid.h"
+#include "ha/failvec.h"
 #include "ha/note.h"
 #include "lib/cookie.h"
+#include "lib/types.h"
+#include "motr/keepalive.h"
+#include "rpc/ha.h"
+#include "sns/cm/ha.h"
 #include "stob/ioq_error.h"
+
+enum {
+	M0_HA_MSG_FAILURE_VEC_LIMIT = 1024,
+};
+
+enum {
+	M0_HA_MSG_TAG_UNKNOWN = 0,
+	M0_HA_MSG_TAG_INVALID = UINT64_MAX,
+};
 
 enum m0_ha_msg_type {
 	M0_HA_MSG_INVALID = 0,
@@ -19,67 +35,6 @@ enum m0_ha_msg_type {
 	M0_HA_MSG_EVENT_RPC = 9,
 	M0_HA_MSG_BE_IO_ERR = 10,
 	M0_HA_MSG_SNS_ERR = 11,
-	M0_HA_MSG_NR
-};
-
-enum m0_ha_msg_nvec_type {
-	M0_HA_NVEC_SET = 0,
-	M0_HA_NVEC_GET = 1,
-};
-
-struct m0_ha_msg_nvec_array {
-	struct m0_ha_note hmna_arr[M0_HA_STATE_UPDATE_LIMIT];
-};
-
-struct m0_ha_msg_nvec {
-	uint64_t hmnv_type;
-	uint64_t hmnv_id_of_get;
-	uint64_t hmnv_ignore_same_state;
-	uint64_t hmnv_nr;
-	struct m0_ha_msg_nvec_array hmnv_arr;
-};
-
-struct m0_ha_msg_failure_vec_req {
-	struct m0_fid mfq_pool;
-	struct m0_cookie mfq_cookie;
-};
-
-struct m0_ha_msg_failure_vec_rep {
-	struct m0_fid mfp_pool;
-	struct m0_cookie mfp_cookie;
-	uint64_t mfp_nr;
-	struct m0_ha_msg_nvec_array mfp_vec;
-};
-
-struct m0_ha_msg_keepalive_req { struct m0_uint128 kaq_id; };
-struct m0_ha_msg_keepalive_rep { struct m0_uint128 kap_id; uint64_t kap_counter; };
-
-struct m0_ha_msg_event_process {
-	uint64_t chp_event; /* enum m0_conf_ha_process_event */
-	uint64_t chp_type;  /* enum m0_conf_ha_process_type */
-	uint64_t chp_pid;
-};
-
-struct m0_ha_msg_event_service {
-	uint64_t chs_event; /* enum m0_conf_ha_service_event */
-	uint64_t chs_type;  /* enum m0_conf_service_type */
-	uint64_t chs_pid;
-};
-
-struct m0_ha_msg_event_rpc {
-	uint64_t hmr_state;
-	uint64_t hmr_attempts;
-};
-
-struct m0_be_io_err {
-	uint32_t ber_errcode;
-	uint8_t ber_location;
-	uint8_t ber_io_opcode;
-};
-
-struct m0_ha_sns_err {
-	uint32_t hse_errcode;
-	uint8_t hse_opcode;
 };
 
 struct m0_ha_msg_data {
@@ -91,9 +46,9 @@ struct m0_ha_msg_data {
 		struct m0_ha_msg_failure_vec_rep hed_fvec_rep;
 		struct m0_ha_msg_keepalive_req hed_keepalive_req;
 		struct m0_ha_msg_keepalive_rep hed_keepalive_rep;
-		struct m0_ha_msg_event_process hed_event_process;
-		struct m0_ha_msg_event_service hed_event_service;
-		struct m0_ha_msg_event_rpc hed_event_rpc;
+		struct m0_conf_ha_process hed_event_process;
+		struct m0_conf_ha_service hed_event_service;
+		struct m0_ha_msg_rpc hed_event_rpc;
 		struct m0_be_io_err hed_be_io_err;
 		struct m0_ha_sns_err hed_ha_sns_err;
 	} u;

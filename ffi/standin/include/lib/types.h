@@ -5,6 +5,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ * Motr marks its library-internal functions M0_INTERNAL (hidden visibility in its own build);
+ * users of libmotr build with -DM0_INTERNAL= to call the few they need. Empty here.
+ */
+#ifndef M0_INTERNAL
+#define M0_INTERNAL
+#endif
+
 struct m0_uint128 {
 	uint64_t u_hi;
 	uint64_t u_lo;

@@ -51,6 +51,8 @@ void m0_halon_interface_delivered(struct m0_halon_interface *hi, struct m0_ha_li
 				  const struct m0_ha_msg *msg);
 void m0_halon_interface_disconnect(struct m0_halon_interface *hi, struct m0_ha_link *hl);
 
-int m0_halon_interface_thread_adopt(struct m0_halon_interface *hi, struct m0_thread *thread);
-void m0_halon_interface_thread_shun(void);
+/* M0_INTERNAL in Motr: callers define M0_INTERNAL as empty (see lib/types.h). */
+M0_INTERNAL int m0_halon_interface_thread_adopt(struct m0_halon_interface *hi,
+						struct m0_thread *thread);
+M0_INTERNAL void m0_halon_interface_thread_shun(void);
 #endif
