@@ -287,10 +287,16 @@ impl RawPeer {
     /// One entrypoint request; its reply (any rc) within 10 s.
     pub fn entrypoint(&self, first: bool) -> Option<EpReply> {
         let cfg = SimConfig::new(self.fid);
-        let seq = self.state.0.lock().unwrap().ep_replies.len() as u64 + 1;
+        let (seq, cookie_expected) = {
+            let s = self.state.0.lock().unwrap();
+            // Motr sends back the cookie of the last reply it got.
+            let cookie = s.ep_replies.last().map_or(0, |r| r.cookie_actual);
+            (s.ep_replies.len() as u64 + 1, cookie)
+        };
         let req = EpRequest {
             seq,
             first_request: first,
+            cookie_expected,
             pid: cfg.pid,
             process: self.fid,
             endpoint: cfg.endpoint,

@@ -304,3 +304,81 @@ fn killed_mid_burst(pace: Option<Duration>, rounds: u64) {
     assert_eq!(holder.as_deref(), Some(n.agent.node_name()));
     assert!(old_log.contains("hax: ready"));
 }
+
+/// Like real Motr after its HA restarted: a running m0d notices only at its next send, asks
+/// for an entrypoint again (not first, with the dead HA's cookie) after ~10 s of re-sends, and
+/// sends its unconfirmed messages again ~6 s later (scaled down here). hax must answer that
+/// request for real (an EAGAIN would kill the m0d: Motr made the link for it anyway), confirm
+/// what the m0d sends again, and let it stop cleanly.
+#[test]
+fn a_running_m0d_survives_hax_killed_and_restarted_and_stops_cleanly() {
+    running_m0d_across_a_hax_restart(false);
+}
+
+/// The same while no RC leader holds the `leader` key (the restarted hax neither campaigns
+/// nor finds one): the reconnecting m0d is answered from the last leader the key names, not
+/// told EAGAIN.
+#[test]
+fn a_running_m0d_reconnecting_while_no_leader_is_elected_is_answered_not_told_eagain() {
+    running_m0d_across_a_hax_restart(true);
+}
+
+fn running_m0d_across_a_hax_restart(no_leader: bool) {
+    let mut n = SingleNode::start_with(&["--leader-ttl-s", "10"]);
+    let mut cfg = n.sim_config(IOS1);
+    cfg.ha_resend = Duration::from_millis(500);
+    cfg.rpc_timeout = Duration::from_millis(300);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    cfg.events = Some(tx);
+    let m0d = hax::sim::SimProcess::connect(&n.hax.endpoint(), cfg).expect("connect");
+    m0d.boot().expect("the m0d boots");
+    assert!(n.wait_process_state(IOS1, "DTM_RECOVERED", Duration::from_secs(10)));
+
+    n.hax
+        .signal_and_wait("KILL", Duration::from_secs(5))
+        .expect("hax killed");
+    let mut args = vec!["--leader-ttl-s", "10"];
+    if no_leader {
+        // The dead hax's session goes: the key keeps its value (the node) but no holder.
+        let leader = n
+            .client()
+            .kv_get_pair("leader")
+            .unwrap()
+            .expect("leader key");
+        let session = leader.session.expect("held");
+        n.client()
+            .put(&format!("/v1/session/destroy/{session}"), b"")
+            .expect("destroy the session");
+        args.extend(["--campaign", "false"]);
+    }
+    n.hax = HaxProc::spawn(
+        &n.agent.http_addr(),
+        n.agent.node_name(),
+        n.hax.http_port,
+        n.ports.hax,
+        n.agent.dir(),
+        &args,
+    );
+    assert!(n.hax.wait_log("hax: ready", Duration::from_secs(30)));
+    // The idle m0d has not noticed. Its clean stop is its next send: it finds the HA gone,
+    // reconnects to the new hax and sends its stop events again there.
+    m0d.stop_clean()
+        .expect("the m0d stops cleanly: its STOPPED is confirmed by the new hax");
+    let events: Vec<hax::sim::SimEventKind> = rx.try_iter().map(|e| e.kind).collect();
+    assert!(
+        events.iter().any(|e| matches!(
+            e,
+            hax::sim::SimEventKind::Reconnected {
+                link: hax::sim::LinkDecision::Connected
+            }
+        )),
+        "the m0d reconnected to the new hax with a new link: {events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, hax::sim::SimEventKind::Died { .. })),
+        "the m0d died: {events:?}"
+    );
+    assert!(n.wait_process_state(IOS1, "STOPPED", Duration::from_secs(10)));
+}

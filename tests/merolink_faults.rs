@@ -185,7 +185,9 @@ fn panics_in_every_callback_body_are_caught_and_motr_still_gets_its_confirmation
         },
         "self link (report lost) and q"
     );
+    // A process that knew this HA (its cookie) and has no link: link_absent.
     let absent = h.sim(sim_config(0x53));
+    absent.set_ha_cookie(ps.ha_cookie());
     let r = absent.entrypoint(false).expect("entrypoint answered");
     assert_eq!((r.rc, r.link), (0, LinkDecision::Absent));
     wait_caught(
@@ -282,19 +284,30 @@ fn a_process_whose_link_was_dropped_asks_again_and_gets_link_absent() {
     h.wait_links("p's link gone", |l| {
         l.iter().all(|(_, i)| i.process != Some(p))
     });
+    let cookie = ps.ha_cookie();
     drop(ps);
 
-    // The process asks again, not as a first request: there is no link to reuse.
+    // The process asks again, not as a first request, knowing this HA (its cookie): there is
+    // no link to reuse.
     let mark = log_mark();
     let again = h.sim(sim_config(0x58));
+    again.set_ha_cookie(cookie);
     let r = again.entrypoint(false).expect("entrypoint answered");
     assert_eq!((r.rc, r.link), (0, LinkDecision::Absent));
     // MeroLink hears of it (link_absent runs right after the reply is queued).
     wait_logged(mark, "link absent for request");
     assert!(h.links_of(p).is_empty());
 
-    // Only a real restart (a first request) gets a link again.
-    let r = again.entrypoint(true).expect("first entrypoint answered");
+    // The process dies of it (as m0d does); only a real restart (a new process, a first
+    // request) gets a link again.
+    assert!(
+        again.entrypoint(true).is_err(),
+        "a dead process asks nothing"
+    );
+    let restarted = h.sim(sim_config(0x58));
+    let r = restarted
+        .entrypoint(true)
+        .expect("first entrypoint answered");
     assert_eq!((r.rc, r.link), (0, LinkDecision::Connected));
     h.wait_links("p linked again", |l| {
         l.iter().any(|(_, i)| i.process == Some(p))

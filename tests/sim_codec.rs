@@ -817,14 +817,16 @@ fn boot_sends_frames_in_m0d_order_blocks_on_answers_acks_ha_and_records_drop() {
             (r(5), 11136, "inet:tcp:127.0.0.1@22301")
         );
         let t_err = Instant::now();
-        ha.reply(&req, -11, LinkDecision::None);
+        // As Motr: the error reply to a first request makes the link anyway; the process asks
+        // again with a request that is not first, and that one reuses the link.
+        ha.reply(&req, -11, LinkDecision::Connected);
         let again = ha.ep();
         assert!(
             t_err.elapsed() < Duration::from_secs(2),
             "retry was not immediate"
         );
-        assert!(again.first_request && again.seq != req.seq);
-        ha.reply(&again, 0, LinkDecision::Connected);
+        assert!(!again.first_request && again.seq != req.seq);
+        ha.reply(&again, 0, LinkDecision::Reused);
         // 2. STARTING with even tag 2; 3. the second, non-first request.
         assert_eq!(ha.expect_process_event(ProcessEvent::Starting, &cfg), 2);
         let second = ha.ep();
@@ -902,7 +904,8 @@ fn boot_sends_frames_in_m0d_order_blocks_on_answers_acks_ha_and_records_drop() {
         assert_eq!(tags, (10..=20).step_by(2).collect::<Vec<u64>>());
         let report = booting.join().unwrap().unwrap();
         assert_eq!(report.ep_attempts, 2);
-        assert_eq!(report.first_reply.link, LinkDecision::Connected);
+        // The rc-0 reply reused the link the error reply had made.
+        assert_eq!(report.first_reply.link, LinkDecision::Reused);
         assert_eq!(report.second_reply.unwrap().link, LinkDecision::Reused);
         assert_eq!(report.first_reply.confds.len(), 2);
         assert_eq!(
@@ -1098,9 +1101,14 @@ fn entrypoint_errors_past_the_deadline_fail_the_boot() {
             let ToHa::EpReq(req) = ToHa::decode(&f).unwrap() else {
                 panic!()
             };
-            assert!(req.first_request);
+            assert_eq!(req.first_request, n == 0, "only the first request is first");
             thread::sleep(Duration::from_millis(20)); // an HA pacing its error replies
-            ha.reply(&req, -11, LinkDecision::None);
+            let link = if n == 0 {
+                LinkDecision::Connected
+            } else {
+                LinkDecision::Reused
+            };
+            ha.reply(&req, -11, link);
             n += 1;
         }
         match booting.join().unwrap() {
@@ -1326,7 +1334,7 @@ fn a_process_sends_no_second_entrypoint_request_by_default() {
 }
 
 #[test]
-fn an_error_reply_to_a_non_first_request_kills_the_process() {
+fn an_error_reply_to_a_reconnecting_request_kills_the_process_and_one_to_a_reused_link_does_not() {
     let (l, ep) = listen();
     let mut cfg = plain_config(3);
     cfg.second_entrypoint = true;
@@ -1337,14 +1345,20 @@ fn an_error_reply_to_a_non_first_request_kills_the_process() {
     thread::scope(|sc| {
         let booting = sc.spawn(|| proc.boot());
         let req = ha.ep();
-        ha.reply(&req, -11, LinkDecision::None); // first: asked again at once
+        // first: the error reply makes the link; asked again at once, not first
+        ha.reply(&req, -11, LinkDecision::Connected);
         let req = ha.ep();
-        assert!(req.first_request);
-        ha.reply(&req, 0, LinkDecision::Connected);
+        assert!(!req.first_request);
+        // an error reply to a request whose link is reused: it asks again, alive
+        ha.reply(&req, -11, LinkDecision::Reused);
+        let req = ha.ep();
+        assert!(!req.first_request);
+        ha.reply(&req, 0, LinkDecision::Reused);
         ha.expect_process_event(ProcessEvent::Starting, &cfg);
         let req = ha.ep();
         assert!(!req.first_request);
-        // HA paces an EAGAIN; Motr made a link for it all the same: m0d dies
+        // HA paces an EAGAIN to a request Motr makes a new link for (the reconnect case):
+        // that link will not match the next request: m0d dies
         ha.reply(&req, -11, LinkDecision::Connected);
         let err = booting.join().unwrap().unwrap_err();
         assert!(matches!(&err, SimError::Died(why) if why.contains("hae_disconnected_previously")));

@@ -70,8 +70,12 @@
  *     Not first: a live link of that process -> link_reused; none, and cookie_expected is this
  *     instance's cookie -> link_absent ("disconnected previously"); none, and another cookie
  *     (HA restarted) -> a new link, link_connected. A non-first request is decided whatever
- *     rc HA replies (an EAGAIN reply to a reconnecting process still makes the link); a first
- *     request answered rc != 0 gets no decision (Motr would make one; kept for hax).
+ *     rc HA replies (an EAGAIN reply to a reconnecting process still makes the link), and so is a
+ *     first request (observed with real Motr: an EAGAIN reply to a first request fires
+ *     link_connected; the process then asks again with a request that is not first, and that
+ *     one is answered link_reused). HA's own request goes the same way: an rc != 0 reply makes
+ *     the self link, the request is made again (not first) and start returns once one is
+ *     answered rc 0.
  *   - Confirmations as Motr's HA link (ha/link.c, ha/lq.c): delivered() marks a message; the
  *     link's delivered mark is the highest tag such that it and every earlier message of the
  *     link are delivered, and the peer's ACK frame carries that mark. Out-of-order delivered()
@@ -1097,9 +1101,9 @@ static void epreq_free(struct epreq *r)
 	free(r);
 }
 
-static void self_request_issue(struct m0_halon_interface *hi)
+static void self_request_issue(struct m0_halon_interface *hi, bool first)
 {
-	struct epreq *r = epreq_new(hi, NULL, true, true, 0, &hi->process, hi->endpoint);
+	struct epreq *r = epreq_new(hi, NULL, true, first, 0, &hi->process, hi->endpoint);
 
 	ep_task_queue(hi, r, STANDIN_GIT_REV, (uint64_t)getpid());
 }
@@ -2096,7 +2100,7 @@ int m0_halon_interface_start(
 		hi->loc_nr++;
 	}
 	pthread_mutex_lock(&hi->lock);
-	self_request_issue(hi);
+	self_request_issue(hi, true);
 	while (!hi->self_connected)
 		pthread_cond_wait(&hi->state_cv, &hi->lock);
 	hi->state = HI_STARTED;
@@ -2189,6 +2193,16 @@ void m0_halon_interface_stop(struct m0_halon_interface *hi)
 
 /* ------------------------------------------------------------------ entrypoint reply */
 
+/* HA's own request was answered rc 0: its own events flow and start returns. Locked. */
+static void self_link_up(struct m0_halon_interface *hi)
+{
+	if (hi->self_connected)
+		return;
+	self_events_start(hi);
+	hi->self_connected = true;
+	pthread_cond_broadcast(&hi->state_cv);
+}
+
 void m0_halon_interface_entrypoint_reply(struct m0_halon_interface *hi,
 					 const struct m0_uint128 *req_id, int rc,
 					 uint32_t confd_nr, const struct m0_fid *confd_fid_data,
@@ -2250,13 +2264,16 @@ void m0_halon_interface_entrypoint_reply(struct m0_halon_interface *hi,
 		STANDIN_ASSERT(erc == 0);
 	}
 	if (r->r_self) {
-		if (rc == 0) {
+		if (hi->self_link == NULL) {
 			l = link_new(hi, true, &r->r_process, r->r_ep);
 			hi->self_link = l;
 			decision = WIRE_LINK_CONNECTED;
+		} else {
+			l = hi->self_link;
+			decision = WIRE_LINK_REUSED;
 		}
-	} else if (!stopping && (rc == 0 || !r->r_first)) {
-		/* Motr's ha_link_handle(); a non-first request is decided whatever the rc */
+	} else if (!stopping) {
+		/* Motr's ha_link_handle(): decided whatever the rc */
 		struct m0_ha_link *live = NULL;
 
 		for (struct m0_ha_link *k = hi->links; k != NULL; k = k->hl_next) {
@@ -2292,8 +2309,9 @@ void m0_halon_interface_entrypoint_reply(struct m0_halon_interface *hi,
 			slog("entrypoint_reply %" PRIx64 ":%" PRIx64 ": the requesting connection "
 			     "is closed", id.u_hi, id.u_lo);
 	} else if (rc != 0) {
-		/* Like Motr, ask again at once; pacing is the replier's business. */
-		self_request_issue(hi);
+		/* Like Motr, ask again at once (not first: the link exists); pacing is the
+		 * replier's business. */
+		self_request_issue(hi, false);
 	}
 	pthread_mutex_unlock(&hi->lock);
 	wire_buf_fini(&b);
@@ -2309,16 +2327,19 @@ void m0_halon_interface_entrypoint_reply(struct m0_halon_interface *hi,
 		hi->cb.link_connected(hi, &id, l);
 		pthread_mutex_lock(&hi->lock);
 		l->hl_ready = true;
-		if (r->r_self) {
-			self_events_start(hi);
-			hi->self_connected = true;
-			pthread_cond_broadcast(&hi->state_cv);
-		}
+		if (r->r_self && rc == 0)
+			self_link_up(hi);
 		link_kick(hi, l);
 		pthread_mutex_unlock(&hi->lock);
 		break;
 	case WIRE_LINK_REUSED:
 		hi->cb.link_reused(hi, &id, l);
+		if (r->r_self && rc == 0) {
+			pthread_mutex_lock(&hi->lock);
+			self_link_up(hi);
+			link_kick(hi, l);
+			pthread_mutex_unlock(&hi->lock);
+		}
 		break;
 	case WIRE_LINK_ABSENT:
 		hi->cb.link_absent(hi, &id);

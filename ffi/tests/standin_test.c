@@ -1935,18 +1935,22 @@ static void test_interface(void)
 		CHECK(e.git[0] != '\0');
 		CHECK(!e.on_main);
 	}
+	/* As observed with real Motr: the EAGAIN reply already made the self link
+	 * (link_connected inside it); the request made again is not first and reuses it. */
 	i = ev_wait(1, EV_EPREQ, NULL, 0, 0);
-	CHECK(i >= 0 && ev_get(i).req.u_lo == 2 && ev_get(i).first);
+	CHECK(i >= 0 && ev_get(i).req.u_lo == 2 && !ev_get(i).first);
 	CHECK(ev_count(0, EV_CONN, NULL, 0) == 1);
 	i = ev_wait(0, EV_CONN, NULL, 0, 0);
 	if (CHECK(i >= 0)) {
 		struct ev e = ev_get(i);
 
 		self = e.hl;
-		CHECK(e.req.u_lo == 2);
+		CHECK(e.req.u_lo == 1);
 		CHECK(e.in_reply && !e.on_main);
 		CHECK(strcmp(e.ep, ep) == 0);
 	}
+	i = ev_wait(0, EV_REUSED, NULL, 0, 0);
+	CHECK(i >= 0 && ev_get(i).req.u_lo == 2 && ev_get(i).hl == self);
 	for (int t = 0; t < 6; t++) {
 		static const int proc[] = { 1, 0, 0, 0, 0, 1 };
 		static const uint64_t evn[] = { 0, 0, 1, 0, 1, 1 };
@@ -2081,16 +2085,38 @@ static void test_interface(void)
 		struct m0_ha_link *hh = NULL;
 
 		CHECK(cookie != 0);
-		/* first request answered EAGAIN: no decision, the same cookie */
-		from = ev_now();
-		c_ep_req(ch, 1, true, 1, &fh, "inet:tcp:127.0.0.1@22013");
-		i = ev_wait_ep(from, &fh, T(5000));
-		if (CHECK(i >= 0))
-			reply(ev_get(i).req, -EAGAIN);
-		CHECK(client_expect(ch, WIRE_EP_REP, &f, T(5000)) == 1 && f.rep.rc == -EAGAIN &&
-		      f.rep.link == WIRE_LINK_NONE && f.rep.cookie_actual == cookie);
-		frame_free(&f);
-		CHECK(ev_count(from, EV_CONN, NULL, 0) == 0);
+		/* first request answered EAGAIN: the link is made anyway (observed with real
+		 * Motr), the same cookie; the request made again is not first and reuses it */
+		{
+			const struct m0_fid fe = { 0x7200000000000053ULL, 1 };
+			struct client *ce = client_new(port, 0);
+			struct m0_ha_link *he = NULL;
+
+			from = ev_now();
+			c_ep_req(ce, 1, true, 1, &fe, "inet:tcp:127.0.0.1@22015");
+			i = ev_wait_ep(from, &fe, T(5000));
+			if (CHECK(i >= 0))
+				reply(ev_get(i).req, -EAGAIN);
+			CHECK(client_expect(ce, WIRE_EP_REP, &f, T(5000)) == 1 &&
+			      f.rep.rc == -EAGAIN && f.rep.link == WIRE_LINK_CONNECTED &&
+			      f.rep.cookie_actual == cookie);
+			frame_free(&f);
+			j = ev_wait(from, EV_CONN, NULL, 0, 0);
+			if (CHECK(j >= 0 && ev_get(j).in_reply))
+				he = ev_get(j).hl;
+			from = ev_now();
+			ce->cookie = cookie;
+			c_ep_req(ce, 2, false, 1, &fe, "inet:tcp:127.0.0.1@22015");
+			i = ev_wait_ep(from, &fe, T(5000));
+			if (CHECK(i >= 0))
+				reply(ev_get(i).req, 0);
+			CHECK(client_expect(ce, WIRE_EP_REP, &f, T(5000)) == 1 && f.rep.rc == 0 &&
+			      f.rep.link == WIRE_LINK_REUSED);
+			frame_free(&f);
+			j = ev_wait(from, EV_REUSED, NULL, 0, 0);
+			CHECK(j >= 0 && ev_get(j).hl == he);
+			client_free(ce);
+		}
 		/* a process of a restarted HA (another cookie), no link here: a new link, even with
 		 * an EAGAIN reply (Motr's "reconnect case") */
 		from = ev_now();

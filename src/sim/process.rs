@@ -330,9 +330,11 @@ impl SimProcess {
         self.ha_cookie.store(r.cookie_actual, Ordering::SeqCst);
         if r.link == LinkDecision::Absent {
             self.die(&format!("{EP_ASSERT} (link_absent)"));
-        } else if !first && r.rc != 0 {
+        } else if !first && r.rc != 0 && r.link == LinkDecision::Connected {
+            // Motr's "reconnect case" (a new link made for a process HA did not know) with an
+            // error reply: the link HA made will not match the process's next request.
             self.die(&format!(
-                "{EP_ASSERT} (a non-first entrypoint request was answered rc {}; the link \
+                "{EP_ASSERT} (a reconnecting entrypoint request was answered rc {}; the link \
                  HA made for it will not match the next request)",
                 r.rc
             ));
@@ -345,9 +347,16 @@ impl SimProcess {
         self.ha_cookie.load(Ordering::SeqCst)
     }
 
-    /// Asks again at once while HA answers rc != 0, as m0d does, until `deadline`.
-    /// Returns the rc-0 reply and the number of requests sent. An error reply to a non-first
-    /// request kills the process (`SimError::Died`).
+    /// Sets the HA cookie the next request carries: a new connection of a process that
+    /// talked to that HA before (tests).
+    pub fn set_ha_cookie(&self, cookie: u64) {
+        self.ha_cookie.store(cookie, Ordering::SeqCst);
+    }
+
+    /// Asks again at once while HA answers rc != 0, as m0d does, until `deadline`; like
+    /// Motr's entrypoint client, every request after the first reply is not first (the reply
+    /// made the link, whatever its rc). Returns the rc-0 reply and the number of requests
+    /// sent. An error reply to a reconnecting request kills the process (`SimError::Died`).
     pub fn entrypoint_until_ok(
         &self,
         first: bool,
@@ -355,7 +364,9 @@ impl SimProcess {
     ) -> Result<(EpReply, u32), SimError> {
         let mut attempts = 0;
         loop {
-            let r = self.entrypoint(first)?;
+            // Like Motr's entrypoint client: once its first request got a reply (any rc: Motr
+            // made the link with it), the process asks again with a request that is not first.
+            let r = self.entrypoint(first && attempts == 0)?;
             attempts += 1;
             if r.rc == 0 {
                 return Ok((r, attempts));
