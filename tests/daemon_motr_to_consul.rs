@@ -364,3 +364,18 @@ fn bad_configuration_exits_64_with_a_clear_message() {
         assert!(!err.trim().is_empty(), "{args:?} printed no reason");
     }
 }
+
+#[test]
+fn a_process_stopping_cleanly_gets_its_stopped_confirmed_before_its_link_is_dropped() {
+    // A real m0d/m0mkfs waits in m0_ha_link_flush for its STOPPED's confirmation: hax must
+    // not let Motr drop the link (FAILED on the self link) before that confirmation, which
+    // comes only once STOPPED is recorded in Consul, went out to the process.
+    let n = SingleNode::start();
+    for round in 0..3 {
+        let p = n.sim(IOS2);
+        p.boot().expect("boots");
+        p.stop_clean()
+            .unwrap_or_else(|e| panic!("round {round}: STOPPED never confirmed: {e}"));
+        assert!(n.wait_process_state(IOS2, "STOPPED", Duration::from_secs(10)));
+    }
+}

@@ -331,3 +331,26 @@ fn a_process_event_is_confirmed_only_once_recorded_and_the_messages_after_it_wai
     ps.wait_for_ack(started, T)
         .expect("confirmed once recorded");
 }
+
+#[test]
+fn a_failed_broadcast_for_a_process_whose_stopped_is_not_recorded_yet_does_not_drop_its_link() {
+    // The broadcaster says FAILED as soon as it hears STOPPED; the recorder confirms STOPPED
+    // only once it is durable. Were FAILED to reach the self link first, Motr would drop the
+    // link and the confirmation with it: a real m0d hangs in m0_ha_link_flush.
+    let h = Hax::start(Duration::from_secs(2));
+    let p = pfid(0x41);
+    let (ps, _) = h.boot(sim_config(0x41));
+    h.broadcast_wait(notes(&[p], HaState::Online), None);
+    h.hold_acks();
+    ps.send_stop_events().expect("stop events");
+    h.wait_event(p, ProcessEventKind::Stopped);
+    h.broadcast_wait(notes(&[p], HaState::Failed), None);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(!ps.is_dropped(), "the link went before STOPPED was confirmed");
+    h.release_acks(false);
+    ps.close()
+        .expect("STOPPED confirmed (m0_ha_link_flush returns)");
+    h.wait_links("p's link dropped after its STOPPED was confirmed", |l| {
+        l.iter().all(|(_, i)| i.process != Some(p))
+    });
+}

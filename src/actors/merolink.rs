@@ -317,6 +317,15 @@ impl MeroLink {
 /// that carries STOPPED's confirmation, before it has Motr drop the link anyway.
 const DRAIN_WAIT: Duration = Duration::from_secs(1);
 
+/// Where a stopped process's drain is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Drain {
+    /// Its STOPPED is not confirmed yet.
+    AwaitingConfirmation,
+    /// The probe after the confirmation went out at this time.
+    Probing(Instant),
+}
+
 /// A note about a node that no configuration has (node type, key 2^64-1), ONLINE: Motr skips
 /// notes whose object is not in its configuration cache, so it changes nothing (a fid without
 /// a type, such as 0:0, would make Motr log "invalid note"). MeroLink sends it to a process
@@ -337,9 +346,11 @@ struct Worker {
     /// Processes the self link has carried a note about: Motr ignores the first note it
     /// sees for a process, so a FAILED meant to drop a link must not be the first.
     noted: std::collections::HashSet<Fid>,
-    /// Processes that reported STOPPED and whose links wait for the STOPPED confirmation to
-    /// reach them (see `probe_note`) before Motr is told to drop them: since when.
-    draining: HashMap<Fid, Instant>,
+    /// Processes that reported STOPPED, from then until Motr is told to drop their links:
+    /// first their STOPPED waits to be confirmed (durable), then the probe that carries the
+    /// confirmation to them (see `probe_note`). Meanwhile no note about them goes on the self
+    /// link (it would drop the link, and the confirmation with it: the process would hang).
+    draining: HashMap<Fid, Drain>,
     drained_tx: Sender<Fid>,
     drained_rx: Receiver<Fid>,
     left: LinksLeft,
@@ -421,7 +432,7 @@ impl Worker {
                 let overdue: Vec<Fid> = self
                     .draining
                     .iter()
-                    .filter(|(_, since)| since.elapsed() >= DRAIN_WAIT)
+                    .filter(|(_, d)| matches!(d, Drain::Probing(since) if since.elapsed() >= DRAIN_WAIT))
                     .map(|(p, _)| *p)
                     .collect();
                 for p in overdue {
@@ -547,10 +558,10 @@ impl Worker {
     /// a link dropped before Motr sent it would leave the process hanging), then Motr drops
     /// them (`drain_done`).
     fn start_drain(&mut self, process: Fid) {
-        if self.draining.contains_key(&process) {
+        if matches!(self.draining.get(&process), Some(Drain::Probing(_))) {
             return;
         }
-        self.draining.insert(process, Instant::now());
+        self.draining.insert(process, Drain::Probing(Instant::now()));
         let tx = self.drained_tx.clone();
         let batch = self.deliveries.open(Some(Box::new(move |_| {
             let _ = tx.send(process);
@@ -734,6 +745,9 @@ impl Worker {
                         if n > 0 {
                             // Drained and dropped once STOPPED is confirmed (`confirm_due`).
                             self.stopped_on.insert(link, (tag, process));
+                            self.draining
+                                .entry(process)
+                                .or_insert(Drain::AwaitingConfirmation);
                         }
                     }
                     let recorded = self.out.record.is_some() && !own;
