@@ -19,7 +19,8 @@ pub struct WriterLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
-    /// What the bytes were: "watch", "reconcile", "recheck", "view", "bq", ...
+    /// Where the bytes came from: "watch" (watch POST bodies), or the API a read was under
+    /// ("health", "kv", "catalog", "session", ...)
     pub source: String,
 }
 

@@ -384,3 +384,29 @@ fn with_a_watch_secret_posts_without_it_get_401_and_the_agents_own_watches_still
     assert!(log.contains("refused: missing or wrong X-Hax-Secret"));
     assert!(!log.contains(secret), "the secret must never be logged");
 }
+
+#[test]
+fn metrics_are_served_in_the_text_format_and_unknown_paths_are_named() {
+    let n = SingleNode::start_unwatched(&[]);
+    let url = n.hax.url();
+    let text = ureq::get(&format!("{url}/metrics"))
+        .call()
+        .expect("GET /metrics")
+        .into_string()
+        .expect("text");
+    assert!(
+        text.contains("hax_consul_received_bytes_total{source=\"kv\"}"),
+        "{text}"
+    );
+    // A watch POST on /watch/<name> is served like /watcher/<name>.
+    let (status, _) = post(&format!("{url}/watch/ios"), b"[]");
+    assert_eq!(status, 200);
+    let r = ureq::post(&format!("{url}/hax/health"))
+        .send_bytes(b"[]")
+        .unwrap_err();
+    let ureq::Error::Status(404, resp) = r else {
+        panic!("expected 404, got {r:?}")
+    };
+    let body = resp.into_string().unwrap();
+    assert!(body.contains("/watcher/<name>"), "{body}");
+}

@@ -61,7 +61,6 @@ impl Handler<Recheck> for HealthMonitor {
                     let path = format!("/v1/health/service/{}", crate::consul::encode_query(&name));
                     match consul.get_raw(&path, None, Duration::ZERO).await {
                         Ok((Some(body), _)) => {
-                            crate::metrics::consul_bytes("recheck", body.len());
                             match parse_payload(&body) {
                                 Ok(p) => updates.do_send(HaStateUpdate {
                                     entries: p.health,
@@ -97,7 +96,6 @@ async fn reconcile_loop(consul: Consul, updates: Recipient<HaStateUpdate>) {
             Ok((body, idx)) => {
                 backoff.reset();
                 let body = body.unwrap_or_default();
-                crate::metrics::consul_bytes("reconcile", body.len());
                 let checks: Vec<Check> = serde_json::from_slice(&body).unwrap_or_default();
                 let parsed = from_checks(&checks);
                 // Awaited: a slow HaBroadcaster slows this loop, not the other way round.

@@ -40,8 +40,36 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::post().to(ingest))
         .route("/watcher/{tail:.*}", web::post().to(ingest))
+        .route("/watch/{tail:.*}", web::post().to(ingest))
         .route("/", web::get().to(alive))
-        .route("/healthz", web::get().to(alive));
+        .route("/healthz", web::get().to(alive))
+        .route("/metrics", web::get().to(metrics))
+        .default_service(web::route().to(unknown_path));
+}
+
+/// The Prometheus metrics (text exposition format).
+async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(crate::metrics::render())
+}
+
+/// Anything else: a clear answer naming the paths hax serves (a hand-written agent config with
+/// another path would otherwise fail silently on Consul's side).
+async fn unknown_path(req: HttpRequest) -> HttpResponse {
+    log::warn!(
+        "WatchIngest: {} {} is not a path hax serves",
+        req.method(),
+        req.path()
+    );
+    error(
+        actix_web::http::StatusCode::NOT_FOUND,
+        format!(
+            "no such path {}: watch handlers POST to /, /watcher/<name> or /watch/<name>; \
+             GET /healthz and /metrics",
+            req.path()
+        ),
+    )
 }
 
 async fn alive() -> HttpResponse {
@@ -112,6 +140,7 @@ async fn ingest(
         }
         buf.extend_from_slice(&chunk);
     }
+    crate::metrics::consul_bytes("watch", buf.len());
     match parse_payload(&buf) {
         Ok(p) => {
             if !p.ignored.is_empty() {

@@ -100,6 +100,20 @@ pub struct Consul {
     http: awc::Client,
 }
 
+/// The metric label of a read: the API the path is under (health, kv, catalog, ...).
+fn source_of(path: &str) -> &'static str {
+    let api = path.trim_start_matches("/v1/").split(['/', '?']).next().unwrap_or("");
+    match api {
+        "health" => "health",
+        "kv" => "kv",
+        "catalog" => "catalog",
+        "session" => "session",
+        "agent" => "agent",
+        "status" => "status",
+        _ => "other",
+    }
+}
+
 /// Most connections hax opens to its Consul agent at once.
 pub const MAX_CONNECTIONS: usize = 32;
 
@@ -192,6 +206,7 @@ impl Consul {
                         "no complete answer to GET {path} within {timeout:?}"
                     ))
                 })??;
+        crate::metrics::consul_bytes(source_of(path), body.len());
         match status {
             200 => Ok((Some(body.to_vec()), index)),
             404 => Ok((None, index)),
