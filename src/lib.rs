@@ -16,6 +16,7 @@ pub mod fid;
 pub mod hamodel;
 pub mod messages;
 pub mod metrics;
+pub mod model;
 pub mod motr;
 pub mod notify;
 pub mod rc;

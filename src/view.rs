@@ -33,15 +33,33 @@ pub struct ProcessConf {
     pub node_name: String,
     pub name: String,
     pub endpoint: String,
-    /// (service fid, service type such as "confd", "rms", "ha", "ios").
+    /// (service fid, service type such as "confd", "rms", "ha", "ios", "dtm0").
     pub services: Vec<(Fid, String)>,
+}
+
+/// A node's hardware in the configuration tree: the enclosure and controller it is in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeHardware {
+    pub enclosure: Option<Fid>,
+    pub controller: Option<Fid>,
+}
+
+/// A storage device of an IO service
+/// (`m0conf/nodes/<node>/processes/<process>/services/<service>/sdevs/<sdev>`) and the drive
+/// it sits on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SdevConf {
+    pub service: Fid,
+    pub drive: Option<Fid>,
 }
 
 /// The configuration tree written by the bootstrap under `m0conf/`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConfigTree {
     pub nodes: BTreeMap<Fid, String>,
+    pub hardware: BTreeMap<Fid, NodeHardware>,
     pub processes: BTreeMap<Fid, ProcessConf>,
+    pub sdevs: BTreeMap<Fid, SdevConf>,
 }
 
 impl ConfigTree {
@@ -61,7 +79,26 @@ impl ConfigTree {
             match parts.as_slice() {
                 ["m0conf", "nodes", _] => {
                     if let Some(n) = fid(2) {
-                        t.nodes.insert(n, field(&json(value), "name"));
+                        let v = json(value);
+                        t.nodes.insert(n, field(&v, "name"));
+                        let hw = NodeHardware {
+                            enclosure: field(&v, "enclosure").parse().ok(),
+                            controller: field(&v, "controller").parse().ok(),
+                        };
+                        if hw != NodeHardware::default() {
+                            t.hardware.insert(n, hw);
+                        }
+                    }
+                }
+                ["m0conf", "nodes", _, "processes", _, "services", _, "sdevs", _] => {
+                    if let (Some(s), Some(d)) = (fid(6), fid(8)) {
+                        t.sdevs.insert(
+                            d,
+                            SdevConf {
+                                service: s,
+                                drive: field(&json(value), "drive").parse().ok(),
+                            },
+                        );
                     }
                 }
                 ["m0conf", "nodes", _, "processes", _] => {

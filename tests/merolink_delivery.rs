@@ -346,7 +346,10 @@ fn a_failed_broadcast_for_a_process_whose_stopped_is_not_recorded_yet_does_not_d
     h.wait_event(p, ProcessEventKind::Stopped);
     h.broadcast_wait(notes(&[p], HaState::Failed), None);
     std::thread::sleep(Duration::from_millis(200));
-    assert!(!ps.is_dropped(), "the link went before STOPPED was confirmed");
+    assert!(
+        !ps.is_dropped(),
+        "the link went before STOPPED was confirmed"
+    );
     h.release_acks(false);
     ps.close()
         .expect("STOPPED confirmed (m0_ha_link_flush returns)");

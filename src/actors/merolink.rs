@@ -561,7 +561,8 @@ impl Worker {
         if matches!(self.draining.get(&process), Some(Drain::Probing(_))) {
             return;
         }
-        self.draining.insert(process, Drain::Probing(Instant::now()));
+        self.draining
+            .insert(process, Drain::Probing(Instant::now()));
         let tx = self.drained_tx.clone();
         let batch = self.deliveries.open(Some(Box::new(move |_| {
             let _ = tx.send(process);

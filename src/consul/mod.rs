@@ -102,7 +102,11 @@ pub struct Consul {
 
 /// The metric label of a read: the API the path is under (health, kv, catalog, ...).
 fn source_of(path: &str) -> &'static str {
-    let api = path.trim_start_matches("/v1/").split(['/', '?']).next().unwrap_or("");
+    let api = path
+        .trim_start_matches("/v1/")
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("");
     match api {
         "health" => "health",
         "kv" => "kv",
