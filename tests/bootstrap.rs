@@ -203,6 +203,8 @@ fn an_added_io_server_is_refused_with_a_diff_then_applied_and_removed_again() {
             kind: cluster::ProcessKind::Ios,
             name: "ios-3".into(),
             endpoint_port: 22005,
+            drives: vec![],
+            dtm0: false,
         });
     bigger.validate().unwrap();
     let plan = cluster::plan(&bigger);
@@ -555,6 +557,8 @@ fn commands_exit_with_the_documented_codes() {
             kind: cluster::ProcessKind::Ios,
             name: "ios-3".into(),
             endpoint_port: 22005,
+            drives: vec![],
+            dtm0: false,
         });
     let file = dir.join("changed.yaml");
     std::fs::write(&file, to_yaml(&d)).unwrap();
@@ -665,6 +669,8 @@ fn a_large_cluster_is_written_in_transactions_of_at_most_64_ops() {
                 kind: cluster::ProcessKind::Ios,
                 name: format!("ios-{i}"),
                 endpoint_port: 22002 + i,
+                drives: vec![],
+                dtm0: false,
             });
     }
     d.validate().unwrap();

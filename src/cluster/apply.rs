@@ -604,7 +604,9 @@ mod tests {
         assert!(Diff::compute(&p, &cur).is_empty());
         cur.kv.insert(
             "m0conf/nodes/0x6e00000000000001:0x2".into(),
-            r#"{ "state": "M0_NC_UNKNOWN", "name": "node-1" }"#.into(),
+            r#"{ "state": "M0_NC_UNKNOWN", "enclosure": "0x6500000000000001:0x3",
+                 "controller": "0x6300000000000001:0x4", "name": "node-1" }"#
+                .into(),
         );
         assert!(Diff::compute(&p, &cur).is_empty());
     }

@@ -3,7 +3,7 @@
 //! See `docs/cluster-description.md`. Parsing refuses unknown keys; validation reports every
 //! problem at once, each naming the offending field (`nodes[0].processes[1].endpoint_port`).
 use serde::Deserialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -82,6 +82,12 @@ pub struct ProcessSpec {
     /// Unique on its node.
     pub name: String,
     pub endpoint_port: u16,
+    /// IO servers: the drives their IO service stores on (device paths), one sdev each.
+    #[serde(default)]
+    pub drives: Vec<String>,
+    /// The process runs a DTM0 service (it then reports DTM_RECOVERED after STARTED).
+    #[serde(default)]
+    pub dtm0: bool,
 }
 
 /// The kinds of Motr processes a description may name.
@@ -280,6 +286,32 @@ impl Description {
                 );
                 if p.kind == ProcessKind::Confd {
                     confds += 1;
+                }
+                if !p.drives.is_empty() && p.kind != ProcessKind::Ios {
+                    bad.push(format!(
+                        "{pat} ({}).drives: only IO servers (kind ios) have drives",
+                        p.name
+                    ));
+                }
+                let mut paths = BTreeSet::new();
+                for (d, path) in p.drives.iter().enumerate() {
+                    if path.is_empty() || path.contains(char::is_whitespace) {
+                        bad.push(format!(
+                            "{pat} ({}).drives[{d}]: {path:?} is not a device path",
+                            p.name
+                        ));
+                    } else if !paths.insert(path) {
+                        bad.push(format!(
+                            "{pat} ({}).drives[{d}]: {path} is listed twice",
+                            p.name
+                        ));
+                    }
+                }
+                if p.dtm0 && p.kind == ProcessKind::Confd {
+                    bad.push(format!(
+                        "{pat} ({}).dtm0: only IO servers and clients run a DTM0 service",
+                        p.name
+                    ));
                 }
             }
         }

@@ -7,7 +7,10 @@
 //! takes 3 (the process, then its services at +1 and +2). hax's HA service is process key + 1
 //! and its RM service key + 2: the seed RFC's rule FidResolver falls back on. The single-node
 //! example thus gets node 0x2, hax 0x6 (HA 0x7, RM 0x8), confd 0x9 (0xa, 0xb), IO servers 0xc
-//! and 0xf, as in `scripts/demo`.
+//! and 0xf, as in `scripts/demo`. A node's enclosure `e` and controller `c` take the node's
+//! key + 1 and + 2. What came later (DTM0 services `s`, and per drive of an IO server its
+//! sdev `d` and drive `k`) is numbered after everything else, in description order, so it
+//! moves no older fid.
 use super::description::{
     CheckKind, CheckSpec, Description, ProcessKind, DEFAULT_SCRIPT_INTERVAL, DEFAULT_TTL,
 };
@@ -85,6 +88,8 @@ pub struct ProcessPlan {
     pub endpoint: String,
     /// (service fid, service type).
     pub services: Vec<(Fid, String)>,
+    /// Per drive: its sdev (on the IO service), its drive object and its device path.
+    pub sdevs: Vec<(Fid, Fid, String)>,
 }
 
 /// The health check of one registered service.
@@ -189,7 +194,7 @@ impl ServiceReg {
 /// Computes the plan. The description must be valid ([`Description::parse`] checks it).
 pub fn plan(d: &Description) -> Plan {
     let mut last = 1u64; // the last key taken; key 1 is the profile's
-    let mut take = |n: u64| {
+    let mut take = move |n: u64| {
         let k = last + 1;
         last += n;
         k
@@ -219,6 +224,7 @@ pub fn plan(d: &Description) -> Plan {
                 port,
                 endpoint: format!("{endpoint_prefix}{port}"),
                 services,
+                sdevs: Vec::new(),
             });
         }
         nodes.push(NodePlan {
@@ -230,13 +236,38 @@ pub fn plan(d: &Description) -> Plan {
             processes,
         });
     }
+    // Second pass: what is numbered after everything else (moves no older fid).
+    for (n, spec) in nodes.iter_mut().zip(&d.nodes) {
+        // processes[0] is hax; the description's follow in order.
+        for (p, ps) in n.processes.iter_mut().skip(1).zip(&spec.processes) {
+            if ps.dtm0 {
+                p.services
+                    .push((Fid::typed(b's', 1, take(1)), "dtm0".to_string()));
+            }
+            for path in &ps.drives {
+                let key = take(2);
+                p.sdevs.push((
+                    Fid::typed(b'd', 1, key),
+                    Fid::typed(b'k', 1, key + 1),
+                    path.clone(),
+                ));
+            }
+        }
+    }
     let mut kv = BTreeMap::new();
     let mut services = Vec::new();
     for (i, n) in nodes.iter().enumerate() {
         let node_key = format!("m0conf/nodes/{}", n.fid);
+        let hw = |t: u8, k: u64| Fid::typed(t, 1, n.fid.key + k).to_string();
         kv.insert(
             node_key.clone(),
-            json!({"name": n.name, "state": INITIAL_STATE}).to_string(),
+            json!({
+                "name": n.name,
+                "state": INITIAL_STATE,
+                "enclosure": hw(b'e', 1),
+                "controller": hw(b'c', 2),
+            })
+            .to_string(),
         );
         let check = d.check_of(i);
         for p in &n.processes {
@@ -250,6 +281,15 @@ pub fn plan(d: &Description) -> Plan {
                     format!("{pkey}/services/{s}"),
                     json!({"type": t, "state": INITIAL_STATE}).to_string(),
                 );
+            }
+            if let Some((ios, _)) = p.services.iter().find(|(_, t)| t == "ios") {
+                for (sdev, drive, path) in &p.sdevs {
+                    kv.insert(
+                        format!("{pkey}/services/{ios}/sdevs/{sdev}"),
+                        json!({"drive": drive.to_string(), "path": path, "state": INITIAL_STATE})
+                            .to_string(),
+                    );
+                }
             }
             let check = check_plan(check, n, p);
             let meta = BTreeMap::from([
@@ -439,8 +479,53 @@ mod tests {
         assert_eq!(t.service_of_type(f(b'r', 6), "ha"), Some(f(b's', 7)));
         assert_eq!(
             p.kv["m0conf/nodes/0x6e00000000000001:0x2"],
-            r#"{"name":"node-1","state":"M0_NC_UNKNOWN"}"#
+            r#"{"controller":"0x6300000000000001:0x4","enclosure":"0x6500000000000001:0x3","name":"node-1","state":"M0_NC_UNKNOWN"}"#
         );
+        let hw = t.hardware[&f(b'n', 2)];
+        assert_eq!(
+            (hw.enclosure, hw.controller),
+            (Some(f(b'e', 3)), Some(f(b'c', 4)))
+        );
+    }
+
+    #[test]
+    fn drives_and_dtm0_services_are_numbered_after_everything_and_read_back() {
+        let mut d = single();
+        d.nodes[0].processes[1].drives = vec!["/dev/sdb".into(), "/dev/sdc".into()];
+        d.nodes[0].processes[2].dtm0 = true;
+        let p = plan(&d);
+        let before = plan(&single());
+        // No older fid moved.
+        for (a, b) in p.nodes[0].processes.iter().zip(&before.nodes[0].processes) {
+            assert_eq!(a.fid, b.fid);
+            assert_eq!(a.services[..b.services.len()], b.services[..]);
+        }
+        let kv: Vec<(String, String)> = p.kv.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let t = ConfigTree::from_kv(&kv);
+        let ios1 = &p.nodes[0].processes[2];
+        assert_eq!(ios1.sdevs.len(), 2);
+        for (sdev, drive, _) in &ios1.sdevs {
+            assert_eq!(t.sdevs[sdev].drive, Some(*drive));
+            assert_eq!(Some(t.sdevs[sdev].service), t.service_of_type(ios1.fid, "ios"));
+        }
+        let ios2 = &p.nodes[0].processes[3];
+        assert!(t.service_of_type(ios2.fid, "dtm0").is_some());
+        let all: std::collections::BTreeSet<u64> = p
+            .nodes[0]
+            .processes
+            .iter()
+            .flat_map(|p| {
+                std::iter::once(p.fid.key)
+                    .chain(p.services.iter().map(|s| s.0.key))
+                    .chain(p.sdevs.iter().flat_map(|(s, k, _)| [s.key, k.key]))
+            })
+            .collect();
+        let count = p.nodes[0]
+            .processes
+            .iter()
+            .map(|p| 1 + p.services.len() + 2 * p.sdevs.len())
+            .sum::<usize>();
+        assert_eq!(all.len(), count, "keys unique across types");
     }
 
     #[test]
