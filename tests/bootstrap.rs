@@ -675,7 +675,10 @@ fn a_large_cluster_is_written_in_transactions_of_at_most_64_ops() {
     }
     d.validate().unwrap();
     let plan = cluster::plan(&d);
-    assert_eq!(plan.kv.len(), 1 + 29 * 3);
+    let sdevs: usize = plan.nodes[0].processes.iter().map(|p| p.sdevs.len()).sum();
+    // The node (naming its enclosure and controller), 29 processes with 2 services each, the
+    // sdevs of the IO servers' drives.
+    assert_eq!(plan.kv.len(), 1 + 29 * 3 + sdevs);
     let report = run(&plan, &agent.http_url(), false);
     assert_eq!(report.outcome, Outcome::Created);
     assert_eq!(report.transactions, 2);

@@ -8,9 +8,10 @@
 //! and its RM service key + 2: the seed RFC's rule FidResolver falls back on. The single-node
 //! example thus gets node 0x2, hax 0x6 (HA 0x7, RM 0x8), confd 0x9 (0xa, 0xb), IO servers 0xc
 //! and 0xf, as in `scripts/demo`. A node's enclosure `e` and controller `c` take the node's
-//! key + 1 and + 2. What came later (DTM0 services `s`, and per drive of an IO server its
-//! sdev `d` and drive `k`) is numbered after everything else, in description order, so it
-//! moves no older fid.
+//! key + 1 and + 2. What came later is numbered from its process's key P, above anything the
+//! counter reaches (P << 20): a DTM0 service `s` at P << 20, and drive i of an IO server its
+//! sdev `d` at (P << 20) + 2i + 1 and drive `k` at + 2i + 2. Adding a process, a drive or a
+//! DTM0 service thus moves no fid that existed before.
 use super::description::{
     CheckKind, CheckSpec, Description, ProcessKind, DEFAULT_SCRIPT_INTERVAL, DEFAULT_TTL,
 };
@@ -236,16 +237,17 @@ pub fn plan(d: &Description) -> Plan {
             processes,
         });
     }
-    // Second pass: what is numbered after everything else (moves no older fid).
+    // What hangs below a process, numbered from its key (moves no fid that existed before).
     for (n, spec) in nodes.iter_mut().zip(&d.nodes) {
         // processes[0] is hax; the description's follow in order.
         for (p, ps) in n.processes.iter_mut().skip(1).zip(&spec.processes) {
+            let base = p.fid.key << 20;
             if ps.dtm0 {
                 p.services
-                    .push((Fid::typed(b's', 1, take(1)), "dtm0".to_string()));
+                    .push((Fid::typed(b's', 1, base), "dtm0".to_string()));
             }
-            for path in &ps.drives {
-                let key = take(2);
+            for (i, path) in ps.drives.iter().enumerate() {
+                let key = base + 2 * i as u64 + 1;
                 p.sdevs.push((
                     Fid::typed(b'd', 1, key),
                     Fid::typed(b'k', 1, key + 1),
@@ -489,11 +491,24 @@ mod tests {
     }
 
     #[test]
-    fn drives_and_dtm0_services_are_numbered_after_everything_and_read_back() {
+    fn drives_and_dtm0_services_move_no_fid_when_the_cluster_grows_and_read_back() {
         let mut d = single();
         d.nodes[0].processes[1].drives = vec!["/dev/sdb".into(), "/dev/sdc".into()];
         d.nodes[0].processes[2].dtm0 = true;
         let p = plan(&d);
+        // A process added later moves no sdev, drive or DTM0 service.
+        let mut grown = d.clone();
+        let mut extra = grown.nodes[0].processes[1].clone();
+        extra.name = "ios-9".into();
+        extra.endpoint_port = 23999;
+        grown.nodes[0].processes.push(extra);
+        let g = plan(&grown);
+        for (a, b) in p.nodes[0].processes.iter().zip(&g.nodes[0].processes) {
+            assert_eq!(
+                (a.fid, &a.services, &a.sdevs),
+                (b.fid, &b.services, &b.sdevs)
+            );
+        }
         let before = plan(&single());
         // No older fid moved.
         for (a, b) in p.nodes[0].processes.iter().zip(&before.nodes[0].processes) {
@@ -506,12 +521,14 @@ mod tests {
         assert_eq!(ios1.sdevs.len(), 2);
         for (sdev, drive, _) in &ios1.sdevs {
             assert_eq!(t.sdevs[sdev].drive, Some(*drive));
-            assert_eq!(Some(t.sdevs[sdev].service), t.service_of_type(ios1.fid, "ios"));
+            assert_eq!(
+                Some(t.sdevs[sdev].service),
+                t.service_of_type(ios1.fid, "ios")
+            );
         }
         let ios2 = &p.nodes[0].processes[3];
         assert!(t.service_of_type(ios2.fid, "dtm0").is_some());
-        let all: std::collections::BTreeSet<u64> = p
-            .nodes[0]
+        let all: std::collections::BTreeSet<u64> = p.nodes[0]
             .processes
             .iter()
             .flat_map(|p| {
