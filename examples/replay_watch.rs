@@ -5,7 +5,13 @@
 //! cargo run --release --example replay_watch -- --url http://127.0.0.1:8008 --rate 200 --concurrency 4 --duration 10
 //! cargo run --release --example replay_watch -- --url http://127.0.0.1:8008 --synthetic-entries 10000 --count 20
 //! cargo run --release --example replay_watch -- --url http://127.0.0.1:8008 some/dir file.json ...
+//! cargo run --release --example replay_watch -- --url http://127.0.0.1:8008 \
+//!     --deliveries tests/fixtures/multinode/main --agent cli-1          # as Consul delivered them
 //! ```
+//!
+//! `--deliveries DIR` replays a multi-node capture (`DIR/deliveries.jsonl`) in arrival order,
+//! each body to its recorded path with its recorded `X-Consul-Index`, only those `--agent`
+//! sent (default: all), one at a time; it prints the answers per step.
 //!
 //! Payloads: the files given (directories: their `*.json`), by default
 //! `tests/fixtures/consul-watch/`; each is POSTed to the path `headers.jsonl` of its
@@ -23,6 +29,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "replay/deliveries.rs"]
+mod deliveries;
+
 struct Args {
     url: String,
     rate: f64,
@@ -32,11 +41,14 @@ struct Args {
     synthetic: Option<usize>,
     node: String,
     inputs: Vec<PathBuf>,
+    deliveries: Option<PathBuf>,
+    agent: Option<String>,
 }
 
 const USAGE: &str =
     "usage: replay_watch [--url http://127.0.0.1:PORT] [--rate N] [--concurrency N] \
-[--count N] [--duration SECONDS] [--synthetic-entries N] [--node NAME] [FILE|DIR ...]";
+[--count N] [--duration SECONDS] [--synthetic-entries N] [--node NAME] [FILE|DIR ...] \
+| [--deliveries DIR [--agent NAME]]";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -48,6 +60,8 @@ fn parse_args() -> Result<Args, String> {
         synthetic: None,
         node: "srvnode-1".into(),
         inputs: Vec::new(),
+        deliveries: None,
+        agent: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -72,6 +86,8 @@ fn parse_args() -> Result<Args, String> {
                     Some(num("--synthetic-entries", val("--synthetic-entries")?)? as usize)
             }
             "--node" => a.node = val("--node")?,
+            "--deliveries" => a.deliveries = Some(PathBuf::from(val("--deliveries")?)),
+            "--agent" => a.agent = Some(val("--agent")?),
             "-h" | "--help" => return Err(USAGE.into()),
             s if s.starts_with("--") => return Err(format!("unknown option {s}\n{USAGE}")),
             s => a.inputs.push(PathBuf::from(s)),
@@ -173,6 +189,9 @@ fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
+    if let Some(dir) = &args.deliveries {
+        return replay_deliveries(&args, dir);
+    }
     let payloads = match args.synthetic {
         Some(n) => vec![(
             format!("synthetic-{n}"),
@@ -299,6 +318,48 @@ fn main() -> ExitCode {
         lat.last().copied().unwrap_or(0.0)
     );
     if sent > 0 && accepted == 0 {
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
+/// `--deliveries`: one pass, in arrival order, as Consul sent them.
+fn replay_deliveries(args: &Args, dir: &Path) -> ExitCode {
+    let all = match deliveries::load(dir) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("replay_watch: {e}");
+            return ExitCode::from(66);
+        }
+    };
+    let agent = ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(3))
+        .timeout(Duration::from_secs(60))
+        .build();
+    let mut per_step: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    let mut failed = 0;
+    for d in all
+        .iter()
+        .filter(|d| args.agent.as_ref().is_none_or(|a| *a == d.agent))
+    {
+        let outcome = match deliveries::post(&agent, &args.url, d) {
+            Ok((code, _)) => code.to_string(),
+            Err(e) => {
+                eprintln!("replay_watch: {e}");
+                failed += 1;
+                "transport error".to_string()
+            }
+        };
+        *per_step
+            .entry(d.step.clone())
+            .or_default()
+            .entry(outcome)
+            .or_insert(0) += 1;
+    }
+    for (step, answers) in &per_step {
+        println!("step {step}: {answers:?}");
+    }
+    if failed > 0 {
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS

@@ -54,11 +54,13 @@ pub struct Cli {
     /// Largest watch payload accepted, in bytes.
     #[arg(long, env = "HAX_PAYLOAD_LIMIT", default_value_t = 32 * 1024 * 1024)]
     pub payload_limit: usize,
-    /// Re-check a failure reported by a watch delivery against current Consul health
-    /// before acting on it (deliveries can be late).
-    #[arg(long, env = "HAX_RECHECK_FAILURES", default_value_t = true, action = clap::ArgAction::Set)]
-    pub recheck_failures: bool,
-    /// Repair lost watch deliveries from hax's own blocking query on Consul health.
+    /// Where Consul health comes from: `node` (this node's own checks, the other nodes'
+    /// through `bq/`; O(N) per failure) or `watches` (Consul watches POSTing whole snapshots
+    /// to hax; O(N²)). Watch POSTs are taken in either mode. See docs/scaling.md.
+    #[arg(long, env = "HAX_HEALTH_FROM", value_enum, default_value = "node")]
+    pub health_from: crate::actors::health_monitor::HealthFrom,
+    /// The safety net of Consul reads: `node` mode reads the checks that are not passing
+    /// every 30 s; `watches` mode repairs lost deliveries with a query over every check.
     #[arg(long, env = "HAX_RECONCILE", default_value_t = true, action = clap::ArgAction::Set)]
     pub reconcile: bool,
     /// Campaign for the RC leader key (off: only follow whoever holds it).

@@ -3,8 +3,8 @@
 use crate::actors::consul_writer::{ConsulWriter, Flush};
 use crate::actors::entrypoint::{self, Responder};
 use crate::actors::fid_resolver::FidResolver;
-use crate::actors::ha_broadcaster::{AttachMero, AttachRecheck, HaBroadcaster, SharedModel};
-use crate::actors::health_monitor::HealthMonitor;
+use crate::actors::ha_broadcaster::{AttachMero, HaBroadcaster, SharedModel};
+use crate::actors::health_monitor::{HealthMonitor, MonitorConfig, MonitorOutputs};
 use crate::actors::merolink::{
     EntrypointLog, LinkedProcesses, MeroLink, MeroLinkConfig, MeroOutputs, Stopped,
 };
@@ -108,13 +108,21 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
     let broadcaster = HaBroadcaster::new(model.clone()).start();
     let monitor = HealthMonitor::new(
         consul.clone(),
-        broadcaster.clone().recipient(),
-        cli.reconcile,
+        MonitorConfig {
+            mode: cli.health_from,
+            node: identity.node.clone(),
+            own: identity.process,
+            reconcile: cli.reconcile,
+            safety_net: Duration::from_secs(30),
+        },
+        MonitorOutputs {
+            reports: broadcaster.clone().recipient(),
+            remote: broadcaster.clone().recipient(),
+            ready: broadcaster.clone().recipient(),
+            writer: Some(writer.clone().recipient()),
+        },
     )
     .start();
-    if cli.recheck_failures {
-        broadcaster.do_send(AttachRecheck(monitor.clone().recipient()));
-    }
 
     let secret = match cli.secret() {
         Ok(s) => s,
@@ -197,6 +205,7 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
             poll: Duration::from_secs(cli.rc_poll_s),
             batch: cli.rc_batch,
             gc_every: Duration::from_secs(5),
+            node_liveness: cli.health_from == crate::actors::health_monitor::HealthFrom::Node,
         },
     });
     let responder = Responder {

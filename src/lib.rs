@@ -13,7 +13,6 @@ pub mod consul;
 pub mod daemon;
 pub mod ffi;
 pub mod fid;
-pub mod hamodel;
 pub mod messages;
 pub mod metrics;
 pub mod model;

@@ -1,6 +1,7 @@
 //! Messages that cross actors. Suffix tells the kind: `...Req` gets a reply, `...Event` is
 //! fire-and-forget, `...Update` pushes state. `actors.md` maps who sends what to whom.
 use crate::fid::Fid;
+use crate::model::health::Snapshot;
 use crate::motr::{HaState, LinkId, Note, ProcessEventKind, ProcessType, StobIoError};
 use actix::Message;
 
@@ -49,37 +50,13 @@ pub struct ProcessEvent {
     pub ack: Option<Ack>,
 }
 
-/// Health of service instances as Consul sees them (WatchIngest / reconciliation →
-/// ProcessStatus). A snapshot of the listed fids only; other fids keep their health.
-#[derive(Clone, Debug, PartialEq, Eq, Message)]
+/// A health report for the HA model (WatchIngest, HealthMonitor → HaBroadcaster).
+#[derive(Clone, Debug, Message)]
 #[rtype(result = "()")]
-pub struct HaStateUpdate {
-    pub entries: Vec<ServiceHealth>,
-    pub source: HealthSource,
+pub struct HealthReport {
+    pub snapshot: Snapshot,
     /// When the news reached hax (a watch POST's arrival): broadcast timings start here.
     pub received: std::time::Instant,
-}
-
-/// Where a health snapshot came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HealthSource {
-    /// A Consul watch delivery (may be stale; failures are re-checked).
-    Watch,
-    /// hax's own read of current Consul health.
-    Consul,
-}
-
-/// One service instance's health in Consul.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceHealth {
-    /// The Consul ServiceID: a process fid for Motr processes.
-    pub process: Fid,
-    pub service_name: String,
-    pub node: String,
-    /// Every check of the entry (serfHealth included) is passing.
-    pub healthy: bool,
-    /// The node's own checks (serfHealth) are passing.
-    pub node_healthy: bool,
 }
 
 /// A drive reported an I/O error (MeroLink → ProcessStatus, recorded under `eq/`).

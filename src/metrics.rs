@@ -45,6 +45,17 @@ pub struct Metrics {
     pub kv_queue_depth: Gauge,
     pub consul_bytes: Family<SourceLabel, Counter>,
     pub unconfirmed_messages: Gauge,
+    pub broadcasts: Counter,
+    pub broadcast_notes: Counter,
+    pub broadcast_handover_seconds: Histogram,
+    pub broadcast_confirmed_seconds: Histogram,
+    pub sends: Family<OutcomeLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    /// "delivered", "not_delivered", "timed_out", "refused".
+    pub outcome: String,
 }
 
 impl Metrics {
@@ -87,8 +98,43 @@ impl Metrics {
             "Messages from Motr processes not yet confirmed (waiting to be durable)",
             unconfirmed_messages.clone(),
         );
+        let broadcasts = Counter::default();
+        registry.register(
+            "broadcasts",
+            "Broadcasts of HA state changes handed to MeroLink",
+            broadcasts.clone(),
+        );
+        let broadcast_notes = Counter::default();
+        registry.register(
+            "broadcast_notes",
+            "HA notes in those broadcasts",
+            broadcast_notes.clone(),
+        );
+        let broadcast_handover_seconds = latency();
+        registry.register(
+            "broadcast_handover_seconds",
+            "From a change reaching hax to the last send of its broadcast handed to Motr",
+            broadcast_handover_seconds.clone(),
+        );
+        let broadcast_confirmed_seconds = latency();
+        registry.register(
+            "broadcast_confirmed_seconds",
+            "From a change reaching hax to the last link's confirmation of its broadcast",
+            broadcast_confirmed_seconds.clone(),
+        );
+        let sends = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "broadcast_sends",
+            "Per-link sends of broadcasts, by outcome",
+            sends.clone(),
+        );
         Metrics {
             registry,
+            broadcasts,
+            broadcast_notes,
+            broadcast_handover_seconds,
+            broadcast_confirmed_seconds,
+            sends,
             consul_txn_seconds,
             consul_txn_errors,
             consul_writes_rejected,
@@ -157,4 +203,36 @@ pub fn consul_bytes(source: &str, n: usize) {
             source: source.to_string(),
         })
         .inc_by(n as u64);
+}
+
+/// A broadcast of `notes` notes was handed to MeroLink.
+pub fn broadcast_notes(notes: usize) {
+    METRICS.broadcasts.inc();
+    METRICS.broadcast_notes.inc_by(notes as u64);
+}
+
+/// A broadcast ended: how its sends went, when its last send was handed to Motr and when
+/// the last link confirmed (seconds from the change reaching hax).
+pub fn broadcast_done(r: &crate::actors::links::SendReport, handed: Option<f64>, confirmed: f64) {
+    if let Some(h) = handed {
+        METRICS.broadcast_handover_seconds.observe(h);
+    }
+    if r.all_delivered() {
+        METRICS.broadcast_confirmed_seconds.observe(confirmed);
+    }
+    for (outcome, n) in [
+        ("delivered", r.delivered),
+        ("not_delivered", r.not_delivered),
+        ("timed_out", r.timed_out),
+        ("refused", r.failed),
+    ] {
+        if n > 0 {
+            METRICS
+                .sends
+                .get_or_create(&OutcomeLabel {
+                    outcome: outcome.to_string(),
+                })
+                .inc_by(n as u64);
+        }
+    }
 }

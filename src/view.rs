@@ -166,6 +166,8 @@ pub struct ClusterView {
     /// what a reconnecting process is told while a new leader is being elected.
     pub last_leader_node: Option<String>,
     pub config: ConfigTree,
+    /// Counts the configuration tree's changes (readers rebuild what they derive from it).
+    pub config_generation: u64,
     pub consul_up: bool,
     pub stopping: bool,
 }

@@ -195,8 +195,9 @@ fn read_fixture(name: &str) -> Vec<u8> {
 fn replaying_every_captured_watch_payload_gives_the_expected_notes() {
     // The captures describe another agent's health: hax takes them at their word here, and
     // hears nothing else (this agent's own watch deliveries would race with the replay).
-    let n = SingleNode::start_unwatched(&["--recheck-failures", "false", "--reconcile", "false"]);
-    let (_confd, _ios1, ios2) = boot_all(&n);
+    let n = SingleNode::start_unwatched(&["--health-from", "watches", "--reconcile", "false"]);
+    // confd listens: ios2 (0xf) is deregistered on the way (FAILED, and its link dropped).
+    let (confd, _ios1, _ios2) = boot_all(&n);
     let headers = String::from_utf8(read_fixture("headers.jsonl")).expect("headers.jsonl is UTF-8");
     let mut expect: Vec<(&str, Fid, u32)> = vec![
         (
@@ -217,6 +218,12 @@ fn replaying_every_captured_watch_payload_gives_the_expected_notes() {
         ),
         ("32-service-confd-step6-all-passing.json", CONFD, ONLINE),
         ("33-service-ios-step6-all-passing.json", IOS2, ONLINE),
+        // Absent from a newer snapshot of its service: gone from Consul, FAILED to Motr.
+        (
+            "35-service-ios-step7-ios-0xf-deregistered.json",
+            IOS2,
+            FAILED,
+        ),
         (
             "37-service-ios-step8-ios-0xc-critical-answered-500.json",
             IOS1,
@@ -237,9 +244,9 @@ fn replaying_every_captured_watch_payload_gives_the_expected_notes() {
         if expect.last().is_some_and(|(f, _, _)| *f == file) {
             let (_, fid, state) = expect.pop().unwrap();
             assert!(
-                wait_heard(&ios2, fid, state),
-                "after {file}: {fid} should be {state}, ios2 heard {:?}; hax's lines about it:\n{}",
-                last_heard(&ios2, fid),
+                wait_heard(&confd, fid, state),
+                "after {file}: {fid} should be {state}, confd heard {:?}; hax's lines about it:\n{}",
+                last_heard(&confd, fid),
                 n.hax
                     .log_text()
                     .lines()
@@ -254,7 +261,7 @@ fn replaying_every_captured_watch_payload_gives_the_expected_notes() {
 
 #[test]
 fn malformed_and_oversized_bodies_get_400_and_413_and_change_nothing() {
-    let n = SingleNode::start_with(&["--payload-limit", "4096", "--recheck-failures", "false"]);
+    let n = SingleNode::start_with(&["--payload-limit", "4096", "--health-from", "watches"]);
     let (_confd, _ios1, ios2) = boot_all(&n);
     let before = settled(&ios2);
     for bad in [
@@ -287,7 +294,7 @@ fn malformed_and_oversized_bodies_get_400_and_413_and_change_nothing() {
 
 #[test]
 fn a_thousand_and_twenty_five_changed_fids_go_out_as_two_messages() {
-    let n = SingleNode::start_with(&["--recheck-failures", "false", "--reconcile", "false"]);
+    let n = SingleNode::start_with(&["--health-from", "watches", "--reconcile", "false"]);
     let (_confd, _ios1, ios2) = boot_all(&n);
     let fids: Vec<Fid> = (0..1025).map(|i| Fid::typed(b'r', 9, 1000 + i)).collect();
     let entries: Vec<serde_json::Value> = fids

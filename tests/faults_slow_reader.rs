@@ -34,6 +34,7 @@ fn a_process_that_stops_reading_neither_blocks_hax_nor_makes_it_grow() {
     let ports = ClusterPorts::allocate();
     register_cluster(agent.client(), agent.node_name(), &ports);
     let base = format!("m0conf/nodes/{NODE_FID}/processes/{IOS1}/services");
+    // And a DTM0 service, so that STARTED (DTM_RECOVERING) and DTM_RECOVERED (ONLINE) differ.
     let ops: Vec<serde_json::Value> = (0..SERVICES)
         .map(|i| {
             txn_kv_set(
@@ -41,6 +42,10 @@ fn a_process_that_stops_reading_neither_blocks_hax_nor_makes_it_grow() {
                 json!({"type": "ios"}).to_string(),
             )
         })
+        .chain(std::iter::once(txn_kv_set(
+            &format!("{base}/{}", Fid::typed(b's', 1, 0xf_0000)),
+            json!({"type": "dtm0"}).to_string(),
+        )))
         .collect();
     for chunk in ops.chunks(64) {
         agent

@@ -6,8 +6,7 @@
 //! - after a broadcast, every fid Motr was told about holds the function's current value
 //!   (broadcasts are exactly its differences), and no broadcast repeats an unchanged state.
 use hax::fid::Fid;
-use hax::messages::ServiceHealth;
-use hax::model::health::{Coverage, Health, Snapshot};
+use hax::model::health::{Coverage, Health, ServiceHealth, Snapshot};
 use hax::model::HaModel;
 use hax::motr::{HaState, ProcessEventKind, ProcessType};
 use hax::view::{ConfigTree, NodeHardware, ProcessConf, SdevConf};

@@ -412,6 +412,7 @@ async fn watch_config(consul: Consul, view: SharedView, wait: Duration) {
                         }
                     }
                     v.config = tree;
+                    v.config_generation += 1;
                 }
             });
             true

@@ -1,21 +1,26 @@
-//! HaBroadcaster: the HA state model and its broadcasts. It owns the model (process events,
-//! Consul health, the states other nodes and the RC report) and sends only its changes to
-//! MeroLink as `Broadcast`s: a health snapshot's changes at once, process events' changes after
-//! a 2 ms window, and while MeroLink still delivers the previous broadcast (at most `hold`),
-//! new changes gather and go out together. It never waits on Consul: it reads nothing from
-//! Consul and writes nothing to it (ProcessStatus records events; HealthMonitor re-checks
-//! failures and reconciles); a failure reaches Motr however slow Consul is.
-use super::health_monitor::Recheck;
+//! HaBroadcaster: owns the HA model (`model::HaModel`) and sends Motr its changes.
+//!
+//! Inputs: process events (MeroLink, without waiting for them to be recorded), health reports
+//! (WatchIngest, HealthMonitor), states other nodes and the RC report through `bq/`
+//! (`RemoteStates`), the configuration tree (read from the shared view). What goes to
+//! MeroLink as `Broadcast`s is the model's differences: a health report's at once, process
+//! events' after a 2 ms window; while MeroLink still delivers the previous broadcast (at most
+//! `hold`), new changes gather and go out together, so a storm costs a few broadcasts, not
+//! one per change. It never waits on Consul: it reads nothing from Consul and writes nothing
+//! to it, so a failure reaches Motr however slow Consul is. MeroLink answers NVEC GET from the
+//! same model (`SharedModel`), once the model is ready (`SharedModel::set_ready`: what a
+//! restarted hax must know before it answers).
 use super::merolink::{MeroCmd, StateView};
 use crate::fid::Fid;
-use crate::hamodel::HaModel;
-use crate::messages::{HaStateUpdate, HealthSource, ProcessEvent};
+use crate::messages::{HealthReport, ProcessEvent};
+use crate::model::health::HealthDelta;
+use crate::model::HaModel;
 use crate::motr::{HaState, Note};
 use crate::rc::RemoteStates;
 use crate::view::SharedView;
 use actix::prelude::*;
 use crossbeam_channel::Sender;
-use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -23,9 +28,9 @@ use std::time::{Duration, Instant};
 pub struct SharedModel {
     pub model: RwLock<HaModel>,
     pub view: SharedView,
-    /// States the RC decided for objects other than processes and services (an sdev
-    /// FAILED), as last broadcast; NVEC GET answers them.
-    pub objects: RwLock<HashMap<Fid, HaState>>,
+    ready: AtomicBool,
+    /// The configuration tree generation the model was built from.
+    config_generation: std::sync::atomic::AtomicU64,
 }
 
 impl SharedModel {
@@ -33,8 +38,37 @@ impl SharedModel {
         SharedModel {
             model: RwLock::new(Default::default()),
             view,
-            objects: RwLock::new(HashMap::new()),
+            ready: AtomicBool::new(false),
+            config_generation: std::sync::atomic::AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// The model holds what hax must know before it answers Motr (configuration tree,
+    /// `processes/`, `states/`, a first health snapshot): NVEC GETs are answered from now on.
+    pub fn set_ready(&self) {
+        if !self.ready.swap(true, Ordering::SeqCst) {
+            log::info!("HA model ready: NVEC GETs are answered");
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// Brings the model's configuration tree and own process up to date with the view.
+    /// Answers whether anything changed.
+    pub fn sync_view(&self) -> bool {
+        let v = self.view.read().unwrap_or_else(|e| e.into_inner());
+        let generation = v.config_generation;
+        if self.config_generation.swap(generation, Ordering::SeqCst) == generation {
+            return false;
+        }
+        let mut m = self.model.write().unwrap_or_else(|e| e.into_inner());
+        m.set_config(&v.config);
+        if let Some(id) = &v.identity {
+            m.set_own(id.process);
+        }
+        true
     }
 }
 
@@ -43,28 +77,33 @@ impl StateView for SharedModel {
         self.model
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .record_sent(process, state);
+            .record_said(process, state);
     }
 
-    fn answer(&self, fids: &[Fid]) -> Vec<Note> {
-        let cfg = self
-            .view
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .config
-            .clone();
-        let mut notes = self
-            .model
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .answer(fids, &cfg);
-        let objects = self.objects.read().unwrap_or_else(|e| e.into_inner());
-        for n in notes.iter_mut() {
-            if let Some(s) = objects.get(&n.fid) {
-                n.state = *s;
-            }
+    fn answer(&self, fids: &[Fid]) -> Option<Vec<Note>> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return None;
         }
-        notes
+        self.sync_view();
+        Some(
+            self.model
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .answer(fids),
+        )
+    }
+
+    fn full_state(&self) -> Option<Vec<Note>> {
+        if !self.ready.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.sync_view();
+        Some(
+            self.model
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .full_state(),
+        )
     }
 }
 
@@ -73,22 +112,21 @@ impl StateView for SharedModel {
 #[rtype(result = "()")]
 struct BroadcastDone(u64);
 
+/// The model holds what hax must know before it answers Motr (HealthMonitor, once it read
+/// the start state): NVEC GETs are answered and changes broadcast from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ModelReady;
+
 /// Connects the broadcaster to MeroLink once MeroLink runs.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct AttachMero(pub Sender<MeroCmd>);
 
-/// Connects the broadcaster to HealthMonitor, which re-checks failures reported by watches.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct AttachRecheck(pub Recipient<Recheck>);
-
 pub struct HaBroadcaster {
     shared: Arc<SharedModel>,
     mero: Option<Sender<MeroCmd>>,
-    recheck: Option<Recipient<Recheck>>,
-    dirty: BTreeSet<Fid>,
-    /// When the oldest change in `dirty` reached hax.
+    /// When the oldest change not broadcast yet reached hax.
     dirty_since: Option<Instant>,
     flush_scheduled: bool,
     coalesce: Duration,
@@ -105,8 +143,6 @@ impl HaBroadcaster {
         HaBroadcaster {
             shared,
             mero: None,
-            recheck: None,
-            dirty: BTreeSet::new(),
             dirty_since: None,
             flush_scheduled: false,
             coalesce: Duration::from_millis(2),
@@ -122,14 +158,25 @@ impl HaBroadcaster {
         self
     }
 
-    fn touch(&mut self, fid: Fid, since: Instant, ctx: &mut Context<Self>) {
-        self.dirty.insert(fid);
+    fn model(&self) -> std::sync::RwLockWriteGuard<'_, HaModel> {
+        self.shared.model.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Inputs changed the model at `since` (when the news reached hax).
+    fn changed(&mut self, since: Instant, at_once: bool, ctx: &mut Context<Self>) {
+        if !self.model().has_changes() {
+            return;
+        }
         self.dirty_since = Some(self.dirty_since.map_or(since, |d| d.min(since)));
-        self.schedule_flush(ctx);
+        if at_once && self.in_flight.is_none() {
+            self.flush(ctx);
+        } else {
+            self.schedule_flush(ctx);
+        }
     }
 
     fn schedule_flush(&mut self, ctx: &mut Context<Self>) {
-        if self.flush_scheduled || self.in_flight.is_some() || self.dirty.is_empty() {
+        if self.flush_scheduled || self.in_flight.is_some() || !self.model().has_changes() {
             return;
         }
         self.flush_scheduled = true;
@@ -142,27 +189,21 @@ impl HaBroadcaster {
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        let dirty = std::mem::take(&mut self.dirty);
+        if !self.shared.is_ready() {
+            // Nothing false in between: what the model says before it read the start state
+            // (a process known only from the configuration, say) is not told to Motr.
+            return;
+        }
+        self.shared.sync_view();
         let since = self.dirty_since.take().unwrap_or_else(Instant::now);
-        let cfg = self
-            .shared
-            .view
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .config
-            .clone();
-        let notes = self
-            .shared
-            .model
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .changes(dirty, &cfg);
+        let notes = self.model().changes();
         if notes.is_empty() {
             return;
         }
         for n in notes.iter().filter(|n| n.fid.is_process()) {
             log::info!("HaBroadcaster: {} -> {}", n.fid, n.state);
         }
+        crate::metrics::broadcast_notes(notes.len());
         let Some(m) = &self.mero else {
             log::debug!(
                 "HaBroadcaster: {} note(s) not broadcast: MeroLink not attached yet",
@@ -176,10 +217,12 @@ impl HaBroadcaster {
         let me = ctx.address();
         let done = Box::new(move |r: super::links::SendReport| {
             let ms = since.elapsed().as_secs_f64() * 1e3;
+            let sent = r
+                .all_sent
+                .map(|t| t.saturating_duration_since(since).as_secs_f64());
+            crate::metrics::broadcast_done(&r, sent, since.elapsed().as_secs_f64());
             if r.all_delivered() {
-                let sent_ms = r.all_sent.map_or(f64::NAN, |t| {
-                    t.saturating_duration_since(since).as_secs_f64() * 1e3
-                });
+                let sent_ms = sent.map_or(f64::NAN, |s| s * 1e3);
                 log::info!(
                     "HaBroadcaster: broadcast {number} of {count} note(s) handed to Motr for {} link(s) {sent_ms:.2} ms and confirmed {ms:.2} ms after the change reached hax",
                     r.delivered
@@ -210,29 +253,18 @@ impl HaBroadcaster {
             self.schedule_flush(ctx);
         }
     }
-
-    fn mark_special_processes(&self) {
-        let v = self.shared.view.read().unwrap_or_else(|e| e.into_inner());
-        let mut m = self.shared.model.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(id) = &v.identity {
-            m.mark_special(id.process);
-        }
-        for c in v.confds.iter().flatten() {
-            m.mark_special(c.fid);
-        }
-    }
 }
 
 impl Actor for HaBroadcaster {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Context<Self>) {}
-}
-
-impl Handler<AttachRecheck> for HaBroadcaster {
-    type Result = ();
-    fn handle(&mut self, m: AttachRecheck, _: &mut Context<Self>) {
-        self.recheck = Some(m.0);
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        // The configuration tree can change under the model (FidResolver keeps the view).
+        ctx.run_interval(Duration::from_millis(500), |act, ctx| {
+            if act.shared.sync_view() {
+                act.changed(Instant::now(), false, ctx);
+            }
+        });
     }
 }
 
@@ -240,6 +272,14 @@ impl Handler<AttachMero> for HaBroadcaster {
     type Result = ();
     fn handle(&mut self, m: AttachMero, _: &mut Context<Self>) {
         self.mero = Some(m.0);
+    }
+}
+
+impl Handler<ModelReady> for HaBroadcaster {
+    type Result = ();
+    fn handle(&mut self, _: ModelReady, ctx: &mut Context<Self>) {
+        self.shared.set_ready();
+        self.changed(Instant::now(), true, ctx);
     }
 }
 
@@ -253,133 +293,57 @@ impl Handler<BroadcastDone> for HaBroadcaster {
 impl Handler<ProcessEvent> for HaBroadcaster {
     type Result = ();
     fn handle(&mut self, ev: ProcessEvent, ctx: &mut Context<Self>) {
-        self.mark_special_processes();
-        self.shared
-            .model
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .on_event(&ev);
-        self.touch(ev.process, Instant::now(), ctx);
+        self.shared.sync_view();
+        self.model().on_event(ev.process, ev.event, ev.process_type);
+        self.changed(Instant::now(), false, ctx);
     }
 }
 
-impl Handler<HaStateUpdate> for HaBroadcaster {
+impl Handler<HealthReport> for HaBroadcaster {
     type Result = ();
-    fn handle(&mut self, u: HaStateUpdate, ctx: &mut Context<Self>) {
-        let mut recheck = BTreeSet::new();
-        let mut changed = Vec::new();
-        {
-            let mut m = self.shared.model.write().unwrap_or_else(|e| e.into_inner());
-            for h in &u.entries {
-                let newly_failed = !h.healthy && m.health(h.process) != Some(false);
-                if self.recheck.is_some() && u.source == HealthSource::Watch && newly_failed {
-                    // A delivery can be late: act on current health, not on the snapshot.
-                    recheck.insert(h.service_name.clone());
-                    continue;
-                }
-                if m.on_health(h) {
-                    changed.push(h.process);
-                }
-            }
-        }
-        for p in changed {
-            self.touch(p, u.received, ctx);
+    fn handle(&mut self, r: HealthReport, ctx: &mut Context<Self>) {
+        self.shared.sync_view();
+        let fresh = self.model().on_snapshot(&r.snapshot);
+        if !fresh {
+            log::info!(
+                "HaBroadcaster: health from {} at index {} is stale (not newer than the last from it); ignored",
+                r.snapshot.source,
+                r.snapshot.index
+            );
+            return;
         }
         // A health snapshot arrives whole: nothing to gather, send it now (unless a broadcast
         // is in flight; then it goes out with what gathers meanwhile).
-        if self.in_flight.is_none() && !self.dirty.is_empty() {
-            self.flush(ctx);
-        }
-        if !recheck.is_empty() {
-            match &self.recheck {
-                Some(r) => r.do_send(Recheck { services: recheck }),
-                None => log::debug!(
-                    "HaBroadcaster: {} service(s) to re-check but no HealthMonitor attached",
-                    recheck.len()
-                ),
-            }
-        }
+        self.changed(r.received, true, ctx);
     }
 }
 
 impl Handler<RemoteStates> for HaBroadcaster {
     type Result = ();
     fn handle(&mut self, u: RemoteStates, ctx: &mut Context<Self>) {
-        if !u.processes.is_empty() {
-            self.mark_special_processes();
-            // Another node's hax is "hax itself" there: ONLINE once STARTED, here too.
-            let v = self.shared.view.read().unwrap_or_else(|e| e.into_inner());
-            let mut m = self.shared.model.write().unwrap_or_else(|e| e.into_inner());
-            for (p, _, _) in u
-                .processes
-                .iter()
-                .filter(|(p, _, _)| v.config.service_of_type(*p, "ha").is_some())
-            {
-                m.mark_special(*p);
+        self.shared.sync_view();
+        {
+            let mut m = self.model();
+            for (process, event, ptype) in &u.processes {
+                m.on_event(*process, *event, *ptype);
             }
-        }
-        for (process, event, process_type) in &u.processes {
-            let ev = ProcessEvent {
-                process: *process,
-                event: *event,
-                process_type: *process_type,
-                pid: 0,
-                link: None,
-                ack: None,
-            };
-            self.shared
-                .model
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .on_event(&ev);
-            self.touch(*process, Instant::now(), ctx);
-        }
-        let changed: Vec<Note> = {
-            let mut objects = self
-                .shared
-                .objects
-                .write()
-                .unwrap_or_else(|e| e.into_inner());
-            u.notes
-                .iter()
-                .filter(|n| objects.insert(n.fid, n.state) != Some(n.state))
-                .copied()
-                .collect()
-        };
-        if changed.is_empty() {
-            return;
-        }
-        for n in &changed {
-            log::info!(
-                "HaBroadcaster: {} -> {} (from {})",
-                n.fid,
-                n.state,
-                u.source
-            );
-        }
-        match &self.mero {
-            Some(m) => {
-                let count = changed.len();
-                let source = u.source.clone();
-                let done = Box::new(move |r: super::links::SendReport| {
-                    if !r.all_delivered() {
-                        log::warn!(
-                            "HaBroadcaster: broadcast of {count} note(s) from {source}: {r:?}"
-                        );
+            for n in &u.notes {
+                m.on_decision(n.fid, n.state);
+            }
+            for d in &u.health {
+                match d {
+                    HealthDelta::Process { fid, health, index } => {
+                        m.on_process_health(*fid, *health, *index)
                     }
-                });
-                let _ = m.send(MeroCmd::Broadcast {
-                    notes: changed,
-                    skip_process: None,
-                    done: Some(done),
-                });
+                    HealthDelta::Node {
+                        node,
+                        health,
+                        index,
+                    } => m.on_node_health(node, *health, *index),
+                }
             }
-            None => log::debug!(
-                "HaBroadcaster: {} note(s) from {} not broadcast: MeroLink not attached yet",
-                changed.len(),
-                u.source
-            ),
         }
+        self.changed(Instant::now(), true, ctx);
     }
 }
 
@@ -387,19 +351,26 @@ impl Handler<RemoteStates> for HaBroadcaster {
 mod tests {
     use super::*;
     use crate::actors::links::{OnDone, SendReport};
-    use crate::messages::ServiceHealth;
+    use crate::model::health::{Coverage, ServiceHealth, Snapshot};
     use crossbeam_channel::{unbounded, Receiver};
 
-    fn failing(p: Fid) -> HaStateUpdate {
-        HaStateUpdate {
-            entries: vec![ServiceHealth {
-                process: p,
-                service_name: "ios".into(),
-                node: "n1".into(),
-                healthy: false,
-                node_healthy: true,
-            }],
-            source: HealthSource::Watch,
+    /// A snapshot listing `p` failing (indexes grow: each is newer than the last).
+    fn failing(p: Fid) -> HealthReport {
+        static INDEX: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        HealthReport {
+            snapshot: Snapshot {
+                source: "/".into(),
+                index: INDEX.fetch_add(1, Ordering::SeqCst),
+                coverage: Coverage::Listed,
+                entries: vec![ServiceHealth {
+                    process: p,
+                    service_name: "ios".into(),
+                    node: "n1".into(),
+                    healthy: false,
+                    node_healthy: true,
+                }],
+                nodes: vec![],
+            },
             received: Instant::now(),
         }
     }
@@ -407,6 +378,7 @@ mod tests {
     /// The broadcaster with a channel in MeroLink's place (it needs no Consul at all).
     async fn start_status(hold: Duration) -> (Addr<HaBroadcaster>, Receiver<MeroCmd>) {
         let shared = Arc::new(SharedModel::new(Default::default()));
+        shared.set_ready();
         let ps = HaBroadcaster::new(shared).with_hold(hold).start();
         let (tx, rx) = unbounded();
         ps.send(AttachMero(tx)).await.unwrap();

@@ -40,7 +40,13 @@ pub struct MeroLinkConfig {
 
 /// Answers NVEC GET questions from memory (implemented by the HA state model).
 pub trait StateView: Send + Sync {
-    fn answer(&self, fids: &[Fid]) -> Vec<Note>;
+    /// One note per asked fid; None while the model is not ready (the question waits).
+    fn answer(&self, fids: &[Fid]) -> Option<Vec<Note>>;
+    /// Every object's state, for a process that reconnected (it heard nothing while its HA
+    /// was away); None while the model is not ready.
+    fn full_state(&self) -> Option<Vec<Note>> {
+        Some(Vec::new())
+    }
     /// MeroLink broadcast `state` for `process` on its own (a restart's FAILED): the model
     /// records it as sent, so that the process's next state is a change again.
     fn broadcast_by_merolink(&self, _process: Fid, _state: HaState) {}
@@ -56,7 +62,7 @@ pub struct EntrypointLog(Arc<Mutex<RequestLog>>);
 
 #[derive(Default)]
 struct RequestLog {
-    by_id: HashMap<ReqId, (Fid, String)>,
+    by_id: HashMap<ReqId, (Fid, String, bool)>,
     /// Arrival order (entries already taken are skipped when they come up).
     order: std::collections::VecDeque<(ReqId, Instant)>,
 }
@@ -70,8 +76,10 @@ impl EntrypointLog {
     pub fn record(&self, req: &EntrypointReq) {
         let mut l = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        l.by_id
-            .insert(req.req_id, (req.process, req.remote_ep.clone()));
+        l.by_id.insert(
+            req.req_id,
+            (req.process, req.remote_ep.clone(), req.first_request),
+        );
         l.order.push_back((req.req_id, now));
         while let Some(&(id, at)) = l.order.front() {
             let expired = now.duration_since(at) >= ENTRYPOINT_LOG_TTL;
@@ -85,7 +93,8 @@ impl EntrypointLog {
             l.by_id.remove(&id);
         }
     }
-    fn take(&self, id: ReqId) -> Option<(Fid, String)> {
+    /// Who asked (process, endpoint, whether it was its first request).
+    fn take(&self, id: ReqId) -> Option<(Fid, String, bool)> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -365,6 +374,14 @@ struct Worker {
     /// Failure-vector requests answered on a link (pool, cookie): never answered twice (a
     /// second answer to one request makes m0d panic).
     fvec_answered: HashMap<LinkId, HashSet<(Fid, (u64, u64))>>,
+    /// NVEC GETs waiting for the model to be ready (link, id of the GET, fids).
+    pending_gets: Vec<(LinkId, u64, Vec<Fid>)>,
+    /// Links that reconnected and wait for the whole state.
+    pending_full: Vec<LinkId>,
+    /// Processes that have had a link here: only their notes go on the self link (Motr
+    /// keeps the state of at most 4096 processes noted there, and only linked processes' links
+    /// are dropped through it).
+    ever_linked: HashSet<Fid>,
 }
 
 impl Worker {
@@ -387,6 +404,9 @@ impl Worker {
             acks_rx,
             stopped_on: HashMap::new(),
             fvec_answered: HashMap::new(),
+            pending_gets: Vec::new(),
+            pending_full: Vec::new(),
+            ever_linked: HashSet::new(),
         }
     }
 
@@ -418,6 +438,9 @@ impl Worker {
                     Ok(cmd) => self.on_cmd(cmd),
                 },
                 recv(after(tick)) -> _ => {},
+            }
+            if !self.pending_gets.is_empty() || !self.pending_full.is_empty() {
+                self.serve_pending();
             }
             // Scanning every pending send is O(links); do it once per tick, not per event.
             if last_expiry.elapsed() >= tick {
@@ -508,13 +531,21 @@ impl Worker {
     fn broadcast(&mut self, notes: &[Note], skip: Option<Fid>, done: Option<OnDone>) {
         let links = self.links.active(skip);
         let own = match self.links.self_link() {
-            Some(own) if !self.draining.is_empty() && links.contains(&own) => own,
+            Some(own) if links.contains(&own) => own,
             _ => return self.send_to(&links, notes, done),
         };
         let others: Vec<LinkId> = links.into_iter().filter(|l| *l != own).collect();
+        // The self link is where Motr drops links: it needs only the notes about processes
+        // linked here, never hax's own (Motr would drop its local link and abort), and none
+        // about a process whose STOPPED confirmation is still on its way.
         let to_self: Vec<Note> = notes
             .iter()
-            .filter(|n| !self.draining.contains_key(&n.fid))
+            .filter(|n| {
+                n.fid.is_process()
+                    && n.fid != self.cfg.process
+                    && self.ever_linked.contains(&n.fid)
+                    && !self.draining.contains_key(&n.fid)
+            })
             .copied()
             .collect();
         let batch = self.deliveries.open(done);
@@ -647,7 +678,8 @@ impl Worker {
                 peer_ep,
             } => {
                 let who = self.out.requests.take(req_id);
-                let process = who.as_ref().map(|(p, _)| *p);
+                let process = who.as_ref().map(|(p, _, _)| *p);
+                let reconnected = who.as_ref().is_some_and(|(_, _, first)| !first);
                 let is_self = process == Some(self.cfg.process) && self.links.self_link().is_none();
                 log::info!(
                     "MeroLink: link {:#x} connected: process {} at {}{}",
@@ -658,6 +690,7 @@ impl Worker {
                 );
                 if let Some(p) = process {
                     self.out.linked.add(p);
+                    self.ever_linked.insert(p);
                 }
                 self.links.connect(
                     link,
@@ -668,6 +701,12 @@ impl Worker {
                         is_self,
                     },
                 );
+                if reconnected && !is_self {
+                    // A process of an HA that restarted (Motr's reconnect case): it heard
+                    // nothing while its HA was away.
+                    self.pending_full.push(link);
+                    self.serve_pending();
+                }
             }
             MotrEvent::LinkReused { req_id, link } => {
                 let who = self.out.requests.take(req_id);
@@ -676,9 +715,10 @@ impl Worker {
                         info.state = LinkState::Active;
                     }
                     if info.process.is_none() {
-                        info.process = who.map(|(p, _)| p);
+                        info.process = who.map(|(p, _, _)| p);
                         if let Some(p) = info.process {
                             self.out.linked.add(p);
+                            self.ever_linked.insert(p);
                         }
                     }
                 }
@@ -689,7 +729,7 @@ impl Worker {
                     .out
                     .requests
                     .take(req_id)
-                    .map(|(p, _)| p.to_string())
+                    .map(|(p, _, _)| p.to_string())
                     .unwrap_or_else(|| "?".into());
                 log::info!("MeroLink: link absent for request {req_id} (process {who}): the process must restart");
             }
@@ -780,18 +820,10 @@ impl Worker {
                 }
             },
             HaMsg::NvecGet { id_of_get, fids } => {
-                // Answering the same GET twice (after a re-send) is harmless.
-                let notes = self.out.view.answer(&fids);
-                let batch = self.deliveries.open(None);
-                for chunk in notes.chunks(NOTES_MAX) {
-                    self.send_tracked(batch, link, id_of_get, chunk);
-                }
-                self.deliveries.seal(batch);
-                log::debug!(
-                    "MeroLink: NVEC GET {id_of_get} ({} fids) answered on link {:#x}",
-                    fids.len(),
-                    link.0
-                );
+                // Answering the same GET twice (after a re-send) is harmless. While the model
+                // is not ready (a restarted hax rebuilding it), the question waits.
+                self.pending_gets.push((link, id_of_get, fids));
+                self.serve_pending();
                 Awaits::Nothing
             }
             HaMsg::FailureVecReq { pool, cookie } => Awaits::Head { pool, cookie },
@@ -864,6 +896,45 @@ impl Worker {
             }
         }
         self.gauge();
+    }
+
+    /// Answers the NVEC GETs and sends the whole state to reconnected links, once the model
+    /// is ready (otherwise they wait; `run` tries again every tick).
+    fn serve_pending(&mut self) {
+        let gets = std::mem::take(&mut self.pending_gets);
+        for (link, id_of_get, fids) in gets {
+            let Some(notes) = self.out.view.answer(&fids) else {
+                self.pending_gets.push((link, id_of_get, fids));
+                continue;
+            };
+            let batch = self.deliveries.open(None);
+            for chunk in notes.chunks(NOTES_MAX) {
+                self.send_tracked(batch, link, id_of_get, chunk);
+            }
+            self.deliveries.seal(batch);
+            log::debug!(
+                "MeroLink: NVEC GET {id_of_get} ({} fids) answered on link {:#x}",
+                fids.len(),
+                link.0
+            );
+        }
+        if self.pending_full.is_empty() {
+            return;
+        }
+        let Some(notes) = self.out.view.full_state() else {
+            return;
+        };
+        for link in std::mem::take(&mut self.pending_full) {
+            if !ffi::is_sendable(link) {
+                continue;
+            }
+            log::info!(
+                "MeroLink: link {:#x} reconnected: sending it the state of {} object(s)",
+                link.0,
+                notes.len()
+            );
+            self.send_to(&[link], &notes, None);
+        }
     }
 
     fn answer_failure_vector(&mut self, link: LinkId, pool: Fid, cookie: (u64, u64)) {
@@ -970,13 +1041,15 @@ mod tests {
 
     struct NoView;
     impl StateView for NoView {
-        fn answer(&self, fids: &[Fid]) -> Vec<Note> {
-            fids.iter()
-                .map(|&fid| Note {
-                    fid,
-                    state: HaState::Online,
-                })
-                .collect()
+        fn answer(&self, fids: &[Fid]) -> Option<Vec<Note>> {
+            Some(
+                fids.iter()
+                    .map(|&fid| Note {
+                        fid,
+                        state: HaState::Online,
+                    })
+                    .collect(),
+            )
         }
     }
 

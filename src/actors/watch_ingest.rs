@@ -1,12 +1,16 @@
 //! WatchIngest: the HTTP endpoint Consul's watch handlers POST to.
 //!
-//! `POST /` (or `/watcher/...`) takes a service-health payload (array of `{Node, Service,
-//! Checks}`) or a checks payload, turns it into an `HaStateUpdate` for ProcessStatus and
-//! answers at once: it never waits on Motr or Consul. Malformed JSON → 400 with a JSON error
-//! body; a body over the limit → 413; service IDs that are not process fids are ignored with
-//! a log line. `GET /` and `GET /healthz` answer liveness.
-use crate::consul::health::parse_payload;
-use crate::messages::{HaStateUpdate, HealthSource};
+//! `POST /`, `/watcher/...` or `/watch/...` takes a service-health payload (array of `{Node,
+//! Service, Checks}`) or a checks payload and hands it to HaBroadcaster as a health snapshot
+//! (`HealthReport`): its source is the path and what it covers (a service name, every check),
+//! its index the delivery's `X-Consul-Index`, so that a stale re-send changes nothing and what
+//! a newer snapshot no longer lists is gone. It never waits on Motr or Consul. Malformed JSON
+//! → 400 with a JSON error body; a body over the limit → 413; service IDs that are not process
+//! fids are ignored with a log line; a keyprefix body is accepted and ignored; any other path
+//! → 404 naming the served ones. `GET /healthz` answers liveness, `GET /metrics` the metrics.
+use crate::consul::health::{parse_payload, Parsed, PayloadKind};
+use crate::messages::HealthReport;
+use crate::model::health::{Coverage, Snapshot};
 use actix::Recipient;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -15,7 +19,7 @@ use serde_json::json;
 /// What the handlers share.
 #[derive(Clone)]
 pub struct IngestState {
-    pub updates: Recipient<HaStateUpdate>,
+    pub updates: Recipient<HealthReport>,
     /// Largest accepted body in bytes.
     pub limit: usize,
     /// The value `X-Hax-Secret` must carry (None: no secret required).
@@ -141,24 +145,32 @@ async fn ingest(
         buf.extend_from_slice(&chunk);
     }
     crate::metrics::consul_bytes("watch", buf.len());
+    let index = req
+        .headers()
+        .get("X-Consul-Index")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
     match parse_payload(&buf) {
         Ok(p) => {
-            if !p.ignored.is_empty() {
+            if !p.ignored.is_empty() && p.kind != PayloadKind::Keys {
                 log::info!(
                     "WatchIngest: ignored {} service id(s) that are not process fids: {:?}",
                     p.ignored.len(),
                     p.ignored.iter().take(5).collect::<Vec<_>>()
                 );
             }
-            let accepted = p.health.len();
-            if accepted > 0 {
-                st.updates.do_send(HaStateUpdate {
-                    entries: p.health,
-                    source: HealthSource::Watch,
-                    received,
-                });
+            let (accepted, ignored) = (p.health.len(), p.ignored.len());
+            if let Some(snapshot) = snapshot_of(req.path(), index, p) {
+                let report = HealthReport { snapshot, received };
+                if st.updates.send(report).await.is_err() {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "hax is stopping: the HA model is gone".into(),
+                    );
+                }
             }
-            HttpResponse::Ok().json(json!({"accepted": accepted, "ignored": p.ignored.len()}))
+            HttpResponse::Ok().json(json!({"accepted": accepted, "ignored": ignored}))
         }
         Err(e) => {
             log::warn!("WatchIngest: {} refused: {e}", req.path());
@@ -167,9 +179,58 @@ async fn ingest(
     }
 }
 
+/// The service name a watch path names (`.../service/<name>`), if it does.
+fn service_of_path(path: &str) -> Option<&str> {
+    let (head, name) = path.trim_end_matches('/').rsplit_once('/')?;
+    (head.ends_with("/service") && !name.is_empty()).then_some(name)
+}
+
+/// The health snapshot a delivery on `path` is (None: a keyprefix body, nothing about health).
+/// Its source is the path and what it covers, so that indexes are compared per watch.
+pub fn snapshot_of(path: &str, index: u64, p: Parsed) -> Option<Snapshot> {
+    let coverage = match &p.kind {
+        PayloadKind::Keys => return None,
+        PayloadKind::Service(Some(name)) => Coverage::Service(name.clone()),
+        PayloadKind::Service(None) => Coverage::Listed,
+        PayloadKind::Checks => Coverage::All,
+        PayloadKind::Empty => match service_of_path(path) {
+            Some(name) => Coverage::Service(name.to_string()),
+            None if path.trim_end_matches('/').ends_with("/checks") => Coverage::All,
+            None => Coverage::Listed,
+        },
+    };
+    let what = match &coverage {
+        Coverage::Service(name) => format!("service {name}"),
+        Coverage::All => "checks".to_string(),
+        _ => "listed".to_string(),
+    };
+    Some(Snapshot {
+        source: format!("POST {path} ({what})"),
+        index,
+        coverage,
+        entries: p.health,
+        nodes: p.nodes,
+    })
+}
+
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::*;
+
+    #[test]
+    fn a_delivery_covers_its_service_or_every_check_and_an_empty_one_what_its_path_names() {
+        let cov = |path: &str, body: &[u8]| {
+            snapshot_of(path, 7, parse_payload(body).unwrap()).map(|s| s.coverage)
+        };
+        assert_eq!(
+            cov("/watcher/service/ios", b"[]"),
+            Some(Coverage::Service("ios".into()))
+        );
+        assert_eq!(cov("/watch/checks", b"null"), Some(Coverage::All));
+        assert_eq!(cov("/", b"[]"), Some(Coverage::Listed));
+        let kv = br#"[{"Key":"eq/1","Value":null}]"#;
+        assert_eq!(cov("/watcher/eq", kv), None);
+    }
 
     #[test]
     fn secrets_compare_equal_only_when_identical() {

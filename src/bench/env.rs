@@ -349,7 +349,10 @@ pub fn hax_command(
         node,
         "--http-port",
         &http_port.to_string(),
-        "--recheck-failures",
+        // Health comes from what the bench POSTs (no Consul watch or query competes).
+        "--health-from",
+        "watches",
+        "--reconcile",
         "false",
         "--entrypoint-pause-ms",
         "200",

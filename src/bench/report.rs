@@ -435,7 +435,9 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
         w,
         "With N processes booted (N links plus hax's self link), the bench POSTs a service-health \
          payload marking processes critical straight to hax's `/watcher/service/ios` (hax runs \
-         with `--recheck-failures false`, so it acts on the POST) and takes the time from just \
+         with `--health-from watches --reconcile false`, so it acts on the POST alone; a payload \
+         listing only the failing processes goes to a path of its own, `/watcher/bench-targets/<n>`, \
+         since a payload is a snapshot of what its path covers) and takes the time from just \
          before the POST to the moment the last simulated process received the TRANSIENT note(s) \
          (each process's reader thread timestamps every note it receives). Then it POSTs them \
          passing and waits for ONLINE before the next repetition ({} repetitions per case, the \

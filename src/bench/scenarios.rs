@@ -419,9 +419,16 @@ pub fn propagation(
         entries = listed.len();
         let crit = payload::health_payload(node, "ios", listed, &targets, 1000 + 2 * rep as u64);
         let ok = payload::health_payload(node, "ios", listed, &[], 1001 + 2 * rep as u64);
+        // A payload is a snapshot of what its path covers: one that lists only the targets
+        // goes to a path of its own, or the processes it leaves out would be taken as gone.
+        let path = if full_view {
+            "/watcher/service/ios".to_string()
+        } else {
+            format!("/watcher/bench-targets/{rep}")
+        };
         let log_from = env.hax_log_len();
         let t0 = Instant::now();
-        match hax.post("/watcher/service/ios", &crit) {
+        match hax.post(&path, &crit) {
             Ok(r) if r.ok() => {}
             Ok(r) => say(format!(
                 "failure propagation: hax answered {} {}",
@@ -451,7 +458,7 @@ pub fn propagation(
         }
         let t1 = Instant::now();
         let online_from = env.hax_log_len();
-        let _ = hax.post("/watcher/service/ios", &ok);
+        let _ = hax.post(&path, &ok);
         let (_, _, m2) = wait_all_heard(procs, &targets, ObjState::Online, t1, limit);
         if m2 > 0 {
             say(format!(
@@ -727,12 +734,13 @@ pub fn watch_ingest(
         // The marker must be ONLINE-able again (the events scenario left it STARTING) and
         // passing, so that each failure below is a change hax broadcasts.
         let _ = p.send_process_event(ProcessEvent::DtmRecovered, ProcessType::M0d);
-        let _ = hax.post("/watcher/service/ios", &ok);
+        // The marker's payloads have a path of their own (a snapshot of what they list only).
+        let _ = hax.post("/watcher/marker", &ok);
         std::thread::sleep(Duration::from_millis(200));
         for _ in 0..handled_reps {
             let t = Instant::now();
             let _ = hax.post("/watcher/service/ios", &body);
-            let _ = hax.post("/watcher/service/ios", &crit);
+            let _ = hax.post("/watcher/marker", &crit);
             match p.wait_for_note_after(marker, ObjState::Transient, t, Duration::from_secs(10)) {
                 Ok(n) => handled.push(n.at.saturating_duration_since(t)),
                 Err(e) => say(format!(
@@ -740,7 +748,7 @@ pub fn watch_ingest(
                 )),
             }
             let t1 = Instant::now();
-            let _ = hax.post("/watcher/service/ios", &ok);
+            let _ = hax.post("/watcher/marker", &ok);
             let _ = p.wait_for_note_after(marker, ObjState::Online, t1, Duration::from_secs(10));
         }
     }

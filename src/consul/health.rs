@@ -2,7 +2,7 @@
 //! watch POSTs (an array of `{Node, Service, Checks}`), and a `checks` watch (an array of
 //! checks). Unknown fields are ignored; `null` is an empty list.
 use crate::fid::Fid;
-use crate::messages::ServiceHealth;
+use crate::model::health::ServiceHealth;
 use serde::Deserialize;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -117,6 +117,23 @@ pub struct Parsed {
     pub health: Vec<ServiceHealth>,
     /// Service IDs that are not process fids (logged and ignored).
     pub ignored: Vec<String>,
+    /// Node checks (serfHealth, node maintenance): (node, all passing).
+    pub nodes: Vec<(String, bool)>,
+    pub kind: PayloadKind,
+}
+
+/// What kind of payload it was (what it covers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// Service-health entries (`{Node, Service, Checks}`), all of this service name when they
+    /// agree on one.
+    Service(Option<String>),
+    /// A checks list: every check of the datacenter.
+    Checks,
+    /// A keyprefix body (KV entries): nothing about health.
+    Keys,
+    /// `null` or `[]`: an empty snapshot of whatever the watch covers.
+    Empty,
 }
 
 /// Why a payload was refused.
@@ -151,6 +168,8 @@ pub fn parse_payload(body: &[u8]) -> Result<Parsed, PayloadError> {
         return Ok(Parsed {
             health: vec![],
             ignored: keys.into_iter().map(|k| k.key).collect(),
+            nodes: vec![],
+            kind: PayloadKind::Keys,
         });
     }
     Err(PayloadError(entries_err.to_string()))
@@ -161,8 +180,19 @@ fn from_entries(entries: &[HealthEntry]) -> Parsed {
     let mut out = Parsed {
         health: Vec::with_capacity(entries.len()),
         ignored: vec![],
+        nodes: vec![],
+        kind: PayloadKind::Empty,
     };
+    let mut name: Option<&str> = None;
+    let mut one_name = true;
+    let mut nodes: BTreeMap<&str, bool> = BTreeMap::new();
     for e in entries {
+        match name {
+            None => name = Some(&e.service.service),
+            Some(n) if n != e.service.service => one_name = false,
+            _ => {}
+        }
+        *nodes.entry(&e.node.node).or_insert(true) &= e.checks.node_passing;
         match Fid::parse_process_id(&e.service.id) {
             Ok(fid) if fid.is_process() => out.health.push(ServiceHealth {
                 process: fid,
@@ -174,6 +204,13 @@ fn from_entries(entries: &[HealthEntry]) -> Parsed {
             _ => out.ignored.push(e.service.id.to_string()),
         }
     }
+    if !entries.is_empty() {
+        out.kind = PayloadKind::Service(name.filter(|_| one_name).map(str::to_string));
+    }
+    out.nodes = nodes
+        .into_iter()
+        .map(|(n, ok)| (n.to_string(), ok))
+        .collect();
     out
 }
 
@@ -199,6 +236,8 @@ pub fn from_checks(checks: &[Check]) -> Parsed {
     let mut out = Parsed {
         health: vec![],
         ignored: vec![],
+        nodes: node_ok.iter().map(|(n, ok)| (n.to_string(), *ok)).collect(),
+        kind: PayloadKind::Checks,
     };
     for ((node, id), (name, ok)) in per {
         match Fid::parse_process_id(id) {
@@ -283,5 +322,35 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod kind_tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let p = format!(
+            "{}/tests/fixtures/consul-watch/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {p}: {e}"))
+    }
+
+    #[test]
+    fn a_payload_says_what_it_covers_and_carries_the_node_checks() {
+        let p = parse_payload(&fixture("22-service-ios-step2-ios-0xc-critical.json")).unwrap();
+        assert_eq!(p.kind, PayloadKind::Service(Some("ios".into())));
+        assert_eq!(p.nodes, vec![("srvnode-1".to_string(), true)]);
+        let c = parse_payload(&fixture("21-checks-step2-ios-0xc-critical.json")).unwrap();
+        assert_eq!(c.kind, PayloadKind::Checks);
+        assert_eq!(c.nodes, vec![("srvnode-1".to_string(), true)]);
+        assert_eq!(parse_payload(b"[]").unwrap().kind, PayloadKind::Empty);
+        assert_eq!(
+            parse_payload(&fixture("46-keyprefix-eq-kv6-eq-1.json"))
+                .unwrap()
+                .kind,
+            PayloadKind::Keys
+        );
     }
 }

@@ -9,8 +9,20 @@
 //! no newer than the last one taken from its source is stale (Consul re-sends old bodies after
 //! a leader change) and changes nothing.
 use crate::fid::Fid;
-use crate::messages::ServiceHealth;
 use std::collections::{HashMap, HashSet};
+
+/// One service instance's health in Consul.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceHealth {
+    /// The Consul ServiceID: a process fid for Motr processes.
+    pub process: Fid,
+    pub service_name: String,
+    pub node: String,
+    /// Every check of the entry (serfHealth included) is passing.
+    pub healthy: bool,
+    /// The node's own checks (serfHealth) are passing.
+    pub node_healthy: bool,
+}
 
 /// What a snapshot covers: what is absent from it is gone.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -23,6 +35,9 @@ pub enum Coverage {
     All,
     /// Nothing can be said of what is absent (e.g. an empty body on an unnamed path).
     Listed,
+    /// Every check of the datacenter that is not passing (`/v1/health/state/any` filtered):
+    /// a process or node held failing as of an older index and absent from it passes now.
+    NotPassing,
 }
 
 /// One health report.
@@ -38,12 +53,47 @@ pub struct Snapshot {
     pub nodes: Vec<(String, bool)>,
 }
 
+/// One health fact reported through the cluster's broadcast queue (`bq/`): a process's health
+/// (published by the hax of its node) or a node's (published by the RC leader).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HealthDelta {
+    Process {
+        fid: Fid,
+        health: Health,
+        index: u64,
+    },
+    Node {
+        node: String,
+        health: Health,
+        index: u64,
+    },
+}
+
 /// A process's or a node's health, as of some index.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Health {
     Passing,
     Failing,
     Gone,
+}
+
+impl Health {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Health::Passing => "passing",
+            Health::Failing => "failing",
+            Health::Gone => "gone",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Health> {
+        match s {
+            "passing" => Some(Health::Passing),
+            "failing" => Some(Health::Failing),
+            "gone" => Some(Health::Gone),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +139,32 @@ impl HealthBook {
         self.processes.keys().copied()
     }
 
+    /// Whether `s` no longer lists what its source listed before and must still be there:
+    /// hax's own process (hax runs, so it is registered) or, for a snapshot of every check,
+    /// hax's node. Consul answers such snapshots for a while after a partition heals (a
+    /// server catching up serves its node without services); taking their absences for
+    /// removals would fail live processes.
+    pub fn drops_the_living(&self, s: &Snapshot, own: Fid, own_node: Option<&str>) -> bool {
+        let Some(src) = self.sources.get(&s.source) else {
+            return false;
+        };
+        match s.coverage {
+            Coverage::Listed | Coverage::NotPassing => return false,
+            _ => {}
+        }
+        if src.processes.contains(&own) && !s.entries.iter().any(|e| e.process == own) {
+            return true;
+        }
+        match (own_node, &s.coverage) {
+            (Some(n), Coverage::All) => {
+                src.nodes.contains(n)
+                    && !s.nodes.iter().any(|(m, _)| m == n)
+                    && !s.entries.iter().any(|e| e.node == n)
+            }
+            _ => false,
+        }
+    }
+
     /// Applies a snapshot. None when it is stale (no newer than the last from its source).
     pub fn apply(&mut self, s: &Snapshot) -> Option<Changed> {
         let index = if s.index == 0 { self.newest } else { s.index };
@@ -106,15 +182,21 @@ impl HealthBook {
             .chain(s.entries.iter().map(|e| e.node.clone()))
             .collect();
         let absent_processes: Vec<Fid> = match &s.coverage {
-            Coverage::Listed => Vec::new(),
+            Coverage::Listed | Coverage::NotPassing => Vec::new(),
             _ => src.processes.difference(&listed).copied().collect(),
         };
         let absent_nodes: Vec<String> = match &s.coverage {
             Coverage::All => src.nodes.difference(&listed_nodes).cloned().collect(),
             _ => Vec::new(),
         };
-        src.processes = listed;
-        src.nodes = listed_nodes;
+        if s.coverage == Coverage::Listed {
+            // Says nothing of the rest: what the source listed before still counts.
+            src.processes.extend(listed);
+            src.nodes.extend(listed_nodes);
+        } else {
+            src.processes = listed;
+            src.nodes = listed_nodes;
+        }
         let mut changed = Changed::default();
         for e in &s.entries {
             let h = if e.healthy {
@@ -147,6 +229,28 @@ impl HealthBook {
         for n in absent_nodes {
             if merge(&mut self.nodes, n.clone(), Health::Gone, index) {
                 changed.nodes.push(n);
+            }
+        }
+        if s.coverage == Coverage::NotPassing {
+            fn recovered<K: Clone>(m: &HashMap<K, Fact>, index: u64) -> Vec<K> {
+                m.iter()
+                    .filter(|(_, f)| f.health == Health::Failing && f.index < index)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            }
+            for p in recovered(&self.processes, index) {
+                if !src.processes.contains(&p)
+                    && merge(&mut self.processes, p, Health::Passing, index)
+                {
+                    changed.processes.push(p);
+                }
+            }
+            for n in recovered(&self.nodes, index) {
+                if !src.nodes.contains(&n)
+                    && merge(&mut self.nodes, n.clone(), Health::Passing, index)
+                {
+                    changed.nodes.push(n);
+                }
             }
         }
         Some(changed)
@@ -275,5 +379,39 @@ mod tests {
         b.apply(&s);
         assert_eq!(b.node("n2"), Some(Health::Gone));
         assert_eq!(b.node("n1"), Some(Health::Passing));
+    }
+
+    #[test]
+    fn a_not_passing_snapshot_clears_only_older_failures_it_no_longer_lists() {
+        let mut b = HealthBook::default();
+        b.apply(&snap(
+            "w/ios",
+            10,
+            IOS(),
+            vec![sh(1, "n1", false), sh(2, "n1", false)],
+        ));
+        b.apply(&snap(
+            "w/ios",
+            30,
+            IOS(),
+            vec![sh(1, "n1", false), sh(2, "n1", false), sh(3, "n1", false)],
+        ));
+        // The safety net at index 20 lists only process 2: process 1 failed again since
+        // (index 30), so the older query cannot clear it; process 3 likewise.
+        let c = b
+            .apply(&snap(
+                "q/not-passing",
+                20,
+                Coverage::NotPassing,
+                vec![sh(2, "n1", false)],
+            ))
+            .unwrap();
+        assert!(c.processes.is_empty());
+        // At index 40 it lists nothing: every failure older than it is over.
+        let c = b
+            .apply(&snap("q/not-passing", 40, Coverage::NotPassing, vec![]))
+            .unwrap();
+        assert_eq!(c.processes.len(), 3);
+        assert_eq!(b.process(Fid::typed(b'r', 1, 1)), Some(Health::Passing));
     }
 }

@@ -77,9 +77,31 @@ impl HaModel {
         }
     }
 
-    /// A health snapshot; false when it was stale (changed nothing).
+    /// A health snapshot; false when it was stale (changed nothing). A snapshot that drops
+    /// hax itself (or its node) is taken for what it lists only (`HealthBook::drops_the_living`).
     pub fn on_snapshot(&mut self, s: &Snapshot) -> bool {
-        match self.health.apply(s) {
+        let own_node = self
+            .own
+            .and_then(|p| self.topo.node_of(p))
+            .and_then(|n| self.topo.name_of_node(n))
+            .map(str::to_string);
+        let implausible = self
+            .own
+            .is_some_and(|own| self.health.drops_the_living(s, own, own_node.as_deref()));
+        let applied = if implausible {
+            log::warn!(
+                "HA model: health from {} at index {} no longer lists this hax{}: what it lists is taken, what it leaves out is not taken as removed",
+                s.source,
+                s.index,
+                if s.coverage == health::Coverage::All { " or its node" } else { "" }
+            );
+            let mut listed = s.clone();
+            listed.coverage = health::Coverage::Listed;
+            self.health.apply(&listed)
+        } else {
+            self.health.apply(s)
+        };
+        match applied {
             Some(c) => {
                 self.touch_changed(c);
                 true

@@ -1,7 +1,6 @@
 //! The state table, case by case (docs/ha-states.md).
-use super::health::{Coverage, Health, Snapshot};
+use super::health::{Coverage, Health, ServiceHealth, Snapshot};
 use super::*;
-use crate::messages::ServiceHealth;
 use crate::view::{ConfigTree, NodeHardware, ProcessConf, SdevConf};
 
 const N1: Fid = Fid::typed(b'n', 1, 2);
@@ -260,4 +259,24 @@ fn broadcasts_are_the_differences_and_get_answers_what_was_last_said() {
     // A fid never said yet is said by the answer, and remembered.
     let pool = Fid::typed(b'o', 1, 4);
     assert_eq!(m.answer(&[pool])[0].state, HaState::Online);
+}
+
+#[test]
+fn a_node_snapshot_that_no_longer_lists_hax_itself_removes_nothing() {
+    let mut m = model();
+    let node = |index: u64, entries: Vec<ServiceHealth>| Snapshot {
+        source: "query/node".into(),
+        index,
+        coverage: Coverage::Node("n1".into()),
+        entries,
+        nodes: vec![("n1".into(), true)],
+    };
+    m.on_snapshot(&node(10, vec![sh(HAX, "n1", true), sh(IOS, "n1", true)]));
+    assert_eq!(m.state(IOS), HaState::Online);
+    // Consul catching up after a partition: the node without its services.
+    m.on_snapshot(&node(11, vec![]));
+    assert_eq!(m.state(IOS), HaState::Online, "not taken as removed");
+    // A complete answer without the ios: it was deregistered.
+    m.on_snapshot(&node(12, vec![sh(HAX, "n1", true)]));
+    assert_eq!(m.state(IOS), HaState::Failed);
 }

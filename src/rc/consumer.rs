@@ -15,6 +15,7 @@ use crate::actors::fid_resolver::Backoff;
 use crate::consul::kv::KvEntry;
 use crate::consul::Consul;
 use crate::fid::Fid;
+use crate::model::health::HealthDelta;
 use crate::motr::Note;
 use actix::Recipient;
 use std::collections::BTreeSet;
@@ -44,6 +45,31 @@ pub fn bq_action(entry: &QueueEntry, own_node: &str) -> BqAction {
         }
     };
     let source = entry.key.clone();
+    if let Some(news) = super::health_news::decode(&e) {
+        return match news {
+            Ok(d) => BqAction::Apply {
+                what: match &d {
+                    HealthDelta::Process { fid, health, index } => {
+                        format!("process {fid} {} as of index {index}", health.name())
+                    }
+                    HealthDelta::Node {
+                        node,
+                        health,
+                        index,
+                    } => format!("node {node} {} as of index {index}", health.name()),
+                },
+                states: RemoteStates {
+                    source,
+                    processes: Vec::new(),
+                    notes: Vec::new(),
+                    health: vec![d],
+                },
+            },
+            Err(why) => BqAction::Pass {
+                why: format!("malformed {} entry: {why}; skipped", e.message_type),
+            },
+        };
+    }
     match e.message_type.as_str() {
         envelope::PROCESS_STATE_UPDATE => match ProcessUpdate::from_envelope(&e) {
             Ok(u) if u.node.as_deref() == Some(own_node) => BqAction::Pass {
@@ -64,6 +90,7 @@ pub fn bq_action(entry: &QueueEntry, own_node: &str) -> BqAction {
                     source,
                     processes: vec![(u.fid, u.event, u.ptype)],
                     notes: Vec::new(),
+                    health: Vec::new(),
                 },
             },
             Err(why) => BqAction::Pass {
@@ -85,6 +112,7 @@ pub fn bq_action(entry: &QueueEntry, own_node: &str) -> BqAction {
                             source,
                             processes: Vec::new(),
                             notes: vec![Note { fid, state }],
+                            health: Vec::new(),
                         },
                     }
                 }
@@ -241,6 +269,7 @@ impl Consumer {
                 source: STATES_PREFIX.to_string(),
                 processes: Vec::new(),
                 notes,
+                health: Vec::new(),
             };
             self.status.send(states).await.ok()?;
         }

@@ -15,7 +15,9 @@
 //! `hax q eq|bq <type> <json>` publishes by hand ([`cmd_q`]).
 pub mod consumer;
 pub mod envelope;
+pub mod health_news;
 pub mod leader;
+pub mod liveness;
 pub mod publish;
 pub mod queue;
 pub mod rules;
@@ -47,6 +49,8 @@ pub struct RemoteStates {
     pub processes: Vec<(Fid, ProcessEventKind, ProcessType)>,
     /// States decided by the RC for other objects (an sdev FAILED).
     pub notes: Vec<Note>,
+    /// Health reported through `bq/` (a process's by its node's hax, a node's by the leader).
+    pub health: Vec<crate::model::health::HealthDelta>,
 }
 
 /// How the RC loop runs.
@@ -61,6 +65,8 @@ pub struct RcConfig {
     pub batch: usize,
     /// How often the leader looks for `bq/` entries every node has handled.
     pub gc_every: Duration,
+    /// The leader watches node liveness for everyone (`--health-from node`).
+    pub node_liveness: bool,
 }
 
 /// Awaits `fut` unless `stop` turns true (or its sender is gone) first.
@@ -105,6 +111,16 @@ pub fn spawn(setup: RcSetup) -> RcHandle {
         stop: rx.clone(),
     };
     tasks.push(crate::supervise::spawn_task("bq consumer", consumer.run()));
+    if let (Some(slot), true) = (&setup.session, setup.cfg.node_liveness) {
+        let l = liveness::Liveness {
+            consul: setup.consul.clone(),
+            slot: slot.clone(),
+            view: setup.view.clone(),
+            node: setup.cfg.node.clone(),
+            stop: rx.clone(),
+        };
+        tasks.push(crate::supervise::spawn_task("node liveness", l.run()));
+    }
     if let Some(slot) = setup.session {
         let rc = leader::Rc {
             consul: setup.consul,

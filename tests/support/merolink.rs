@@ -207,13 +207,15 @@ pub fn state_of(fid: Fid) -> HaState {
 }
 
 impl StateView for TestView {
-    fn answer(&self, fids: &[Fid]) -> Vec<Note> {
-        fids.iter()
-            .map(|f| Note {
-                fid: *f,
-                state: state_of(*f),
-            })
-            .collect()
+    fn answer(&self, fids: &[Fid]) -> Option<Vec<Note>> {
+        Some(
+            fids.iter()
+                .map(|f| Note {
+                    fid: *f,
+                    state: state_of(*f),
+                })
+                .collect(),
+        )
     }
 }
 
@@ -249,6 +251,7 @@ pub fn ready_view(endpoint: &str) -> SharedView {
         last_leader_node: Some(NODE.into()),
         config,
         consul_up: true,
+        config_generation: 1,
         stopping: false,
     }))
 }
