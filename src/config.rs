@@ -132,6 +132,16 @@ pub enum Command {
         /// The entry's payload, as JSON.
         payload: String,
     },
+    /// Show the cluster as Consul and hax see it: nodes, per process its fid, endpoint,
+    /// Consul health, `processes/` state and the HA state hax last told Motr; the RC leader;
+    /// the queues. Reads Consul (--consul) and the local hax (--http-addr, --http-port).
+    /// Exit 0: every process ONLINE; 1: some process is not; 2: hax could not be asked;
+    /// 69: Consul could not be read.
+    Status {
+        /// Print JSON (for scripts) instead of the human view.
+        #[arg(long)]
+        json: bool,
+    },
     /// Exit 0 when KV says the process started and its pid is alive here (a Consul check).
     Check {
         /// The process fid (type 0x72 'r', e.g. 0x7200000000000001:0xc, as registered in

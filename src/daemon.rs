@@ -136,6 +136,10 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
             "no watch secret configured: anyone who can reach the watch endpoint can post health"
         );
     }
+    let status_state = crate::status::endpoint::StatusState {
+        view: view.clone(),
+        model: model.clone(),
+    };
     let ingest = IngestState {
         updates: broadcaster.clone().recipient(),
         limit: cli.payload_limit,
@@ -144,6 +148,8 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
     let server = match actix_web::HttpServer::new(move || {
         actix_web::App::new()
             .app_data(actix_web::web::Data::new(ingest.clone()))
+            .app_data(actix_web::web::Data::new(status_state.clone()))
+            .configure(crate::status::endpoint::configure)
             .app_data(actix_web::web::PayloadConfig::new(ingest.limit))
             .configure(watch_ingest::configure)
     })

@@ -72,6 +72,14 @@ impl SharedModel {
     }
 }
 
+impl SharedModel {
+    /// What Motr was last told of each fid (None: nothing yet), for `GET /status`.
+    pub fn last_said(&self, fids: &[Fid]) -> Vec<(Fid, Option<HaState>)> {
+        let m = self.model.read().unwrap_or_else(|e| e.into_inner());
+        fids.iter().map(|f| (*f, m.last_said(*f))).collect()
+    }
+}
+
 impl StateView for SharedModel {
     fn broadcast_by_merolink(&self, process: Fid, state: HaState) {
         self.model

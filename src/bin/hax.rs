@@ -90,6 +90,10 @@ fn main() {
             let cfg = cli.consul_config();
             hax::rc::cmd_q(&cfg, *queue, message_type, payload)
         }
+        Some(Command::Status { json }) => {
+            let url = format!("http://{}:{}", cli.http_addr, cli.http_port);
+            hax::status::command::cmd_status(&cli.consul_config(), &url, *json)
+        }
         Some(Command::Check { process }) => {
             let fid = hax::config::check_process_fid(process).expect("validated");
             let cfg = cli.consul_config();

@@ -355,6 +355,11 @@ impl HaModel {
             .collect()
     }
 
+    /// What Motr was last told of `f` (None: nothing yet), without saying anything.
+    pub fn last_said(&self, f: Fid) -> Option<HaState> {
+        self.said.get(&f).copied()
+    }
+
     /// What was last said of every object of the tree (for a link that reconnected: the
     /// process did not hear what changed while it was away). Objects never said are said now.
     pub fn full_state(&mut self) -> Vec<Note> {
