@@ -50,6 +50,44 @@ pub struct Metrics {
     pub broadcast_handover_seconds: Histogram,
     pub broadcast_confirmed_seconds: Histogram,
     pub sends: Family<OutcomeLabel, Counter>,
+    pub links: Family<StateLabel, Gauge>,
+    pub entrypoint_seconds: Histogram,
+    pub entrypoint_replies: Family<ResultLabel, Counter>,
+    pub watch_posts: Family<StatusLabel, Counter>,
+    pub rc_queue_length: Family<QueueLabel, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabel {
+    /// "active", "inactive" (its process reported STOPPED), "disconnecting".
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabel {
+    /// "ok", "eagain" (first request, asked to ask again), "restart" (a restarted process:
+    /// its old link dropped first), "held" (a reconnection waiting until hax can answer).
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    /// The HTTP status hax answered.
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    /// "eq" (entries the RC leader has not handled yet, as it last saw them) or "bq"
+    /// (entries this hax has not consumed yet).
+    pub queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    /// "motr" (libmotr) or "stand-in" (simulated Motr processes only).
+    pub backend: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -128,8 +166,51 @@ impl Metrics {
             "Per-link sends of broadcasts, by outcome",
             sends.clone(),
         );
+        let links = Family::<StateLabel, Gauge>::default();
+        registry.register(
+            "motr_links",
+            "Motr HA links this hax holds, by state",
+            links.clone(),
+        );
+        let entrypoint_seconds = latency();
+        registry.register(
+            "entrypoint_seconds",
+            "From Motr's entrypoint request to hax's reply (successful replies)",
+            entrypoint_seconds.clone(),
+        );
+        let entrypoint_replies = Family::<ResultLabel, Counter>::default();
+        registry.register(
+            "entrypoint_replies",
+            "Entrypoint requests by what hax did: ok, eagain, restart, held",
+            entrypoint_replies.clone(),
+        );
+        let watch_posts = Family::<StatusLabel, Counter>::default();
+        registry.register(
+            "watch_posts",
+            "Watch POSTs received, by the HTTP status hax answered",
+            watch_posts.clone(),
+        );
+        let rc_queue_length = Family::<QueueLabel, Gauge>::default();
+        registry.register(
+            "rc_queue_length",
+            "RC queue entries waiting: eq (at the leader) and bq (not consumed by this hax)",
+            rc_queue_length.clone(),
+        );
+        registry.register(
+            "build",
+            "hax's version and Motr backend",
+            prometheus_client::metrics::info::Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                backend: crate::ffi::backend().to_string(),
+            }),
+        );
         Metrics {
             registry,
+            links,
+            entrypoint_seconds,
+            entrypoint_replies,
+            watch_posts,
+            rc_queue_length,
             broadcasts,
             broadcast_notes,
             broadcast_handover_seconds,
@@ -235,4 +316,56 @@ pub fn broadcast_done(r: &crate::actors::links::SendReport, handed: Option<f64>,
                 .inc_by(n as u64);
         }
     }
+}
+
+/// The links MeroLink holds, by state.
+pub fn links(counts: &[(crate::actors::links::LinkState, usize)]) {
+    use crate::actors::links::LinkState;
+    for (state, n) in counts {
+        let name = match state {
+            LinkState::Active => "active",
+            LinkState::Inactive => "inactive",
+            LinkState::Disconnecting => "disconnecting",
+        };
+        METRICS
+            .links
+            .get_or_create(&StateLabel {
+                state: name.to_string(),
+            })
+            .set(*n as i64);
+    }
+}
+
+/// An entrypoint request was handled: `result` (ok, eagain, restart, held); for ok, how long
+/// after Motr's callback the reply was handed back.
+pub fn entrypoint(result: &str, secs: Option<f64>) {
+    METRICS
+        .entrypoint_replies
+        .get_or_create(&ResultLabel {
+            result: result.to_string(),
+        })
+        .inc();
+    if let Some(s) = secs {
+        METRICS.entrypoint_seconds.observe(s);
+    }
+}
+
+/// A watch POST was answered with `status`.
+pub fn watch_post(status: u16) {
+    METRICS
+        .watch_posts
+        .get_or_create(&StatusLabel {
+            status: status.to_string(),
+        })
+        .inc();
+}
+
+/// `n` entries wait in `queue` ("eq", "bq").
+pub fn rc_queue(queue: &str, n: usize) {
+    METRICS
+        .rc_queue_length
+        .get_or_create(&QueueLabel {
+            queue: queue.to_string(),
+        })
+        .set(n as i64);
 }

@@ -96,6 +96,7 @@ impl Responder {
                 let notes = restart_notes(req.process, &services);
                 let tx = done_tx.clone();
                 let r = req.clone();
+                crate::metrics::entrypoint("restart", None);
                 let cmd = MeroCmd::DropRestarted {
                     process: req.process,
                     notes,
@@ -150,6 +151,7 @@ impl Responder {
         match reply {
             Ok(r) => reply_now(&req, &r),
             Err(why) if !req.first_request => {
+                crate::metrics::entrypoint("held", None);
                 log::debug!(
                     "entrypoint: {}'s reconnection still held ({why})",
                     req.process
@@ -158,6 +160,7 @@ impl Responder {
                 deferred.push_back((Instant::now() + self.pause, req));
             }
             Err(why) => {
+                crate::metrics::entrypoint("eagain", None);
                 log::debug!("entrypoint: EAGAIN to {} ({why})", req.process);
                 *last_reason = why;
                 reply_now(
@@ -177,6 +180,7 @@ fn reply_now(req: &EntrypointReq, reply: &EntrypointReply) {
         log::error!("entrypoint: reply to {} failed: {e}", req.process);
     } else if reply.rc == 0 {
         // The time is hax's: from Motr's callback to the reply handed back to Motr.
+        crate::metrics::entrypoint("ok", Some(req.received.elapsed().as_secs_f64()));
         log::info!(
             "entrypoint: {} ({}) -> {} confd(s), quorum {}, RM {} at {}; answered in {:.3} ms",
             req.process,

@@ -77,6 +77,21 @@ impl LinkTable {
         }
         n
     }
+    /// How many links are in each state (active, inactive, disconnecting).
+    pub fn count_by_state(&self) -> [(LinkState, usize); 3] {
+        let mut out = [
+            (LinkState::Active, 0),
+            (LinkState::Inactive, 0),
+            (LinkState::Disconnecting, 0),
+        ];
+        for info in self.links.values() {
+            if let Some(slot) = out.iter_mut().find(|(s, _)| *s == info.state) {
+                slot.1 += 1;
+            }
+        }
+        out
+    }
+
     pub fn self_link(&self) -> Option<LinkId> {
         self.links.iter().find(|(_, i)| i.is_self).map(|(l, _)| *l)
     }

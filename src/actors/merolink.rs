@@ -445,6 +445,7 @@ impl Worker {
             // Scanning every pending send is O(links); do it once per tick, not per event.
             if last_expiry.elapsed() >= tick {
                 last_expiry = Instant::now();
+                crate::metrics::links(&self.links.count_by_state());
                 let expired = self.deliveries.expire(last_expiry);
                 if expired > 0 {
                     log::warn!(

@@ -84,7 +84,13 @@ fn error(status: actix_web::http::StatusCode, msg: String) -> HttpResponse {
     HttpResponse::build(status).json(json!({"error": msg}))
 }
 
-async fn ingest(
+async fn ingest(req: HttpRequest, body: web::Payload, st: web::Data<IngestState>) -> HttpResponse {
+    let resp = take_delivery(req, body, st).await;
+    crate::metrics::watch_post(resp.status().as_u16());
+    resp
+}
+
+async fn take_delivery(
     req: HttpRequest,
     mut body: web::Payload,
     st: web::Data<IngestState>,

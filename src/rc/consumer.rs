@@ -310,7 +310,15 @@ impl Consumer {
             };
             backoff.reset();
             index = if idx < index { 0 } else { idx.max(1) };
-            for e in sorted_entries(kv.unwrap_or_default(), Queue::Bq) {
+            let entries = sorted_entries(kv.unwrap_or_default(), Queue::Bq);
+            let pending = |offset: u64| {
+                entries
+                    .iter()
+                    .filter(|e| e.seq.is_some_and(|s| s > offset))
+                    .count()
+            };
+            crate::metrics::rc_queue("bq", pending(offset));
+            for e in entries.iter().cloned() {
                 let Some(seq) = e.seq else {
                     if warned.insert(e.key.clone()) {
                         log::warn!("bq: {} is not a bq/<number> key; ignored", e.key);
@@ -338,6 +346,7 @@ impl Consumer {
                     saved = offset;
                 }
             }
+            crate::metrics::rc_queue("bq", pending(offset));
             if offset != saved && self.save_offset(offset, true).await {
                 saved = offset;
             }

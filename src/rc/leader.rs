@@ -289,7 +289,9 @@ impl Rc {
         };
         *eq_index = if idx < *eq_index { 0 } else { idx.max(1) };
         let entries = sorted_entries(kv.unwrap_or_default(), Queue::Eq);
+        crate::metrics::rc_queue("eq", entries.len());
         let handled = self.handle(session, &entries).await?;
+        crate::metrics::rc_queue("eq", entries.len().saturating_sub(handled));
         let due = match last_gc {
             None => true,
             Some(t) => {
