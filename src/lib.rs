@@ -24,3 +24,4 @@ pub mod sim;
 pub mod status;
 pub mod supervise;
 pub mod view;
+pub mod waiting;

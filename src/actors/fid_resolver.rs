@@ -8,6 +8,7 @@ use crate::consul::kv::KvEntry;
 use crate::consul::{filter_eq, Consul, ConsulError};
 use crate::fid::Fid;
 use crate::view::{endpoint_of, ClusterView, Confd, ConfigTree, Identity, SharedView};
+use crate::waiting::Waiting;
 use actix::prelude::*;
 use serde::Deserialize;
 use std::time::Duration;
@@ -128,15 +129,13 @@ pub fn jitter() -> f64 {
     (n.wrapping_mul(2654435761) % 1000) as f64 / 1000.0
 }
 
-fn failed(view: &SharedView, what: &str, e: &ConsulError, logged: &mut bool) {
+fn failed(view: &SharedView, what: &str, e: &ConsulError, logged: &mut Waiting) {
     if matches!(e, ConsulError::Unreachable { .. }) {
         set(view, |v| v.consul_up = false);
     }
-    if !*logged {
-        log::warn!("FidResolver: waiting for {what}: {e}");
-        *logged = true;
-    } else {
-        log::debug!("FidResolver: still waiting for {what}: {e}");
+    match logged.failed("FidResolver", what, e) {
+        Some((_, line)) => log::warn!("{line}"),
+        None => log::debug!("FidResolver: still waiting for {what}: {e}"),
     }
 }
 
@@ -156,14 +155,16 @@ async fn watch<T, F>(
 {
     let mut index = 0u64;
     let mut backoff = Backoff::default();
-    let mut logged = false;
+    let mut logged = Waiting::default();
     loop {
         let started = std::time::Instant::now();
         match consul.get_json::<T>(&path, Some(index), wait).await {
             Ok((value, idx)) => {
-                if logged {
-                    log::info!("FidResolver: {what} available again");
-                    logged = false;
+                if let Some(waited) = logged.over() {
+                    log::info!(
+                        "FidResolver: {what} available again (after {:.1} s)",
+                        waited.as_secs_f64()
+                    );
                 }
                 backoff.reset();
                 set(&view, |v| v.consul_up = true);
@@ -191,7 +192,7 @@ async fn watch<T, F>(
 
 async fn node_name(consul: &Consul, view: &SharedView) -> String {
     let mut backoff = Backoff::default();
-    let mut logged = false;
+    let mut logged = Waiting::default();
     loop {
         match consul.agent_node_name().await {
             Ok(n) => return n,
@@ -211,7 +212,7 @@ async fn watch_identity(consul: Consul, view: SharedView, node: Option<String>, 
         "/v1/catalog/service/hax?filter={}",
         filter_eq("Node", &node)
     );
-    let mut warned = false;
+    let mut unregistered = Waiting::default();
     watch::<Vec<CatalogEntry>, _>(
         consul,
         view,
@@ -221,14 +222,13 @@ async fn watch_identity(consul: Consul, view: SharedView, node: Option<String>, 
         move |entries, view| {
             let entry = entries.unwrap_or_default().into_iter().next();
             let Some(e) = entry else {
-                if !warned {
-                    log::warn!(
-                        "FidResolver: no `hax` service registered on node {node} yet; waiting"
-                    );
-                    warned = true;
+                let what = format!("a `hax` service registered on node {node}");
+                if let Some((_, line)) = unregistered.failed("FidResolver", &what, &"none yet") {
+                    log::warn!("{line}");
                 }
                 return false;
             };
+            unregistered.over();
             let process = match Fid::parse_process_id(&e.service_id) {
                 Ok(p) => p,
                 Err(err) => {
@@ -313,7 +313,7 @@ async fn watch_confds(consul: Consul, view: SharedView, wait: Duration) {
 async fn watch_leader(consul: Consul, view: SharedView, wait: Duration) {
     let mut index = 0u64;
     let mut backoff = Backoff::default();
-    let mut logged = false;
+    let mut logged = Waiting::default();
     loop {
         let started = std::time::Instant::now();
         let r = consul
@@ -358,7 +358,7 @@ async fn watch_leader(consul: Consul, view: SharedView, wait: Duration) {
             }
         };
         backoff.reset();
-        logged = false;
+        logged.over();
         set(&view, |v| {
             v.consul_up = true;
             if let Some(n) = named.clone().or_else(|| node.clone()) {

@@ -104,25 +104,26 @@ async fn run(consul: Consul, cfg: MonitorConfig, out: MonitorOutputs) {
     }
 }
 
-/// Retries `read` until it succeeds, logging what hax waits for every 10 s.
+/// Retries `read` until it succeeds, saying what hax waits for (`waiting::Waiting`).
 async fn patiently<T, F, Fut>(what: &str, mut read: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ConsulError>>,
 {
-    let since = Instant::now();
-    let mut said = Instant::now();
+    let mut waiting = crate::waiting::Waiting::default();
     let mut backoff = crate::actors::fid_resolver::Backoff::default();
     loop {
         match read().await {
-            Ok(v) => return v,
+            Ok(v) => {
+                if let Some(w) = waiting.over() {
+                    log::info!("HealthMonitor: read {what} after {:.1} s", w.as_secs_f64());
+                }
+                return v;
+            }
             Err(e) => {
-                if said.elapsed() >= Duration::from_secs(10) || since == said {
-                    log::warn!(
-                        "HealthMonitor: still waiting to read {what} (since {:.0} s ago): {e}",
-                        since.elapsed().as_secs_f64()
-                    );
-                    said = Instant::now();
+                let what = format!("{what} (the HA model needs it before hax answers Motr)");
+                if let Some((_, line)) = waiting.failed("HealthMonitor", &what, &e) {
+                    log::warn!("{line}");
                 }
                 actix_rt::time::sleep(backoff.next_delay()).await;
             }
