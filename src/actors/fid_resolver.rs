@@ -367,6 +367,8 @@ async fn watch_leader(consul: Consul, view: SharedView, wait: Duration) {
             if v.leader_node != node {
                 match &node {
                     Some(n) => log::info!("FidResolver: RC leader is on node {n}"),
+                    // This hax resigning at shutdown: expected.
+                    None if v.stopping => log::info!("FidResolver: no RC leader"),
                     None => log::warn!("FidResolver: no RC leader"),
                 }
                 v.leader_node = node;

@@ -51,6 +51,11 @@ impl SharedModel {
         }
     }
 
+    /// hax is shutting down.
+    pub fn stopping(&self) -> bool {
+        self.view.read().unwrap_or_else(|e| e.into_inner()).stopping
+    }
+
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
     }
@@ -197,6 +202,10 @@ impl HaBroadcaster {
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.shared.stopping() {
+            // MeroLink is dropping every link: nobody would hear it.
+            return;
+        }
         if !self.shared.is_ready() {
             // Nothing false in between: what the model says before it read the start state
             // (a process known only from the configuration, say) is not told to Motr.
@@ -223,6 +232,7 @@ impl HaBroadcaster {
         let number = self.broadcasts;
         let count = notes.len();
         let me = ctx.address();
+        let stopping = self.shared.clone();
         let done = Box::new(move |r: super::links::SendReport| {
             let ms = since.elapsed().as_secs_f64() * 1e3;
             let sent = r
@@ -234,6 +244,10 @@ impl HaBroadcaster {
                 log::info!(
                     "HaBroadcaster: broadcast {number} of {count} note(s) handed to Motr for {} link(s) {sent_ms:.2} ms and confirmed {ms:.2} ms after the change reached hax",
                     r.delivered
+                );
+            } else if stopping.stopping() {
+                log::info!(
+                    "HaBroadcaster: broadcast {number} of {count} note(s) after {ms:.2} ms, hax stopping: {r:?}"
                 );
             } else {
                 log::warn!(

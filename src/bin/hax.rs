@@ -23,6 +23,8 @@ fn main() {
         }
     }
     env_logger::Builder::new()
+        // actix's server start lines are noise to an operator (HAX_LOG can ask for them).
+        .filter_module("actix_server", log::LevelFilter::Warn)
         .parse_filters(&cli.log)
         .format_timestamp_millis()
         .init();
