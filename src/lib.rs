@@ -12,7 +12,7 @@ pub mod config;
 pub mod consul;
 pub mod daemon;
 pub mod ffi;
-pub mod fid;
+pub use hax_fid as fid;
 pub mod messages;
 pub mod metrics;
 pub mod model;
