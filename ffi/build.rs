@@ -1,18 +1,24 @@
-//! Builds the ffi/ shim with `cc` and generates its Rust bindings with bindgen. By default the
-//! shim is linked with the stand-in (ffi/standin). With `--features motr` it is linked with a
-//! real libmotr: from a built cortx-motr tree when `MOTR_SRC` names one, else from an installed
-//! Motr found with pkg-config (`motr.pc`; headers under `<prefix>/include/motr`).
+//! Builds the shim (hax_shim.c) with `cc` and generates its Rust bindings with bindgen. With the
+//! `standin` feature (the default) the shim is linked with the stand-in (standin/*.c). With
+//! `motr` it is linked with a real libmotr: from a built cortx-motr tree when `MOTR_SRC` names
+//! one, else from an installed Motr found with pkg-config (`motr.pc`; headers under
+//! `<prefix>/include/motr`). `motr` wins when both features are on.
 use std::env;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn main() {
-    println!("cargo:rerun-if-changed=ffi");
+    println!("cargo:rerun-if-changed=hax_shim.c");
+    println!("cargo:rerun-if-changed=hax_shim.h");
+    println!("cargo:rerun-if-changed=standin");
     println!("cargo:rerun-if-env-changed=MOTR_SRC");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
+    let here = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    // For the build scripts of dependents (DEP_HAX_SHIM_INCLUDE): where hax_shim.h is.
+    println!("cargo:include={}", here.display());
     let mut build = cc::Build::new();
     build
-        .file("ffi/hax_shim.c")
-        .include("ffi")
+        .file("hax_shim.c")
+        .include(".")
         .flag("-Wall")
         .flag("-Wextra")
         .flag("-Werror")
@@ -26,17 +32,19 @@ fn main() {
             Ok(motr) => motr_build_tree(&mut build, &motr),
             Err(_) => motr_installed(&mut build),
         }
-    } else {
-        build
-            .include("ffi/standin/include")
-            .file("ffi/standin/interface.c")
-            .file("ffi/standin/wire.c");
+    } else if env::var_os("CARGO_FEATURE_STANDIN").is_some() {
+        build.include("standin/include");
+        for c in standin_sources(Path::new("standin")) {
+            build.file(c);
+        }
         build.compile("hax_shim");
         println!("cargo:rustc-link-lib=dylib=pthread");
+    } else {
+        panic!("hax-motr-sys needs a backend: the `standin` feature (the default) or `motr`");
     }
 
     let bindings = bindgen::Builder::default()
-        .header("ffi/hax_shim.h")
+        .header("hax_shim.h")
         .allowlist_function("hax_shim_.*")
         .allowlist_type("hax_.*")
         .allowlist_var("HAX_.*")
@@ -47,6 +55,18 @@ fn main() {
         );
     let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join("shim_bindings.rs");
     bindings.write_to_file(out).expect("write bindings");
+}
+
+/// The stand-in library: every `.c` file of `dir` (ffi/tests/Makefile and scripts/ffi-memcheck
+/// take the same set), in name order.
+fn standin_sources(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "c"))
+        .collect();
+    v.sort();
+    v
 }
 
 /// A built cortx-motr tree: its headers (generated `*_xc.h` included), `config.h` and
