@@ -12,9 +12,9 @@ use hax::fid::Fid;
 use hax::rc::envelope::Envelope;
 use hax::rc::queue::{parse_counter, seq_of, Queue, QueueEntry};
 use hax::rc::rules::{decide, parse_state_record, state_record, ProcessUpdate};
-use hax::sim::wire::{frame_size, read_frame, MAX_FRAME};
-use hax::sim::{FromHa, ToHa};
 use hax::view::{endpoint_of, ConfigTree};
+use hax_sim::wire::{frame_size, read_frame, MAX_FRAME};
+use hax_sim::{FromHa, ToHa};
 
 /// The fuzz targets, by name (the names of `fuzz/fuzz_targets/*.rs` and of the corpus and
 /// regression folders).

@@ -20,7 +20,6 @@ pub mod motr;
 pub mod notify;
 pub mod rc;
 pub mod signals;
-pub mod sim;
 pub mod status;
 pub mod supervise;
 pub mod view;

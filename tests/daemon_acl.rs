@@ -57,8 +57,8 @@ fn with_acls_default_deny_hax_works_with_a_token_and_waits_clearly_without_one()
         !with.log_text().contains(ROOT),
         "the token must never be logged"
     );
-    let p = hax::sim::SimProcess::connect(&with.endpoint(), {
-        let mut c = hax::sim::SimConfig::new(CONFD);
+    let p = hax_sim::SimProcess::connect(&with.endpoint(), {
+        let mut c = hax_sim::SimConfig::new(CONFD);
         c.endpoint = format!("{EP}{}", ports.confd);
         c
     })

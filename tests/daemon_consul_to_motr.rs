@@ -3,7 +3,7 @@
 mod support;
 
 use hax::fid::Fid;
-use hax::sim::SimProcess;
+use hax_sim::SimProcess;
 use serde_json::json;
 use std::time::Duration;
 use support::single_node::*;

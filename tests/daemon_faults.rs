@@ -2,7 +2,7 @@
 mod support;
 
 use hax::fid::Fid;
-use hax::sim::{HaMsg, MsgBody, ProcessEvent, ProcessType, SimConfig, SimProcess};
+use hax_sim::{HaMsg, MsgBody, ProcessEvent, ProcessType, SimConfig, SimProcess};
 use std::time::{Duration, Instant};
 use support::single_node::*;
 use support::*;

@@ -1,7 +1,7 @@
 //! Motr → Consul through the real `hax` binary, a real Consul agent and simulated m0ds.
 mod support;
 
-use hax::sim::{EpReply, ProcessEvent, ProcessType};
+use hax_sim::{EpReply, ProcessEvent, ProcessType};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::single_node::*;
@@ -112,11 +112,11 @@ fn without_a_leader_entrypoints_get_paced_eagain_then_succeed_once_one_is_electe
     // hax's own start is blocked on its own entrypoint: it is not ready.
     assert!(!hax.log_text().contains("hax: ready"));
     let cfg = {
-        let mut c = hax::sim::SimConfig::new(IOS1);
+        let mut c = hax_sim::SimConfig::new(IOS1);
         c.endpoint = format!("{EP}{}", ports.ios1);
         c
     };
-    let p = hax::sim::SimProcess::connect(&hax.endpoint(), cfg).expect("connect");
+    let p = hax_sim::SimProcess::connect(&hax.endpoint(), cfg).expect("connect");
     let t0 = Instant::now();
     let r1 = p.entrypoint(true).unwrap();
     let r2 = p.entrypoint(true).unwrap();

@@ -5,8 +5,8 @@
 #![allow(dead_code)]
 
 use hax::fid::Fid;
-use hax::sim::wire::read_frame;
-use hax::sim::{
+use hax_sim::wire::read_frame;
+use hax_sim::{
     EpReply, EpRequest, FromHa, HaMsg, MsgBody, ProcessEvent, ProcessType, SimConfig, SimError,
     SimProcess, ToHa,
 };
@@ -190,7 +190,7 @@ pub struct RawPeer {
 
 impl RawPeer {
     pub fn connect(ha_endpoint: &str, fid: Fid) -> RawPeer {
-        let addr = hax::sim::parse_ha_endpoint(ha_endpoint).expect("endpoint");
+        let addr = hax_sim::parse_ha_endpoint(ha_endpoint).expect("endpoint");
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
         stream.set_nodelay(true).ok();
         stream.set_write_timeout(Some(Duration::from_secs(15))).ok();

@@ -12,7 +12,7 @@ mod support;
 
 use common::*;
 use hax::fid::Fid;
-use hax::sim::ProcessEvent;
+use hax_sim::ProcessEvent;
 use std::time::{Duration, Instant};
 use support::single_node::*;
 use support::*;

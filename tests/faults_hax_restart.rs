@@ -12,7 +12,7 @@ mod support;
 
 use common::*;
 use hax::fid::Fid;
-use hax::sim::ProcessEvent;
+use hax_sim::ProcessEvent;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use support::single_node::*;
@@ -330,7 +330,7 @@ fn running_m0d_across_a_hax_restart(no_leader: bool) {
     cfg.rpc_timeout = Duration::from_millis(300);
     let (tx, rx) = crossbeam_channel::unbounded();
     cfg.events = Some(tx);
-    let m0d = hax::sim::SimProcess::connect(&n.hax.endpoint(), cfg).expect("connect");
+    let m0d = hax_sim::SimProcess::connect(&n.hax.endpoint(), cfg).expect("connect");
     m0d.boot().expect("the m0d boots");
     assert!(n.wait_process_state(IOS1, "DTM_RECOVERED", Duration::from_secs(10)));
 
@@ -364,12 +364,12 @@ fn running_m0d_across_a_hax_restart(no_leader: bool) {
     // reconnects to the new hax and sends its stop events again there.
     m0d.stop_clean()
         .expect("the m0d stops cleanly: its STOPPED is confirmed by the new hax");
-    let events: Vec<hax::sim::SimEventKind> = rx.try_iter().map(|e| e.kind).collect();
+    let events: Vec<hax_sim::SimEventKind> = rx.try_iter().map(|e| e.kind).collect();
     assert!(
         events.iter().any(|e| matches!(
             e,
-            hax::sim::SimEventKind::Reconnected {
-                link: hax::sim::LinkDecision::Connected
+            hax_sim::SimEventKind::Reconnected {
+                link: hax_sim::LinkDecision::Connected
             }
         )),
         "the m0d reconnected to the new hax with a new link: {events:?}"
@@ -377,7 +377,7 @@ fn running_m0d_across_a_hax_restart(no_leader: bool) {
     assert!(
         !events
             .iter()
-            .any(|e| matches!(e, hax::sim::SimEventKind::Died { .. })),
+            .any(|e| matches!(e, hax_sim::SimEventKind::Died { .. })),
         "the m0d died: {events:?}"
     );
     assert!(n.wait_process_state(IOS1, "STOPPED", Duration::from_secs(10)));

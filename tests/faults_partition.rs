@@ -15,7 +15,7 @@ mod support;
 
 use common::*;
 use hax::fid::Fid;
-use hax::sim::ProcessEvent;
+use hax_sim::ProcessEvent;
 use std::fs;
 use std::io;
 use std::net::{Shutdown, TcpListener, TcpStream};

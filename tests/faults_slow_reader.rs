@@ -9,7 +9,7 @@ mod support;
 
 use common::*;
 use hax::fid::Fid;
-use hax::sim::{ObjState, ProcessEvent, SimConfig, SimProcess};
+use hax_sim::{ObjState, ProcessEvent, SimConfig, SimProcess};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use support::single_node::*;

@@ -6,7 +6,7 @@ mod rc_common;
 mod support;
 
 use hax::fid::Fid;
-use hax::sim::SimProcess;
+use hax_sim::SimProcess;
 use rc_common::*;
 use std::time::Duration;
 use support::*;

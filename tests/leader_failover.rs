@@ -2,7 +2,7 @@
 mod support;
 
 use hax::fid::Fid;
-use hax::sim::{SimConfig, SimProcess};
+use hax_sim::{SimConfig, SimProcess};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use support::single_node::{HaxProc, EP};

@@ -4,7 +4,7 @@ mod support;
 
 use hax::actors::links::{LinkState, SendReport};
 use hax::motr::{HaState, ProcessEventKind, ProcessType};
-use hax::sim::{service_type, LinkDecision, MsgBody, NvecType, ObjState, StobIoq};
+use hax_sim::{service_type, LinkDecision, MsgBody, NvecType, ObjState, StobIoq};
 use std::time::Duration;
 use support::merolink::*;
 
@@ -172,7 +172,7 @@ fn a_broadcast_of_1025_notes_reaches_a_process_as_two_messages() {
         "the process link, two messages, all delivered (the self link takes notes about linked processes only)"
     );
     let msgs = sim.received_msgs();
-    let sets: Vec<Vec<hax::sim::Note>> = msgs[before..]
+    let sets: Vec<Vec<hax_sim::Note>> = msgs[before..]
         .iter()
         .filter_map(|(_, m)| match &m.body {
             MsgBody::Nvec {

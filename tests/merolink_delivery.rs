@@ -8,7 +8,7 @@ use hax::actors::entrypoint::restart_notes;
 use hax::actors::links::{LinkState, SendReport};
 use hax::actors::merolink::MeroCmd;
 use hax::motr::{HaState, ProcessEventKind};
-use hax::sim::{LinkDecision, ObjState};
+use hax_sim::{LinkDecision, ObjState};
 use std::time::{Duration, Instant};
 use support::merolink::*;
 
@@ -308,7 +308,7 @@ fn a_process_event_is_confirmed_only_once_recorded_and_the_messages_after_it_wai
     let (ps, _) = h.boot(sim_config(0x3f));
     h.hold_acks();
     let started = ps
-        .send_process_event(hax::sim::ProcessEvent::Stopping, hax::sim::ProcessType::M0d)
+        .send_process_event(hax_sim::ProcessEvent::Stopping, hax_sim::ProcessType::M0d)
         .expect("send");
     let pool = hax::fid::Fid::typed(b'o', 1, 4);
     // A question after the unconfirmed event: answered only once everything before it is

@@ -7,7 +7,7 @@ use hax::actors::links::{LinkState, SendReport};
 use hax::ffi::{inject_panics, PanicSite};
 use hax::fid::Fid;
 use hax::motr::{HaState, ProcessEventKind};
-use hax::sim::{
+use hax_sim::{
     HaMsg, LinkDecision, MsgBody, NvecType, ObjState, ProcessEvent as SimEvent,
     ProcessType as SimType, SimError,
 };
@@ -33,7 +33,7 @@ fn a_process_vanishing_mid_boot_leaves_merolink_serving_others() {
         nvec_type: NvecType::Get,
         id_of_get: 7,
         ignore_same_state: 0,
-        notes: vec![hax::sim::Note {
+        notes: vec![hax_sim::Note {
             fid: CONFD,
             state: 0,
         }],

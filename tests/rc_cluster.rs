@@ -7,7 +7,7 @@ mod support;
 
 use hax::fid::Fid;
 use hax::rc::timeouts;
-use hax::sim::StobIoq;
+use hax_sim::StobIoq;
 use rc_common::*;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::*;

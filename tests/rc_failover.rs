@@ -6,7 +6,7 @@ mod rc_common;
 mod support;
 
 use hax::fid::Fid;
-use hax::sim::StobIoq;
+use hax_sim::StobIoq;
 use rc_common::*;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

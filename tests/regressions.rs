@@ -83,9 +83,9 @@ fn the_seeds_reach_the_interesting_paths() {
     ))
     .unwrap();
     assert!(!p.health.is_empty());
-    assert!(hax::sim::ToHa::decode(&read("sim_wire", "seed-ep_req")).is_ok());
-    assert!(hax::sim::FromHa::decode(&read("sim_wire", "seed-ep_rep")).is_ok());
-    assert!(hax::sim::ToHa::decode(&read("sim_wire", "seed-msg_stob_ioq")).is_ok());
+    assert!(hax_sim::ToHa::decode(&read("sim_wire", "seed-ep_req")).is_ok());
+    assert!(hax_sim::FromHa::decode(&read("sim_wire", "seed-ep_rep")).is_ok());
+    assert!(hax_sim::ToHa::decode(&read("sim_wire", "seed-msg_stob_ioq")).is_ok());
     let text = String::from_utf8(read("description", "seed-threenode.yaml")).unwrap();
     assert!(hax::cluster::Description::parse(&text).is_ok());
 }

@@ -15,7 +15,7 @@ mod deliveries;
 mod support;
 
 use hax::fid::Fid;
-use hax::sim::{SimConfig, SimProcess, Timeouts};
+use hax_sim::{SimConfig, SimProcess, Timeouts};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

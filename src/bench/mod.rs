@@ -1,5 +1,5 @@
 //! Load tools and benchmarks (`hax-bench`, `examples/replay_watch.rs`): a real Consul dev
-//! agent and the real `hax` binary driven by simulated Motr processes ([`crate::sim`]) and
+//! agent and the real `hax` binary driven by simulated Motr processes ([`hax_sim`]) and
 //! watch payloads; figures from the simulated processes' own timestamps, Consul's own request
 //! counters and `/proc`.
 //!

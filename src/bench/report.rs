@@ -225,7 +225,7 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
          - The single-node cluster registered as in `tests/support/single_node.rs` (hax and confd \
          services with passing TTL checks, the `m0conf/` tree); hax campaigns for the RC leader.\n\
          - `{} target/release/hax {}` (`--http-port <free>`).\n\
-         - Simulated m0d processes from `hax::sim` in the bench process, each on its own TCP \
+         - Simulated m0d processes from `hax_sim` in the bench process, each on its own TCP \
          connection to hax's HA endpoint (stand-in wire protocol): boot = first entrypoint, \
          STARTING, second entrypoint, one FAILURE_VEC_REQ, an NVEC GET of 80 objects, one IO \
          service's STARTING/STARTED, STARTED, DTM_RECOVERED (`SimProcess::boot`).\n",

@@ -1,12 +1,12 @@
 //! The load scenarios, each against an [`Env`] (real Consul + real hax) with simulated Motr
-//! processes from [`crate::sim`]. Every loop is bounded in count and in time.
+//! processes from [`hax_sim`]. Every loop is bounded in count and in time.
 use super::env::{counts_delta, http_counts, process_records, Env, HttpCounts};
 use super::http::Http;
 use super::payload;
 use super::procfs::{self, CpuMeter, Mem};
 use super::stats::Lat;
 use crate::fid::Fid;
-use crate::sim::{
+use hax_sim::{
     boot_many, gen, service_type, FleetOutcome, HaMsg, MsgBody, ObjState, ProcessEvent,
     ProcessType, SimConfig, SimProcess, Timeouts,
 };
@@ -239,7 +239,7 @@ pub fn entrypoint_probe(env: &Env, n: usize, base_key: u64) -> EntrypointProbe {
             .filter_map(|i| {
                 let ep = ep.clone();
                 std::thread::Builder::new()
-                    .stack_size(crate::sim::THREAD_STACK)
+                    .stack_size(hax_sim::THREAD_STACK)
                     .spawn_scoped(s, move || {
                         let mut cfg = SimConfig::new(Fid::typed(b'r', 1, base_key + 2 * i as u64));
                         cfg.timeouts.reply = Duration::from_secs(30);

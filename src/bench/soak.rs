@@ -10,7 +10,7 @@ use super::env::Env;
 use super::payload::health_payload;
 use super::procfs::mem;
 use crate::fid::Fid;
-use crate::sim::{HaMsg, MsgBody, ProcessEvent, ProcessType, SimConfig, SimProcess};
+use hax_sim::{HaMsg, MsgBody, ProcessEvent, ProcessType, SimConfig, SimProcess};
 use std::path::Path;
 use std::time::{Duration, Instant};
 

@@ -6,7 +6,7 @@
 use crate::support::single_node::{HaxProc, EP};
 use crate::support::*;
 use hax::fid::Fid;
-use hax::sim::{SimConfig, SimProcess, Timeouts};
+use hax_sim::{SimConfig, SimProcess, Timeouts};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::Command;

@@ -15,8 +15,8 @@ use hax::actors::merolink::{
 use hax::fid::Fid;
 use hax::messages::{Ack, ProcessEvent, StobIoEvent};
 use hax::motr::{HaState, LinkId, Note, ProcessEventKind};
-use hax::sim::{BootReport, ProcessType as SimType, SimConfig, SimProcess, Timeouts};
 use hax::view::{ClusterView, Confd, ConfigTree, Identity, ProcessConf, SharedView};
+use hax_sim::{BootReport, ProcessType as SimType, SimConfig, SimProcess, Timeouts};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, RwLock};
 use std::thread::JoinHandle;

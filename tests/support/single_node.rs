@@ -3,7 +3,7 @@
 //! binary running, and simulated Motr processes created on demand.
 use super::consul::*;
 use hax::fid::Fid;
-use hax::sim::{SimConfig, SimProcess, Timeouts};
+use hax_sim::{SimConfig, SimProcess, Timeouts};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};

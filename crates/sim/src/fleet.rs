@@ -5,7 +5,7 @@ use super::conn::THREAD_STACK;
 use super::process::SimProcess;
 use super::script::BootReport;
 use super::SimError;
-use crate::fid::Fid;
+use hax_fid::Fid;
 use serde::Serialize;
 use std::time::{Duration, Instant};
 

@@ -1,10 +1,10 @@
 //! `hax-m0d-sim`: plays one or many Motr processes (m0d, m0mkfs) against hax's HA endpoint over
 //! the stand-in wire protocol. Boots them as a real m0d does, then stays (printing the notes HA
 //! sends), stops cleanly, dies or exits. `--json` prints one JSON object per line per event.
-//! The library (`hax::sim`) does the work; this file only maps flags and prints.
+//! The library (`hax_sim`) does the work; this file only maps flags and prints.
 use clap::{Parser, ValueEnum};
-use hax::fid::Fid;
-use hax::sim::{self, gen, SimConfig, SimEvent, SimEventKind, SimProcess, StobIoq};
+use hax_fid::Fid;
+use hax_sim::{self as sim, gen, SimConfig, SimEvent, SimEventKind, SimProcess, StobIoq};
 use serde_json::json;
 use std::io::BufRead;
 use std::process::ExitCode;

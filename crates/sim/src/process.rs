@@ -11,7 +11,7 @@ use super::config::{ReceivedNote, SimConfig, SimEventKind};
 use super::conn::{open, Conn, Shared, State};
 use super::types::*;
 use super::{parse_ha_endpoint, SimError};
-use crate::fid::Fid;
+use hax_fid::Fid;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

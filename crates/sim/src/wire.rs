@@ -7,7 +7,7 @@
 //! (strings may not contain NUL; BE_IO_ERR location/opcode and SNS_ERR opcode fit in a byte,
 //! as in Motr's structures).
 use super::types::*;
-use crate::fid::Fid;
+use hax_fid::Fid;
 use std::io::{self, Read};
 
 /// Largest `len` of a frame (kind byte plus body).

@@ -2,7 +2,7 @@
 //! configuration of the i-th process of a fleet, and `FID:TYPE` service specs.
 use super::config::SimConfig;
 use super::types::service_type;
-use crate::fid::Fid;
+use hax_fid::Fid;
 
 /// `n` distinct configuration objects an m0d plausibly asks about: the root, a profile, a
 /// node, the process itself, its services and pools, then sdevs, drives, pool versions and

@@ -3,7 +3,7 @@
 //!
 //! Values follow `shared/design/halon-interface.md`; the numeric codes are Motr's and never
 //! reordered. Service types stay plain `u64` (Motr has many, see the `service_type` consts).
-use crate::fid::Fid;
+use hax_fid::Fid;
 use std::fmt;
 
 /// Declares a `u64`/`u32`-coded enum with `code()`, `from_code()` and a Motr-style name.

@@ -1,9 +1,9 @@
-//! Tests of the simulator's wire codec (`hax::sim::wire`) and of `SimProcess` against HA peers
+//! Tests of the simulator's wire codec (`hax_sim::wire`) and of `SimProcess` against HA peers
 //! scripted in the test with the same codec: the m0d boot order, blocking on answers, ACKs,
 //! DROP, fault switches, stop/kill/restart, a fleet, and the `hax-m0d-sim` CLI.
-use hax::fid::Fid;
-use hax::sim::wire::{self, read_frame, WireError, MAX_FRAME};
-use hax::sim::*;
+use hax_fid::Fid;
+use hax_sim::wire::{self, read_frame, WireError, MAX_FRAME};
+use hax_sim::*;
 use std::io::{ErrorKind, Write};
 use std::net::{TcpListener, TcpStream};
 use std::thread;
@@ -545,7 +545,7 @@ fn unknown_kinds_types_and_values_are_refused() {
 fn the_committed_fuzz_seeds_are_frames_of_the_current_protocol() {
     // fuzz/corpus/sim_wire/seed-*: every seed is whole frames that decode in one direction
     // (seed-stream is a conversation), so the fuzzers start from valid protocol-v2 input.
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/sim_wire");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/sim_wire");
     let mut seen = 0;
     for e in std::fs::read_dir(&dir).unwrap() {
         let path = e.unwrap().path();

@@ -1,8 +1,8 @@
 //! What a simulated process is (`SimConfig`, `Timeouts`) and what it reports
 //! (`SimEvent` as things happen, `ReceivedNote` in its history).
 use super::types::{LinkDecision, ProcessType};
-use crate::fid::Fid;
 use crossbeam_channel::Sender;
+use hax_fid::Fid;
 use std::time::{Duration, Instant};
 
 /// Time limits of a simulated process.

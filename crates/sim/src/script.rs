@@ -4,7 +4,7 @@ use super::config::SimEventKind;
 use super::process::SimProcess;
 use super::types::*;
 use super::SimError;
-use crate::fid::Fid;
+use hax_fid::Fid;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
