@@ -451,7 +451,7 @@ impl Live {
             })
             .collect();
         json!({
-            "consul_version": consul_version(),
+            "consul_version": consul_version(consul_bin()),
             "datacenter": "dc1",
             "agent_config": {
                 "shared_hcl": format!("disable_update_check = true\nretry_interval = \"1s\"\n\
@@ -477,20 +477,6 @@ impl Drop for Live {
             let _ = t.join();
         }
     }
-}
-
-fn consul_version() -> String {
-    std::process::Command::new(consul_bin())
-        .arg("version")
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
-        .unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1104,7 +1090,7 @@ fn capture_multinode() {
     let out = out_dir();
     println!(
         "consul: {}; writing under {}",
-        consul_version(),
+        consul_version(consul_bin()),
         out.display()
     );
     if wanted("main") {

@@ -3,7 +3,6 @@ mod support;
 
 use serde_json::json;
 use std::time::Duration;
-use support::single_node::*;
 use support::*;
 
 const ROOT: &str = "3f1e2c44-1111-4a6e-9c53-hax-acl-test";

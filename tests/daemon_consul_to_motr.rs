@@ -6,7 +6,6 @@ use hax::fid::Fid;
 use hax_sim::SimProcess;
 use serde_json::json;
 use std::time::Duration;
-use support::single_node::*;
 use support::*;
 
 const T: Duration = Duration::from_secs(20);

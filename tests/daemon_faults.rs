@@ -4,7 +4,6 @@ mod support;
 use hax::fid::Fid;
 use hax_sim::{HaMsg, MsgBody, ProcessEvent, ProcessType, SimConfig, SimProcess};
 use std::time::{Duration, Instant};
-use support::single_node::*;
 use support::*;
 
 const PROCESSES: u64 = 100;

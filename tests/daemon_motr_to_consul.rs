@@ -4,7 +4,6 @@ mod support;
 use hax_sim::{EpReply, ProcessEvent, ProcessType};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::single_node::*;
 use support::*;
 
 const T: Duration = Duration::from_secs(20);
@@ -195,7 +194,7 @@ fn hax_started_before_consul_waits_and_then_works() {
         hax.log_text()
     );
     std::thread::sleep(Duration::from_secs(1));
-    let mut hax = hax;
+    let hax = hax;
     assert!(hax.is_running(), "hax must not exit while Consul is down");
     let mut cfg = watch_config(http_port);
     cfg["ports"] = serde_json::json!({"http": consul_port});
@@ -211,7 +210,7 @@ fn hax_started_before_consul_waits_and_then_works() {
 
 #[test]
 fn sigterm_exits_cleanly_and_releases_leadership() {
-    let mut n = SingleNode::start();
+    let n = SingleNode::start();
     let took = n
         .hax
         .signal_and_wait("TERM", Duration::from_secs(10))
@@ -246,7 +245,7 @@ fn sigterm_ends_in_the_bounded_shutdown_even_when_a_loaded_library_made_it_call_
     let dir = std::env::temp_dir().join(format!("hax-hostile-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let lib = hostile_signals_library(&dir);
-    let mut n = SingleNode::start_with_env(&[("LD_PRELOAD", lib.to_str().expect("utf-8 path"))]);
+    let n = SingleNode::start_with_env(&[("LD_PRELOAD", lib.to_str().expect("utf-8 path"))]);
     let took = n
         .hax
         .signal_and_wait("TERM", Duration::from_secs(10))
@@ -274,7 +273,7 @@ fn sigterm_ends_in_the_bounded_shutdown_even_when_a_loaded_library_made_it_call_
 
 #[test]
 fn sigterm_while_consul_is_down_exits_within_its_bound() {
-    let mut n = SingleNode::start();
+    let n = SingleNode::start();
     n.agent.kill();
     std::thread::sleep(Duration::from_millis(300));
     let took = n

@@ -5,7 +5,6 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use support::single_node::*;
 use support::*;
 
 /// Makes a CA and a server certificate with Consul's own `consul tls` commands in `dir`.

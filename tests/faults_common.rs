@@ -1,7 +1,7 @@
 //! Helpers shared by the `faults_*` tests (included with `#[path = "faults_common.rs"] mod
 //! common;`): process events carrying a sequence number, KV read-back, RSS sampling from
-//! /proc, signals to processes this test started, and the one-line figures RELIABILITY.md
-//! quotes. Compiled alone it is an empty test binary.
+//! /proc, and the one-line figures RELIABILITY.md quotes. Compiled alone it is an empty test
+//! binary.
 #![allow(dead_code)]
 
 use hax::fid::Fid;
@@ -13,7 +13,6 @@ use hax_sim::{
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -100,15 +99,6 @@ impl Drop for RssSampler {
             let _ = t.join();
         }
     }
-}
-
-/// Sends `sig` (a name such as "STOP") to a process this test started.
-pub fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(ok, "kill -{sig} {pid} failed");
 }
 
 /// The pid of this test process's child whose command line holds the argument `arg`

@@ -14,7 +14,6 @@ use common::*;
 use hax::fid::Fid;
 use hax_sim::ProcessEvent;
 use std::time::{Duration, Instant};
-use support::single_node::*;
 use support::*;
 
 /// Longer than the leader session's TTL (10 s).

@@ -15,7 +15,6 @@ use hax::fid::Fid;
 use hax_sim::ProcessEvent;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use support::single_node::*;
 use support::*;
 
 const PROCESSES: u64 = 50;

@@ -20,13 +20,11 @@ use std::fs;
 use std::io;
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::single_node::*;
 use support::*;
 
 const SERVERS: usize = 3;
@@ -34,11 +32,8 @@ const PARTITION: Duration = Duration::from_secs(15);
 
 extern "C" {
     fn setns(fd: i32, nstype: i32) -> i32;
-    fn prctl(option: std::os::raw::c_int, ...) -> std::os::raw::c_int;
 }
 const CLONE_NEWNET: i32 = 0x4000_0000;
-const PR_SET_PDEATHSIG: i32 = 1;
-const SIGKILL: std::os::raw::c_ulong = 9;
 
 fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
@@ -204,22 +199,13 @@ impl Net {
                     .map(|j| format!("-retry-join={}", Net::addr(j))),
             );
             let mut cmd = Command::new("ip");
-            // SAFETY: prctl is async-signal-safe; the servers die with the thread that started
-            // them even if the test process is killed (`ip netns exec` execs consul, which
-            // keeps the setting).
-            unsafe {
-                cmd.pre_exec(|| {
-                    prctl(PR_SET_PDEATHSIG, SIGKILL);
-                    Ok(())
-                });
-            }
-            let child = cmd
-                .args(&args)
+            cmd.args(&args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::from(log.try_clone().unwrap()))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .expect("start consul in its namespace");
+                .stderr(Stdio::from(log));
+            // The servers die with the test process even if it is killed (`ip netns exec`
+            // execs consul, which keeps the setting).
+            let child = spawn_tied(cmd).expect("start consul in its namespace");
             self.servers.push(child);
         }
     }

@@ -12,7 +12,6 @@ use hax::fid::Fid;
 use hax_sim::{ObjState, ProcessEvent, SimConfig, SimProcess};
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::single_node::*;
 use support::*;
 
 /// Extra services of IOS1: each of its state changes is one broadcast of ~5000 notes (~100 KB,

@@ -3,55 +3,14 @@ mod support;
 
 use hax::fid::Fid;
 use hax_sim::{SimConfig, SimProcess};
-use serde_json::json;
 use std::time::{Duration, Instant};
-use support::single_node::{HaxProc, EP};
 use support::*;
 
-struct Node {
-    name: String,
-    node_fid: Fid,
-    hax: Fid,
-    confd: Fid,
-    rms: Fid,
-    hax_port: u16,
-    confd_port: u16,
-}
-
-fn layout(cluster: &ConsulCluster, i: usize) -> Node {
-    let k = 0x10 * i as u64;
-    Node {
-        name: cluster.node_name(i).to_string(),
-        node_fid: Fid::typed(b'n', 1, 2 + k),
-        hax: Fid::typed(b'r', 1, 6 + k),
-        confd: Fid::typed(b'r', 1, 9 + k),
-        rms: Fid::typed(b's', 1, 0xb + k),
-        hax_port: free_port(),
-        confd_port: free_port(),
-    }
-}
-
-fn register(c: &ConsulClient, n: &Node) {
-    for (id, name, port) in [(n.hax, "hax", n.hax_port), (n.confd, "confd", n.confd_port)] {
-        c.register_service(
-            &json!({"ID": id.to_string(), "Name": name, "Address": EP, "Port": port,
-            "Check": {"CheckID": format!("service:{id}"), "TTL": "3600s", "Status": "passing"}}),
-        )
-        .unwrap();
-    }
-    let base = format!("m0conf/nodes/{}", n.node_fid);
-    c.kv_put(&base, json!({"name": n.name}).to_string())
-        .unwrap();
-    c.kv_put(
-        &format!("{base}/processes/{}", n.confd),
-        json!({"name": "confd", "endpoint": format!("{EP}{}", n.confd_port)}).to_string(),
-    )
-    .unwrap();
-    c.kv_put(
-        &format!("{base}/processes/{}/services/{}", n.confd, n.rms),
-        json!({"type": "rms"}).to_string(),
-    )
-    .unwrap();
+/// Node `i` of the kit's layout: a hax and a confd.
+fn layout(cluster: &ConsulCluster, i: usize) -> NodeDef {
+    NodeDef::new(i, cluster.node_name(i))
+        .with_hax(free_port())
+        .with_confd(free_port())
 }
 
 fn leader_value(c: &ConsulClient) -> Option<String> {
@@ -65,11 +24,11 @@ fn when_the_leaders_hax_dies_the_other_takes_over_and_entrypoints_follow_the_new
     let cluster = ConsulCluster::start(3);
     let nodes = [layout(&cluster, 0), layout(&cluster, 1)];
     for (i, n) in nodes.iter().enumerate() {
-        register(cluster.client(i), n);
+        n.register(cluster.client(i)).unwrap();
     }
     let dir = std::env::temp_dir().join(format!("hax-failover-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let mut haxes: Vec<HaxProc> = nodes
+    let haxes: Vec<HaxProc> = nodes
         .iter()
         .enumerate()
         .map(|(i, n)| {
@@ -77,7 +36,7 @@ fn when_the_leaders_hax_dies_the_other_takes_over_and_entrypoints_follow_the_new
                 &cluster.http_url(i),
                 &n.name,
                 free_port(),
-                n.hax_port,
+                n.process("hax").unwrap().port,
                 &dir,
                 &[],
             )
@@ -119,7 +78,10 @@ fn when_the_leaders_hax_dies_the_other_takes_over_and_entrypoints_follow_the_new
             .0
     };
     let before = ask(&haxes[other]);
-    assert_eq!(before.rm_fid, nodes[leader].rms);
+    assert_eq!(
+        before.rm_fid,
+        nodes[leader].service("confd", "rms").unwrap()
+    );
     assert_eq!(before.confds.len(), 2);
     assert_eq!(before.quorum, 2);
 
@@ -142,10 +104,13 @@ fn when_the_leaders_hax_dies_the_other_takes_over_and_entrypoints_follow_the_new
     );
     let after = wait_until(Duration::from_secs(20), || {
         let r = ask(&haxes[other]);
-        (r.rm_fid == nodes[other].rms).then_some(r)
+        (r.rm_fid == nodes[other].service("confd", "rms").unwrap()).then_some(r)
     })
     .expect("entrypoint replies follow the new leader");
-    assert_eq!(after.rm_ep, format!("{EP}{}", nodes[other].confd_port));
+    assert_eq!(
+        after.rm_ep,
+        nodes[other].process("confd").unwrap().endpoint()
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -5,7 +5,6 @@ mod support;
 
 use prometheus_parse::{Sample, Scrape, Value};
 use std::time::Duration;
-use support::single_node::*;
 use support::*;
 
 fn scrape(url: &str) -> Scrape {

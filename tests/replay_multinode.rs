@@ -20,7 +20,6 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use support::single_node::HaxProc;
 use support::*;
 
 const ONLINE: u32 = 1;

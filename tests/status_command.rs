@@ -5,7 +5,6 @@ mod support;
 use serde_json::Value;
 use std::process::Command;
 use std::time::Duration;
-use support::single_node::*;
 use support::*;
 
 /// Runs `hax status` against the node; (exit code, stdout).
@@ -40,7 +39,7 @@ fn process<'a>(doc: &'a Value, fid: &str) -> &'a Value {
 
 #[test]
 fn status_shows_every_process_and_exits_by_their_ha_states() {
-    let mut n = SingleNode::start();
+    let n = SingleNode::start();
     let sims: Vec<_> = [CONFD, IOS1, IOS2]
         .iter()
         .map(|f| {

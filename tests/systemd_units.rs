@@ -8,7 +8,6 @@ use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use support::single_node::*;
 use support::*;
 
 fn temp_dir(tag: &str) -> PathBuf {

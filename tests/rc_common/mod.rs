@@ -3,16 +3,12 @@
 //! processes linked to those. `mod support; mod rc_common;` in the test file.
 #![allow(dead_code)]
 
-use crate::support::single_node::{HaxProc, EP};
 use crate::support::*;
 use hax::fid::Fid;
 use hax_sim::{SimConfig, SimProcess, Timeouts};
-use serde_json::json;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-pub const POOL: Fid = Fid::typed(b'o', 1, 4);
 
 /// One node of the configuration tree.
 pub struct Node {
@@ -26,74 +22,40 @@ pub struct Node {
     pub hax_port: u16,
     pub confd_port: u16,
     pub ios_port: u16,
+    /// The node as registered (the kit's layout: node `i`, keys offset by 0x10 * i).
+    pub def: NodeDef,
 }
 
 impl Node {
     fn layout(cluster: &ConsulCluster, i: usize) -> Node {
-        let k = 0x10 * i as u64;
+        let def = NodeDef::new(i, cluster.node_name(i))
+            .with_hax(free_port())
+            .with_confd(free_port())
+            .with_ios(free_port());
+        let (hax, confd, ios) = (&def.processes[0], &def.processes[1], &def.processes[2]);
         Node {
-            name: cluster.node_name(i).to_string(),
-            node_fid: Fid::typed(b'n', 1, 2 + k),
-            hax: Fid::typed(b'r', 1, 6 + k),
-            confd: Fid::typed(b'r', 1, 9 + k),
-            rms: Fid::typed(b's', 1, 0xb + k),
-            ios: Fid::typed(b'r', 1, 0xc + k),
-            ios_svc: Fid::typed(b's', 1, 0xd + k),
-            hax_port: free_port(),
-            confd_port: free_port(),
-            ios_port: free_port(),
+            name: def.name.clone(),
+            node_fid: def.fid,
+            hax: hax.fid,
+            confd: confd.fid,
+            rms: confd.services[1].0,
+            ios: ios.fid,
+            ios_svc: ios.services[0].0,
+            hax_port: hax.port,
+            confd_port: confd.port,
+            ios_port: ios.port,
+            def,
         }
-    }
-
-    /// The configuration tree keys of this node (node, processes, services) with values.
-    fn tree(&self) -> Vec<(String, serde_json::Value)> {
-        let k = self.hax.key;
-        let base = format!("m0conf/nodes/{}", self.node_fid);
-        let p = |f: Fid| format!("{base}/processes/{f}");
-        let s = |f: Fid, svc: Fid| format!("{base}/processes/{f}/services/{svc}");
-        let proc_ =
-            |name: &str, port: u16| json!({"name": name, "endpoint": format!("{EP}{port}")});
-        vec![
-            (base.clone(), json!({"name": self.name})),
-            (p(self.hax), proc_("hax", self.hax_port)),
-            (
-                s(self.hax, Fid::typed(b's', 1, k + 1)),
-                json!({"type": "ha"}),
-            ),
-            (
-                s(self.hax, Fid::typed(b's', 1, k + 2)),
-                json!({"type": "rms"}),
-            ),
-            (p(self.confd), proc_("confd", self.confd_port)),
-            (
-                s(self.confd, Fid::typed(b's', 1, self.confd.key + 1)),
-                json!({"type": "confd"}),
-            ),
-            (s(self.confd, self.rms), json!({"type": "rms"})),
-            (p(self.ios), proc_("ios", self.ios_port)),
-            (s(self.ios, self.ios_svc), json!({"type": "ios"})),
-        ]
     }
 
     /// Registers the node's services on its own agent and writes its configuration tree.
     fn register(&self, c: &ConsulClient) {
-        for (id, name, port) in [
-            (self.hax, "hax", self.hax_port),
-            (self.confd, "confd", self.confd_port),
-            (self.ios, "ios", self.ios_port),
-        ] {
-            c.register_service(&json!({"ID": id.to_string(), "Name": name, "Address": EP, "Port": port,
-                "Check": {"CheckID": format!("service:{id}"), "TTL": "3600s", "Status": "passing"}}))
-                .expect("register service");
-        }
-        for (k, v) in self.tree() {
-            c.kv_put(&k, v.to_string()).expect("kv put");
-        }
+        self.def.register(c).expect("register the node");
     }
 
     /// Removes the node from the configuration tree (exact keys).
     pub fn unconfigure(&self, c: &ConsulClient) {
-        for (k, _) in self.tree().into_iter().rev() {
+        for (k, _) in self.def.tree().into_iter().rev() {
             c.kv_delete(&k).expect("kv delete");
         }
     }

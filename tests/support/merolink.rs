@@ -17,6 +17,7 @@ use hax::messages::{Ack, ProcessEvent, StobIoEvent};
 use hax::motr::{HaState, LinkId, Note, ProcessEventKind};
 use hax::view::{ClusterView, Confd, ConfigTree, Identity, ProcessConf, SharedView};
 use hax_sim::{BootReport, ProcessType as SimType, SimConfig, SimProcess, Timeouts};
+use hax_testkit::free_port;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once, RwLock};
 use std::thread::JoinHandle;
@@ -254,15 +255,6 @@ pub fn ready_view(endpoint: &str) -> SharedView {
         config_generation: 1,
         stopping: false,
     }))
-}
-
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind 127.0.0.1:0")
-        .local_addr()
-        .expect("local addr")
-        .port()
 }
 
 // ---------------------------------------------------------------------------- the harness

@@ -1,9 +1,9 @@
 //! Shared helpers for the integration tests: `mod support;` at the top of a test file, then
-//! `use support::*;`. Everything touching Consul talks to a real agent (see `consul`).
+//! `use support::*;`. Consul agents and clusters, hax daemons and simulated processes come from
+//! the test kit (`hax-testkit`, re-exported here); `merolink` is the in-process MeroLink
+//! harness, which uses hax's internals and so lives with hax's tests.
 #![allow(dead_code)]
 
-pub mod consul;
 pub mod merolink;
-pub mod single_node;
 
-pub use consul::*;
+pub use hax_testkit::*;
