@@ -4,12 +4,12 @@
 //! the notes to broadcast: HaBroadcaster's part). The HTTP transfer is measured end to end by
 //! `hax-bench`'s watch-ingest scenario. Prints the median and spread of repeated runs; the
 //! target is a 10000-entry snapshot handled in under 20 ms all told.
-use hax::bench::payload::{entry_fid, health_payload};
 use hax::consul::health::parse_payload;
 use hax::fid::Fid;
 use hax::model::health::{Coverage, Snapshot};
 use hax::model::HaModel;
 use hax::view::{ConfigTree, ProcessConf};
+use hax_testkit::payload::{entry_fid, health_payload};
 use std::time::Instant;
 
 /// A tree of one node holding the payload's processes, each with one ios service.

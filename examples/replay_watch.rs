@@ -196,7 +196,7 @@ fn main() -> ExitCode {
         Some(n) => vec![(
             format!("synthetic-{n}"),
             "/watcher/service/ios".to_string(),
-            hax::bench::payload::synthetic(n, &args.node, 0x10_0000),
+            hax_testkit::payload::synthetic(n, &args.node, 0x10_0000),
         )],
         None => {
             let inputs = if args.inputs.is_empty() {

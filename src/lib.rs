@@ -5,7 +5,6 @@
 #![deny(unsafe_code)]
 
 pub mod actors;
-pub mod bench;
 pub mod check;
 pub mod cluster;
 pub mod config;

@@ -323,6 +323,25 @@ mod tests {
             );
         }
     }
+
+    /// The benchmarks' synthetic payloads (the test kit's) are what a watch posts.
+    #[test]
+    fn synthetic_payloads_parse_as_health_with_fids() {
+        use hax_testkit::payload::{entry_fid, health_payload, synthetic};
+        let body = synthetic(3, "srvnode-1", 0x100);
+        let p = parse_payload(&body).unwrap();
+        assert_eq!(p.health.len(), 3);
+        assert!(p.ignored.is_empty());
+        assert!(p.health.iter().all(|h| h.healthy && h.node_healthy));
+        assert_eq!(p.health[2].process, Fid::typed(b'r', 1, 0x102));
+        let f = entry_fid(0x100, 1);
+        let crit = health_payload("n", "ios", &[entry_fid(0x100, 0), f], &[f], 5);
+        let p = parse_payload(&crit).unwrap();
+        assert_eq!(
+            p.health.iter().map(|h| h.healthy).collect::<Vec<_>>(),
+            vec![true, false]
+        );
+    }
 }
 
 #[cfg(test)]

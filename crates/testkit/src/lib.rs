@@ -14,12 +14,14 @@
 //! - [`daemon`]: the `hax` daemon as a child ([`HaxCommand`], [`HaxProc`]) and its readiness;
 //! - [`cluster`]: the configurations the tests register ([`NodeDef`], [`register_cluster`]) and
 //!   [`SingleNode`]: agent + cluster + hax + simulated processes;
+//! - [`payload`]: synthetic service-health watch payloads shaped like the captured ones;
 //!
 //! It runs `hax` by path ([`hax_bin`]) and does not link the daemon's library.
 pub mod client;
 pub mod cluster;
 pub mod consul;
 pub mod daemon;
+pub mod payload;
 pub mod process;
 pub mod sink;
 

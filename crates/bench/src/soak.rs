@@ -7,10 +7,11 @@
 //! restart rule drops its old link), a watch payload marking a process critical then passing,
 //! the Consul agent paused (SIGSTOP) for 3 s.
 use super::env::Env;
-use super::payload::health_payload;
 use super::procfs::mem;
-use crate::fid::Fid;
+use hax_fid::Fid;
 use hax_sim::{HaMsg, MsgBody, ProcessEvent, ProcessType, SimConfig, SimProcess};
+use hax_testkit::payload::health_payload;
+use hax_testkit::try_signal;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -38,12 +39,6 @@ fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = std::process::Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .status();
 }
 
 fn config(i: usize) -> SimConfig {
@@ -118,9 +113,9 @@ pub fn run(
                     hax_http.post("/watcher/service/ios", &good)?;
                 }
                 _ => {
-                    signal(env.consul.pid(), "STOP");
+                    try_signal(env.consul_pid(), "STOP");
                     std::thread::sleep(Duration::from_secs(3));
-                    signal(env.consul.pid(), "CONT");
+                    try_signal(env.consul_pid(), "CONT");
                 }
             }
             faults += 1;

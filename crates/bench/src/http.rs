@@ -5,29 +5,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// An answer: status, headers (names lower-cased) and body.
-#[derive(Debug, Clone)]
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
-
-impl Response {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
-    }
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-    pub fn ok(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
-}
+/// An answer: status, headers (names lower-cased) and body; the test kit's response type.
+pub use hax_testkit::HttpResponse as Response;
 
 /// One kept-alive connection to `addr`, reopened when the server closed it.
 pub struct Http {

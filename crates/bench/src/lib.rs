@@ -1,17 +1,19 @@
-//! Load tools and benchmarks (`hax-bench`, `examples/replay_watch.rs`): a real Consul dev
-//! agent and the real `hax` binary driven by simulated Motr processes ([`hax_sim`]) and
-//! watch payloads; figures from the simulated processes' own timestamps, Consul's own request
-//! counters and `/proc`.
+//! hax-bench: hax's load scenarios and benchmarks (the `hax-bench` binary): a real Consul dev
+//! agent and the real `hax` binary, started with the test kit (`hax-testkit`), driven by
+//! simulated Motr processes ([`hax_sim`]) and watch payloads (`hax_testkit::payload`); figures
+//! from the simulated processes' own timestamps, Consul's own request counters and `/proc`.
 //!
-//! - [`http`]: a small blocking HTTP/1.1 client (loopback only);
-//! - [`payload`]: synthetic service-health watch payloads shaped like the captured ones;
-//! - [`env`]: Consul + registered single-node cluster + hax;
+//! - [`env`]: Consul + registered single-node cluster + hax, from the kit, and Consul's
+//!   request counters;
+//! - [`http`]: a small blocking HTTP/1.1 client (loopback only) whose timings are the bench's;
+//! - [`procfs`]: hax's CPU and memory from `/proc`, `perf` profiles;
 //! - [`scenarios`]: boot storm, failure propagation, process events → KV, watch ingest,
 //!   memory under link churn;
+//! - [`soak`]: steady load with periodic faults for a long time;
+//! - [`stats`]: percentiles and spreads;
 //! - [`report`]: BENCHMARKS.md and the plot data.
 pub mod env;
 pub mod http;
-pub mod payload;
 pub mod procfs;
 pub mod report;
 pub mod scenarios;
@@ -149,7 +151,7 @@ pub struct Results {
 /// Builds and runs the stand-in's own broadcast bench for `n` peers (one reader thread for all
 /// of them, acknowledging at once): the floor under hax's broadcast confirmation times.
 pub fn standin_floor(n: usize) -> Result<f64, String> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("ffi/tests");
+    let dir = hax_testkit::repo_root().join("ffi/tests");
     let built = std::process::Command::new("make")
         .args(["-s", "-C"])
         .arg(&dir)
@@ -209,7 +211,7 @@ pub fn run_all(cfg: &Config) -> Results {
                     continue;
                 }
             };
-            let node = env.consul.node.clone();
+            let node = env.node();
             say(format!(
                 "run {}/{}: boot storm of {n} processes",
                 run + 1,
@@ -352,7 +354,7 @@ pub fn run_all(cfg: &Config) -> Results {
             Err(e) if e == "skipped" => {}
             Err(e) => res.errors.push(format!("run {run}, ingest: {e}")),
             Ok(env) => {
-                let node = env.consul.node.clone();
+                let node = env.node();
                 let (_, procs) = scenarios::boot_storm(&env, 4, 0x3_0000, Duration::ZERO);
                 procfs::wait_quiet(env.hax_pid(), 0.05, Duration::from_secs(10));
                 let biggest = cfg.ingest.iter().map(|i| i.0).max().unwrap_or(0);

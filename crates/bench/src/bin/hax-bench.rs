@@ -1,9 +1,10 @@
 //! `hax-bench`: runs hax's load scenarios against a real Consul dev agent and the real `hax`
 //! binary with simulated Motr processes, and writes BENCHMARKS.md, the plot data and the raw
 //! results. `scripts/bench` builds and runs it; see `hax-bench --help`. The work is done in
-//! `hax::bench`.
+//! the `hax_bench` library.
 use clap::Parser;
-use hax::bench::{self, report, Config};
+use hax_bench::{self as bench, report, Config};
+use hax_testkit::{consul_version, hax_bin, try_consul_bin};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -81,41 +82,6 @@ struct Args {
     command: String,
 }
 
-fn consul_from_script() -> Result<PathBuf, String> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/install-consul");
-    let out = std::process::Command::new(&script)
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    let path = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    if !out.status.success() || path.is_empty() {
-        return Err(format!(
-            "{} failed: {}",
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(PathBuf::from(path))
-}
-
-fn consul_version(bin: &std::path::Path) -> String {
-    std::process::Command::new(bin)
-        .arg("version")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .map(|l| l.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// The report and plot data again from `--json` output.
 fn from_json(a: &Args, path: &std::path::Path) -> ExitCode {
     #[derive(serde::Deserialize)]
@@ -152,12 +118,7 @@ fn main() -> ExitCode {
     if let Some(p) = &a.from_json {
         return from_json(&a, p);
     }
-    let consul_bin = match a
-        .consul_bin
-        .clone()
-        .map(Ok)
-        .unwrap_or_else(consul_from_script)
-    {
+    let consul_bin = match a.consul_bin.clone().map(Ok).unwrap_or_else(try_consul_bin) {
         Ok(p) if p.is_file() => p,
         Ok(p) => {
             eprintln!("hax-bench: consul binary {} not found", p.display());
@@ -168,12 +129,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let hax_bin = a.hax_bin.clone().unwrap_or_else(|| {
-        std::env::current_exe()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d.join("hax")))
-            .unwrap_or_else(|| PathBuf::from("hax"))
-    });
+    let hax_bin = a.hax_bin.clone().unwrap_or_else(hax_bin);
     if !hax_bin.is_file() {
         eprintln!(
             "hax-bench: hax binary {} not found (cargo build --release --bins)",

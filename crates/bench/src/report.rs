@@ -214,23 +214,34 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
          noise from outside the bench (see the load averages).\n"
     );
     let _ = writeln!(w, "## What runs\n");
-    let (hax_args, hax_env) = super::env::hax_command("127.0.0.1:<consul-http>", "<node>", 0);
+    let hax = super::env::hax_command(
+        std::path::Path::new("hax"),
+        "127.0.0.1:<consul-http>",
+        "<node>",
+        0,
+        std::path::Path::new("."),
+    );
     let _ = writeln!(
         w,
         "Each scenario gets a fresh environment, started by `hax-bench`:\n\n\
          - Consul: `consul agent -dev -node=<node> -bind=127.0.0.1 -client=127.0.0.1 -http-port=<free> \
          -dns-port=-1 -server-port=<free> -serf-lan-port=<free> -serf-wan-port=<free> -grpc-port=-1 \
-         -grpc-tls-port=-1 -config-file=consul.hcl` with `telemetry {{ prometheus_retention_time = \"1h\" }}` \
+         -grpc-tls-port=-1 -config-file=config.hcl` with `telemetry {{ prometheus_retention_time = \"1h\" }}` \
          (for cumulative request counters); no watches: the bench POSTs payloads to hax itself.\n\
-         - The single-node cluster registered as in `tests/support/single_node.rs` (hax and confd \
-         services with passing TTL checks, the `m0conf/` tree); hax campaigns for the RC leader.\n\
+         - The single-node cluster registered by the test kit as the tests register theirs \
+         (`hax_testkit::NodeDef`: hax and confd services with passing TTL checks, the `m0conf/` \
+         tree); hax campaigns for the RC leader.\n\
          - `{} target/release/hax {}` (`--http-port <free>`).\n\
          - Simulated m0d processes from `hax_sim` in the bench process, each on its own TCP \
          connection to hax's HA endpoint (stand-in wire protocol): boot = first entrypoint, \
          STARTING, second entrypoint, one FAILURE_VEC_REQ, an NVEC GET of 80 objects, one IO \
          service's STARTING/STARTED, STARTED, DTM_RECOVERED (`SimProcess::boot`).\n",
-        hax_env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
-        hax_args.join(" ").replace(" --http-port 0", "")
+        hax.env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        format!("--consul {} --node {} {}", hax.consul, hax.node, hax.flags.join(" "))
     );
 
     // Targets.

@@ -2,7 +2,7 @@
 //! (`tests/fixtures/consul-watch/*-service-ios-*.json`): an array of `{Node, Service, Checks}`
 //! whose ServiceIDs are process fids, each entry with the node's serfHealth check and the
 //! service's TTL check.
-use crate::fid::Fid;
+use hax_fid::Fid;
 use serde_json::{json, Value};
 
 /// The process fid of the i-th synthetic entry (keys from `base_key`).
@@ -74,27 +74,4 @@ pub fn health_payload(
 pub fn synthetic(n: usize, node: &str, base_key: u64) -> Vec<u8> {
     let fids: Vec<Fid> = (0..n).map(|i| entry_fid(base_key, i)).collect();
     health_payload(node, "ios", &fids, &[], 100)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::consul::health::parse_payload;
-
-    #[test]
-    fn synthetic_payloads_parse_as_health_with_fids() {
-        let body = synthetic(3, "srvnode-1", 0x100);
-        let p = parse_payload(&body).unwrap();
-        assert_eq!(p.health.len(), 3);
-        assert!(p.ignored.is_empty());
-        assert!(p.health.iter().all(|h| h.healthy && h.node_healthy));
-        assert_eq!(p.health[2].process, Fid::typed(b'r', 1, 0x102));
-        let f = entry_fid(0x100, 1);
-        let crit = health_payload("n", "ios", &[entry_fid(0x100, 0), f], &[f], 5);
-        let p = parse_payload(&crit).unwrap();
-        assert_eq!(
-            p.health.iter().map(|h| h.healthy).collect::<Vec<_>>(),
-            vec![true, false]
-        );
-    }
 }

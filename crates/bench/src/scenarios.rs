@@ -2,14 +2,14 @@
 //! processes from [`hax_sim`]. Every loop is bounded in count and in time.
 use super::env::{counts_delta, http_counts, process_records, Env, HttpCounts};
 use super::http::Http;
-use super::payload;
 use super::procfs::{self, CpuMeter, Mem};
 use super::stats::Lat;
-use crate::fid::Fid;
+use hax_fid::Fid;
 use hax_sim::{
     boot_many, gen, service_type, FleetOutcome, HaMsg, MsgBody, ObjState, ProcessEvent,
     ProcessType, SimConfig, SimProcess, Timeouts,
 };
+use hax_testkit::payload;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -110,7 +110,7 @@ pub fn boot_storm(
     base_key: u64,
     stagger: Duration,
 ) -> (BootResult, Vec<SimProcess>) {
-    let mut metrics = env.consul.client();
+    let mut metrics = env.consul_http();
     let before = http_counts(&mut metrics).unwrap_or_default();
     let log_from = env.hax_log_len();
     let cfgs: Vec<SimConfig> = (0..n).map(|i| sim_config(base_key, i)).collect();
@@ -119,7 +119,7 @@ pub fn boot_storm(
     // The KV watcher: blocking queries on processes/, at most one every 20 ms.
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
-        let mut http = env.consul.client();
+        let mut http = env.consul_http();
         let done = done.clone();
         std::thread::spawn(move || {
             let mut index = 0u64;
@@ -219,7 +219,7 @@ pub struct EntrypointProbe {
 /// `n` new processes each connect, send a first and a non-first entrypoint request and close
 /// (no events, so no KV write and no broadcast); counts hax's Consul requests meanwhile.
 pub fn entrypoint_probe(env: &Env, n: usize, base_key: u64) -> EntrypointProbe {
-    let mut metrics = env.consul.client();
+    let mut metrics = env.consul_http();
     let reads_of = |d: &BTreeMap<String, u64>| {
         d.iter()
             .filter(|(k, _)| k.starts_with("GET"))
@@ -581,12 +581,12 @@ fn direct_txn_rate(http: &mut Http, prefix: &str, fids: &[Fid], e: usize) -> (f6
 /// process's last event; compared with Consul's own limit measured in the same run.
 pub fn process_events(env: &Env, procs: &[SimProcess], e: usize) -> EventsResult {
     let fids: Vec<Fid> = procs.iter().map(|p| p.fid()).collect();
-    let mut direct = env.consul.client();
+    let mut direct = env.consul_http();
     let (before_rate, direct_txns) =
         direct_txn_rate(&mut direct, "bench-direct/processes/", &fids, e);
     // Let Consul settle after the direct burst.
     std::thread::sleep(Duration::from_millis(500));
-    let mut metrics = env.consul.client();
+    let mut metrics = env.consul_http();
     let m0 = http_counts(&mut metrics).unwrap_or_default();
     let final_pid = PID0 + e as u64;
     let t0 = Instant::now();
@@ -617,7 +617,7 @@ pub fn process_events(env: &Env, procs: &[SimProcess], e: usize) -> EventsResult
         }
         t0.elapsed().as_secs_f64() * 1e3
     });
-    let mut poll = env.consul.client();
+    let mut poll = env.consul_http();
     let mut timed_out = true;
     let mut hax_ms = f64::NAN;
     let bound = t0 + Duration::from_secs(180);
