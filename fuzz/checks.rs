@@ -7,12 +7,13 @@
 #![allow(dead_code)]
 
 use hax::cluster::description::Description;
+use hax::consul::catalog::endpoint_of;
 use hax::consul::health::parse_payload;
 use hax::fid::Fid;
 use hax::rc::envelope::Envelope;
 use hax::rc::queue::{parse_counter, seq_of, Queue, QueueEntry};
 use hax::rc::rules::{decide, parse_state_record, state_record, ProcessUpdate};
-use hax::view::{endpoint_of, ConfigTree};
+use hax::view::ConfigTree;
 use hax_sim::wire::{frame_size, read_frame, MAX_FRAME};
 use hax_sim::{FromHa, ToHa};
 

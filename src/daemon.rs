@@ -9,10 +9,10 @@ use crate::actors::merolink::{
     EntrypointLog, LinkedProcesses, MeroLink, MeroLinkConfig, MeroOutputs, Stopped,
 };
 use crate::actors::process_status::ProcessStatus;
-use crate::actors::rc_leader::{campaign, resign, CampaignConfig, SessionSlot};
 use crate::actors::watch_ingest::{self, IngestState};
 use crate::config::Cli;
 use crate::consul::Consul;
+use crate::rc::campaign::{campaign, resign, CampaignConfig, SessionSlot};
 use crate::rc::{self, RcConfig, RcSetup};
 use crate::signals::StopSignal;
 use crate::view::{ClusterView, Identity, SharedView};

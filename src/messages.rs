@@ -4,6 +4,7 @@ use crate::fid::Fid;
 use crate::model::health::Snapshot;
 use crate::motr::{HaState, LinkId, Note, ProcessEventKind, ProcessType, StobIoError};
 use actix::Message;
+use std::time::Instant;
 
 /// Tells MeroLink that a message from Motr is durable, so that it can be confirmed (MeroLink
 /// → ProcessStatus → ConsulWriter, and back through the channel it holds). Dropping it
@@ -56,7 +57,7 @@ pub struct ProcessEvent {
 pub struct HealthReport {
     pub snapshot: Snapshot,
     /// When the news reached hax (a watch POST's arrival): broadcast timings start here.
-    pub received: std::time::Instant,
+    pub received: Instant,
 }
 
 /// A drive reported an I/O error (MeroLink → ProcessStatus, recorded under `eq/`).
@@ -72,4 +73,37 @@ pub struct StobIoEvent {
 /// One note per fid, for an answer or a broadcast.
 pub fn notes(fids: impl IntoIterator<Item = Fid>, state: HaState) -> Vec<Note> {
     fids.into_iter().map(|fid| Note { fid, state }).collect()
+}
+
+/// How one batch of sends ended (MeroLink's report to whoever asked for the sends). Reports compare by their counts (not by `all_sent`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SendReport {
+    pub sent: usize,
+    pub delivered: usize,
+    pub not_delivered: usize,
+    pub timed_out: usize,
+    /// Sends refused because the link was gone or the message invalid.
+    pub failed: usize,
+    /// When the last send of the batch had been handed to Motr.
+    pub all_sent: Option<Instant>,
+}
+
+impl PartialEq for SendReport {
+    fn eq(&self, o: &Self) -> bool {
+        (
+            self.sent,
+            self.delivered,
+            self.not_delivered,
+            self.timed_out,
+            self.failed,
+        ) == (o.sent, o.delivered, o.not_delivered, o.timed_out, o.failed)
+    }
+}
+
+impl Eq for SendReport {}
+
+impl SendReport {
+    pub fn all_delivered(&self) -> bool {
+        self.delivered == self.sent && self.failed == 0
+    }
 }

@@ -294,7 +294,7 @@ pub fn broadcast_notes(notes: usize) {
 
 /// A broadcast ended: how its sends went, when its last send was handed to Motr and when
 /// the last link confirmed (seconds from the change reaching hax).
-pub fn broadcast_done(r: &crate::actors::links::SendReport, handed: Option<f64>, confirmed: f64) {
+pub fn broadcast_done(r: &crate::messages::SendReport, handed: Option<f64>, confirmed: f64) {
     if let Some(h) = handed {
         METRICS.broadcast_handover_seconds.observe(h);
     }
@@ -319,8 +319,8 @@ pub fn broadcast_done(r: &crate::actors::links::SendReport, handed: Option<f64>,
 }
 
 /// The links MeroLink holds, by state.
-pub fn links(counts: &[(crate::actors::links::LinkState, usize)]) {
-    use crate::actors::links::LinkState;
+pub fn links(counts: &[(crate::motr::LinkState, usize)]) {
+    use crate::motr::LinkState;
     for (state, n) in counts {
         let name = match state {
             LinkState::Active => "active",

@@ -155,6 +155,17 @@ impl fmt::Display for ReqId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LinkId(pub u64);
 
+/// Where a link is in its life, as MeroLink sees it (MeroLink's link table, metrics).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// Broadcasts go to it.
+    Active,
+    /// Its process reported STOPPED: nothing more is sent on it.
+    Inactive,
+    /// Motr started disconnecting it: nothing may be sent on it, ever.
+    Disconnecting,
+}
+
 /// Motr's handle on a received message, kept to confirm it later (`ffi::delivered`). Motr
 /// keeps the message until it is confirmed, so the handle stays valid until then, or until
 /// its link starts disconnecting; hax never uses it after either.

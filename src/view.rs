@@ -236,18 +236,14 @@ impl ClusterView {
     }
 }
 
-/// An endpoint from a catalog entry: `inet:tcp:127.0.0.1@` + port, or the LNet form
-/// node address + `@tcp:12345:44` + `:` + port.
-pub fn endpoint_of(node_address: &str, service_address: &str, port: u16) -> String {
-    if service_address.starts_with('@') {
-        format!("{node_address}{service_address}:{port}")
-    } else if service_address.ends_with('@') {
-        format!("{service_address}{port}")
-    } else if service_address.is_empty() {
-        format!("{node_address}:{port}")
-    } else {
-        format!("{service_address}:{port}")
-    }
+/// hax's HA service fid by the seed RFC's rule: type byte 0x73, key + 1.
+pub fn derived_ha(process: Fid) -> Fid {
+    Fid::typed(b's', process.container, process.key + 1)
+}
+
+/// hax's RM service fid by the seed RFC's rule: HA key + 1.
+pub fn derived_rm(process: Fid) -> Fid {
+    Fid::typed(b's', process.container, process.key + 2)
 }
 
 #[cfg(test)]
@@ -263,18 +259,6 @@ mod tests {
             kv("m0conf/nodes/0x6e00000000000001:0x2/processes/0x7200000000000001:0x9/services/0x7300000000000001:0xb", r#"{"type":"rms"}"#),
             kv("m0conf/garbage/key", "{"),
         ])
-    }
-
-    #[test]
-    fn both_endpoint_forms_of_the_seeds() {
-        assert_eq!(
-            endpoint_of("127.0.0.1", "inet:tcp:127.0.0.1@", 22001),
-            "inet:tcp:127.0.0.1@22001"
-        );
-        assert_eq!(
-            endpoint_of("192.168.180.162", "@tcp:12345:44", 101),
-            "192.168.180.162@tcp:12345:44:101"
-        );
     }
 
     #[test]
@@ -317,5 +301,12 @@ mod tests {
         assert_eq!(t.services_of(p).len(), 2);
         assert_eq!(t.process_of_service(Fid::typed(b's', 1, 0xa)), Some(p));
         assert_eq!(t.processes[&p].node_name, "node-1");
+    }
+
+    #[test]
+    fn ha_and_rm_fids_follow_the_seed_rfc_rule() {
+        let p = Fid::typed(b'r', 1, 0x7d);
+        assert_eq!(derived_ha(p).to_string(), "0x7300000000000001:0x7e");
+        assert_eq!(derived_rm(p).to_string(), "0x7300000000000001:0x7f");
     }
 }

@@ -2,7 +2,7 @@
 #[allow(unused_imports)] // support re-exports the Consul helpers, unused here
 mod support;
 
-use hax::actors::links::{LinkState, SendReport};
+use hax::actors::merolink::links::{LinkState, SendReport};
 use hax::motr::{HaState, ProcessEventKind, ProcessType};
 use hax_sim::{service_type, LinkDecision, MsgBody, NvecType, ObjState, StobIoq};
 use std::time::Duration;

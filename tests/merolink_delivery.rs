@@ -5,7 +5,7 @@ mod support;
 
 use crossbeam_channel::bounded;
 use hax::actors::entrypoint::restart_notes;
-use hax::actors::links::{LinkState, SendReport};
+use hax::actors::merolink::links::{LinkState, SendReport};
 use hax::actors::merolink::MeroCmd;
 use hax::motr::{HaState, ProcessEventKind};
 use hax_sim::{LinkDecision, ObjState};

@@ -3,7 +3,7 @@
 #[allow(unused_imports)] // support re-exports the Consul helpers, unused here
 mod support;
 
-use hax::actors::links::{LinkState, SendReport};
+use hax::actors::merolink::links::{LinkState, SendReport};
 use hax::ffi::{inject_panics, PanicSite};
 use hax::fid::Fid;
 use hax::motr::{HaState, ProcessEventKind};

@@ -19,7 +19,7 @@
 //! - Memory: records are held only while Motr holds their messages unconfirmed, and one per
 //!   process at most for process states; `Flush` at shutdown tries until its deadline and
 //!   reports what was left (Motr sends those messages again to the next hax).
-use super::fid_resolver::Backoff;
+use crate::consul::backoff::Backoff;
 use crate::consul::txn::{self, Op, Packer, TxnError};
 use crate::consul::{Consul, ConsulError};
 use crate::messages::Ack;
@@ -352,8 +352,7 @@ impl ConsulWriter {
                         (2000.0
                             + f64::from(self.conflicts.min(25))
                                 * 2000.0
-                                * crate::actors::fid_resolver::jitter())
-                            as u64,
+                                * crate::consul::backoff::jitter()) as u64,
                     )
                 } else {
                     Duration::ZERO

@@ -4,48 +4,16 @@
 //! fid (catalog service `hax` on this node), endpoint, HA and RM service fids (configuration
 //! tree first, else the seed RFC's rule), and then keeps the confd list, the leader's node
 //! and the configuration tree fresh with blocking queries. Readers use the `SharedView`.
+use crate::consul::backoff::Backoff;
+use crate::consul::catalog::CatalogEntry;
 use crate::consul::kv::KvEntry;
 use crate::consul::{filter_eq, Consul, ConsulError};
 use crate::fid::Fid;
-use crate::view::{endpoint_of, ClusterView, Confd, ConfigTree, Identity, SharedView};
+use crate::view::{derived_ha, derived_rm, ClusterView, Confd, ConfigTree, Identity, SharedView};
 use crate::waiting::Waiting;
 use actix::prelude::*;
 use serde::Deserialize;
 use std::time::Duration;
-
-/// A catalog entry of `GET /v1/catalog/service/<name>`.
-#[derive(Clone, Debug, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct CatalogEntry {
-    /// The node's ID (a UUID).
-    #[serde(rename = "ID", default)]
-    pub id: String,
-    pub node: String,
-    #[serde(default)]
-    pub address: String,
-    #[serde(rename = "ServiceID")]
-    pub service_id: String,
-    #[serde(default)]
-    pub service_address: String,
-    #[serde(default)]
-    pub service_port: u16,
-}
-
-impl CatalogEntry {
-    pub fn endpoint(&self) -> String {
-        endpoint_of(&self.address, &self.service_address, self.service_port)
-    }
-}
-
-/// hax's HA service fid by the seed RFC's rule: type byte 0x73, key + 1.
-pub fn derived_ha(process: Fid) -> Fid {
-    Fid::typed(b's', process.container, process.key + 1)
-}
-
-/// hax's RM service fid by the seed RFC's rule: HA key + 1.
-pub fn derived_rm(process: Fid) -> Fid {
-    Fid::typed(b's', process.container, process.key + 2)
-}
 
 pub struct FidResolver {
     consul: Consul,
@@ -94,39 +62,6 @@ impl Actor for FidResolver {
 
 fn set(view: &SharedView, f: impl FnOnce(&mut ClusterView)) {
     f(&mut view.write().unwrap_or_else(|e| e.into_inner()))
-}
-
-/// Backoff between failed attempts: 250 ms doubling to 10 s, with jitter.
-pub struct Backoff {
-    next: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            next: Duration::from_millis(250),
-        }
-    }
-}
-
-impl Backoff {
-    pub fn reset(&mut self) {
-        self.next = Duration::from_millis(250);
-    }
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Duration::from_secs(10));
-        d + d.mul_f64(jitter() * 0.3)
-    }
-}
-
-/// A number in [0, 1) from the clock: enough to spread retries of many hax instances.
-pub fn jitter() -> f64 {
-    let n = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    (n.wrapping_mul(2654435761) % 1000) as f64 / 1000.0
 }
 
 fn failed(view: &SharedView, what: &str, e: &ConsulError, logged: &mut Waiting) {
@@ -421,28 +356,4 @@ async fn watch_config(consul: Consul, view: SharedView, wait: Duration) {
         },
     )
     .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ha_and_rm_fids_follow_the_seed_rfc_rule() {
-        let p = Fid::typed(b'r', 1, 0x7d);
-        assert_eq!(derived_ha(p).to_string(), "0x7300000000000001:0x7e");
-        assert_eq!(derived_rm(p).to_string(), "0x7300000000000001:0x7f");
-    }
-
-    #[test]
-    fn backoff_grows_to_a_ceiling() {
-        let mut b = Backoff::default();
-        let first = b.next_delay();
-        for _ in 0..20 {
-            b.next_delay();
-        }
-        let late = b.next_delay();
-        assert!(first < Duration::from_millis(400));
-        assert!(late >= Duration::from_secs(10) && late <= Duration::from_secs(13));
-    }
 }

@@ -233,7 +233,7 @@ impl HaBroadcaster {
         let count = notes.len();
         let me = ctx.address();
         let stopping = self.shared.clone();
-        let done = Box::new(move |r: super::links::SendReport| {
+        let done = Box::new(move |r: super::merolink::links::SendReport| {
             let ms = since.elapsed().as_secs_f64() * 1e3;
             let sent = r
                 .all_sent
@@ -372,7 +372,7 @@ impl Handler<RemoteStates> for HaBroadcaster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::actors::links::{OnDone, SendReport};
+    use crate::actors::merolink::links::{OnDone, SendReport};
     use crate::model::health::{Coverage, ServiceHealth, Snapshot};
     use crossbeam_channel::{unbounded, Receiver};
 

@@ -111,7 +111,7 @@ where
     Fut: std::future::Future<Output = Result<T, ConsulError>>,
 {
     let mut waiting = crate::waiting::Waiting::default();
-    let mut backoff = crate::actors::fid_resolver::Backoff::default();
+    let mut backoff = crate::consul::backoff::Backoff::default();
     loop {
         match read().await {
             Ok(v) => {
@@ -292,7 +292,7 @@ async fn watch_own_node(consul: Consul, cfg: MonitorConfig, out: MonitorOutputs)
     let path = format!("/v1/health/node/{}", encode_query(&cfg.node));
     let mut published: HashMap<Fid, Health> = HashMap::new();
     let mut index = 0u64;
-    let mut backoff = crate::actors::fid_resolver::Backoff::default();
+    let mut backoff = crate::consul::backoff::Backoff::default();
     loop {
         let block = (index > 0).then_some(index);
         let coverage = Coverage::Node(cfg.node.clone());
@@ -390,7 +390,7 @@ async fn safety_net(consul: Consul, period: Duration, out: MonitorOutputs) {
 /// `watches` mode: repairs lost watch deliveries with a blocking query over every check, at
 /// most once a second.
 async fn reconcile_all(consul: Consul, out: MonitorOutputs, mut index: u64) {
-    let mut backoff = crate::actors::fid_resolver::Backoff::default();
+    let mut backoff = crate::consul::backoff::Backoff::default();
     loop {
         let started = Instant::now();
         let block = (index > 0).then_some(index);

@@ -1,6 +1,6 @@
 //! `get-entrypoint`: what an entrypoint reply from hax would carry now, computed the way hax
 //! computes it (`ClusterView::entrypoint`) from what Consul holds.
-use crate::actors::fid_resolver::CatalogEntry;
+use crate::consul::catalog::CatalogEntry;
 use crate::consul::kv::KvEntry;
 use crate::consul::{Consul, ConsulConfig, ConsulError};
 use crate::fid::Fid;

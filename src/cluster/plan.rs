@@ -438,14 +438,8 @@ mod tests {
             ]
         );
         let hax = n.processes[0].fid;
-        assert_eq!(
-            crate::actors::fid_resolver::derived_ha(hax),
-            n.processes[0].services[0].0
-        );
-        assert_eq!(
-            crate::actors::fid_resolver::derived_rm(hax),
-            n.processes[0].services[1].0
-        );
+        assert_eq!(crate::view::derived_ha(hax), n.processes[0].services[0].0);
+        assert_eq!(crate::view::derived_rm(hax), n.processes[0].services[1].0);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Consul over HTTP: one shared `awc` client with a bounded connection pool (Consul allows
 //! 200 connections per client), blocking queries, KV reads and `/v1/txn` writes.
+pub mod backoff;
+pub mod catalog;
 pub mod health;
 pub mod kv;
 pub mod txn;

@@ -11,7 +11,7 @@ use super::or_stop;
 use super::queue::{parse_counter, sorted_entries, Queue, QueueEntry};
 use super::rules::{ha_state_of, parse_state_record, ProcessUpdate, STATES_PREFIX};
 use super::RemoteStates;
-use crate::actors::fid_resolver::Backoff;
+use crate::consul::backoff::Backoff;
 use crate::consul::kv::KvEntry;
 use crate::consul::Consul;
 use crate::fid::Fid;

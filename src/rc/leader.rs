@@ -10,14 +10,14 @@
 //! untouched: a new leader (or this one after a crash) resumes at the first entry left, and
 //! nothing is handled twice. After an unclear outcome (Consul's answer lost) `eq/` is read again before
 //! anything else is done.
+use super::campaign::SessionSlot;
 use super::envelope::{now_secs, Envelope};
 use super::publish::{read_epoch, Epoch};
 use super::queue::{parse_counter, seq_of, sorted_entries, Queue, QueueEntry};
 use super::rules::{decide, state_record, Decision};
 use super::timeouts;
 use super::{or_stop, RcConfig};
-use crate::actors::fid_resolver::Backoff;
-use crate::actors::rc_leader::SessionSlot;
+use crate::consul::backoff::Backoff;
 use crate::consul::kv::KvEntry;
 use crate::consul::txn::{self, Op, TxnError, MAX_BYTES, MAX_OPS};
 use crate::consul::{Consul, ConsulError};

@@ -8,12 +8,12 @@
 //! after this leader saw it there, passing otherwise. What changed is published to `bq/` as
 //! `NODE-HEALTH` entries, every hax (this one too) applies them to its model. A new leader
 //! publishes the health of every node once when it takes over.
+use super::campaign::SessionSlot;
 use super::health_news;
 use super::or_stop;
 use super::publish::{publish_values_after, Epoch};
 use super::queue::Queue;
-use crate::actors::fid_resolver::Backoff;
-use crate::actors::rc_leader::SessionSlot;
+use crate::consul::backoff::Backoff;
 use crate::consul::kv::KvEntry;
 use crate::consul::{encode_query, Consul, ConsulError};
 use crate::model::health::{Health, HealthDelta};

@@ -11,8 +11,10 @@
 //! Who does what (see actors.md): every hax publishes its process events and drive errors
 //! to `eq/` (ConsulWriter, with their `processes/` records) and consumes `bq/`
 //! (`consumer.rs`); the hax holding the
-//! `leader` key runs the rules over `eq/` and cleans `bq/` up (`leader.rs`).
+//! `leader` key, won by the campaign (`campaign.rs`), runs the rules over `eq/` and cleans
+//! `bq/` up (`leader.rs`).
 //! `hax q eq|bq <type> <json>` publishes by hand ([`cmd_q`]).
+pub mod campaign;
 pub mod consumer;
 pub mod envelope;
 pub mod health_news;
@@ -27,12 +29,12 @@ pub use envelope::Envelope;
 pub use publish::publish;
 pub use queue::Queue;
 
-use crate::actors::rc_leader::SessionSlot;
 use crate::consul::{Consul, ConsulConfig};
 use crate::fid::Fid;
 use crate::motr::{Note, ProcessEventKind, ProcessType};
 use crate::view::SharedView;
 use actix::Recipient;
+use campaign::SessionSlot;
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::watch;

@@ -12,7 +12,7 @@
 //! transactions as the `processes/` records; these functions serve `hax q` and the tests.
 use super::envelope::Envelope;
 use super::queue::{parse_counter, seq_of, Queue};
-use crate::actors::fid_resolver::jitter;
+use crate::consul::backoff::jitter;
 use crate::consul::kv::KvEntry;
 use crate::consul::txn::{self, Op, TxnError, MAX_BYTES, MAX_OPS};
 use crate::consul::{Consul, ConsulError};

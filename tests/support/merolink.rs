@@ -8,7 +8,7 @@
 use actix::{Actor, Context, Handler, Recipient};
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use hax::actors::entrypoint::{self, Responder};
-use hax::actors::links::{LinkInfo, SendReport};
+use hax::actors::merolink::links::{LinkInfo, SendReport};
 use hax::actors::merolink::{
     EntrypointLog, LinkedProcesses, MeroCmd, MeroLink, MeroLinkConfig, MeroOutputs, StateView,
 };

@@ -12,8 +12,9 @@
 //! - [`client`]: [`ConsulClient`], blocking helpers over Consul's HTTP API;
 //! - [`sink`]: [`WatchSink`], an HTTP server recording what watches POST;
 //! - [`daemon`]: the `hax` daemon as a child ([`HaxCommand`], [`HaxProc`]) and its readiness;
-//! - [`cluster`]: the configurations the tests register ([`NodeDef`], [`register_cluster`]) and
-//!   [`SingleNode`]: agent + cluster + hax + simulated processes;
+//! - [`cluster`]: the configurations the tests and benchmarks register ([`NodeDef`],
+//!   [`register_cluster`]) and the agent watches that POST to hax;
+//! - [`single_node`]: [`SingleNode`], agent + cluster + hax + simulated processes;
 //! - [`payload`]: synthetic service-health watch payloads shaped like the captured ones;
 //!
 //! It runs `hax` by path ([`hax_bin`]) and does not link the daemon's library.
@@ -23,6 +24,7 @@ pub mod consul;
 pub mod daemon;
 pub mod payload;
 pub mod process;
+pub mod single_node;
 pub mod sink;
 
 pub use client::*;
@@ -30,6 +32,7 @@ pub use cluster::*;
 pub use consul::*;
 pub use daemon::*;
 pub use process::*;
+pub use single_node::*;
 pub use sink::*;
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,5 @@
-//! RcLeader: campaigns for the RC `leader` key on behalf of this node.
+//! The leader campaign (RcLeader in actors.md): campaigns for the RC `leader` key on behalf of
+//! this node; the RC loop (`leader.rs`) acts while the key is ours ([`SessionSlot`]).
 //!
 //! It holds a Consul session tied to the node's health (`serfHealth`) and to hax's own life
 //! (a TTL that only this hax renews), and tries to acquire `leader` with the node name as
@@ -7,7 +8,7 @@
 //! hax acquires it. On shutdown the key is released and the session destroyed, so another hax
 //! (or this one restarted) takes it at once. A hax restarted after a crash takes over its
 //! previous incarnation's session when that one still holds the key.
-use super::fid_resolver::Backoff;
+use crate::consul::backoff::Backoff;
 use crate::consul::kv::KvEntry;
 use crate::consul::{Consul, ConsulError};
 use serde::Deserialize;

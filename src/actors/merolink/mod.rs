@@ -8,8 +8,9 @@
 //! link that is disconnecting or whose process reported STOPPED, splits broadcasts at 1024
 //! notes, answers NVEC GET and failure-vector requests on the asking link, and tracks every
 //! send until Motr reports it delivered or not delivered (or a bounded wait passes).
-use super::inbox::{Awaits, Inbox};
-use super::links::{Deliveries, LinkInfo, LinkState, LinkTable, OnDone, SendReport};
+pub mod inbox;
+pub mod links;
+
 use crate::ffi;
 use crate::fid::Fid;
 use crate::messages::{Ack, ProcessEvent, StobIoEvent};
@@ -19,6 +20,8 @@ use crate::motr::{
 };
 use actix::Recipient;
 use crossbeam_channel::{after, bounded, select_biased, unbounded, Receiver, Sender};
+use inbox::{Awaits, Inbox};
+use links::{Deliveries, LinkInfo, LinkState, LinkTable, OnDone, SendReport};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;

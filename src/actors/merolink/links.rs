@@ -6,16 +6,7 @@ use crate::motr::LinkId;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// Where a link is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LinkState {
-    /// Broadcasts go to it.
-    Active,
-    /// Its process reported STOPPED: nothing more is sent on it.
-    Inactive,
-    /// Motr started disconnecting it: nothing may be sent on it, ever.
-    Disconnecting,
-}
+pub use crate::motr::LinkState;
 
 #[derive(Clone, Debug)]
 pub struct LinkInfo {
@@ -102,38 +93,7 @@ impl LinkTable {
     }
 }
 
-/// How one batch of sends ended. Reports compare by their counts (not by `all_sent`).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct SendReport {
-    pub sent: usize,
-    pub delivered: usize,
-    pub not_delivered: usize,
-    pub timed_out: usize,
-    /// Sends refused because the link was gone or the message invalid.
-    pub failed: usize,
-    /// When the last send of the batch had been handed to Motr.
-    pub all_sent: Option<Instant>,
-}
-
-impl PartialEq for SendReport {
-    fn eq(&self, o: &Self) -> bool {
-        (
-            self.sent,
-            self.delivered,
-            self.not_delivered,
-            self.timed_out,
-            self.failed,
-        ) == (o.sent, o.delivered, o.not_delivered, o.timed_out, o.failed)
-    }
-}
-
-impl Eq for SendReport {}
-
-impl SendReport {
-    pub fn all_delivered(&self) -> bool {
-        self.delivered == self.sent && self.failed == 0
-    }
-}
+pub use crate::messages::SendReport;
 
 pub type OnDone = Box<dyn FnOnce(SendReport) + Send>;
 
