@@ -3,7 +3,7 @@
  *
  * The input is a byte stream as a connection delivers it. Frames are split with
  * wire_frame_peek() and each whole frame is decoded with the decoder its kind selects, as
- * interface.c does (both directions' kinds are tried: the stand-in decodes process frames,
+ * the stand-in (io.c) does (both directions' kinds are tried: the stand-in decodes process frames,
  * the tests decode HA frames). Properties, besides ASan/UBSan finding no memory error:
  *   - a frame that decodes re-encodes to exactly the same bytes (the codec is strict:
  *     no NUL in strings, bounded counts, nothing trailing, so the encoding is canonical);

@@ -9,7 +9,7 @@
  *   3. VmRSS before and after the D connect/disconnect cycles.
  *
  * Usage: make bench [BENCH_ARGS="N R D"]   (defaults 1000 20 10000)
- * Only the public interface is used, so it builds against any version of interface.c.
+ * Only the public interface is used, so it builds against any version of the stand-in.
  */
 #include <arpa/inet.h>
 #include <errno.h>

@@ -30,7 +30,7 @@
 #include "ha/halon/interface.h"
 #include "wire.h"
 
-/* Test hook of interface.c (not in Motr's header): -ENOENT for a pointer that is not a link of
+/* Test hook of the stand-in (hooks.c, not in Motr's header): -ENOENT for a pointer that is not a link of
  * hi, else 0 alive, 1 disconnecting, 2 dead (link_disconnected returned, still recognised). */
 int hax_standin_link_state(struct m0_halon_interface *hi, const struct m0_ha_link *hl);
 
@@ -2849,7 +2849,7 @@ static void test_fini_without_stop(void)
 	set_flag(&g_auto_reply, false);
 }
 
-/* Test hook of interface.c (not in Motr's header): its link bookkeeping. */
+/* Test hook of the stand-in (hooks.c, not in Motr's header): its link bookkeeping. */
 int hax_standin_link_stats(struct m0_halon_interface *hi, uint64_t *live, uint64_t *dead,
 			   uint64_t *dead_max, uint64_t *allocated);
 
