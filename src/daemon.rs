@@ -243,7 +243,7 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
                 identity.process,
                 identity.endpoint
             );
-            crate::notify::ready();
+            crate::notify::ready(identity.process, &identity.endpoint);
             tokio::select! {
                 _ = stop.wait() => 0,
                 _ = crate::supervise::wait_fatal() => crate::supervise::EXIT_FATAL,

@@ -55,6 +55,7 @@ pub struct Metrics {
     pub entrypoint_replies: Family<ResultLabel, Counter>,
     pub watch_posts: Family<StatusLabel, Counter>,
     pub rc_queue_length: Family<QueueLabel, Gauge>,
+    pub rc_leader: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -204,6 +205,12 @@ impl Metrics {
                 backend: crate::ffi::backend().to_string(),
             }),
         );
+        let rc_leader = Gauge::default();
+        registry.register(
+            "rc_leader",
+            "1 while this hax's campaign holds the RC leader key, else 0",
+            rc_leader.clone(),
+        );
         Metrics {
             registry,
             links,
@@ -222,6 +229,7 @@ impl Metrics {
             kv_queue_depth,
             consul_bytes,
             unconfirmed_messages,
+            rc_leader,
         }
     }
 
@@ -274,6 +282,11 @@ pub fn consul_write_rejected(w: &str) {
         .consul_writes_rejected
         .get_or_create(&writer(w))
         .inc();
+}
+
+/// This hax's campaign holds the RC leader key (or no longer does).
+pub fn rc_leader(holding: bool) {
+    METRICS.rc_leader.set(i64::from(holding));
 }
 
 /// `n` bytes were received from Consul for `source`.

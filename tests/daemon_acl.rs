@@ -36,7 +36,7 @@ fn with_acls_default_deny_hax_works_with_a_token_and_waits_clearly_without_one()
         "{}",
         without.log_text()
     );
-    assert!(!without.log_text().contains("hax: ready"));
+    assert!(!without.is_ready());
     drop(without);
 
     let with = HaxProc::spawn(
@@ -47,11 +47,7 @@ fn with_acls_default_deny_hax_works_with_a_token_and_waits_clearly_without_one()
         agent.dir(),
         &["--token", ROOT],
     );
-    assert!(
-        with.wait_log("hax: ready", Duration::from_secs(30)),
-        "{}",
-        with.log_text()
-    );
+    with.assert_ready(Duration::from_secs(30));
     assert!(
         !with.log_text().contains(ROOT),
         "the token must never be logged"

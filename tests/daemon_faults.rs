@@ -41,11 +41,7 @@ fn consul_killed_while_a_thousand_process_events_arrive_is_told_nothing_false_an
         &dir,
         &[],
     );
-    assert!(
-        hax.wait_log("hax: ready", Duration::from_secs(30)),
-        "{}",
-        hax.log_text()
-    );
+    hax.assert_ready(Duration::from_secs(30));
 
     let sims: Vec<SimProcess> = (0..PROCESSES)
         .map(|i| {

@@ -108,8 +108,13 @@ fn without_a_leader_entrypoints_get_paced_eagain_then_succeed_once_one_is_electe
         "hax never said it had no leader:\n{}",
         hax.log_text()
     );
-    // hax's own start is blocked on its own entrypoint: it is not ready.
-    assert!(!hax.log_text().contains("hax: ready"));
+    // hax's own start is blocked on its own entrypoint: it is not ready, and says so.
+    let (status, body) = hax.readyz().expect("GET /readyz answers");
+    assert_eq!(
+        (status, body["state"].as_str()),
+        (503, Some("starting")),
+        "{body}"
+    );
     let cfg = {
         let mut c = hax_sim::SimConfig::new(IOS1);
         c.endpoint = format!("{EP}{}", ports.ios1);
@@ -143,7 +148,10 @@ fn without_a_leader_entrypoints_get_paced_eagain_then_succeed_once_one_is_electe
     assert_eq!(acquired.trim(), "true");
     let ok = p.entrypoint_until_ok(true, Instant::now() + T).unwrap().0;
     assert_eq!(ok.rc, 0);
-    assert!(hax.wait_log("hax: ready", T));
+    hax.assert_ready(T);
+    let (_, body) = hax.readyz().expect("GET /readyz answers");
+    assert_eq!(body["process"], HAX.to_string(), "{body}");
+    assert_eq!(body["endpoint"], hax.endpoint(), "{body}");
 }
 
 #[test]
@@ -166,11 +174,7 @@ fn hax_started_before_its_service_is_registered_waits_and_then_works() {
     );
     std::thread::sleep(Duration::from_millis(500));
     register_cluster(agent.client(), agent.node_name(), &ports);
-    assert!(
-        hax.wait_log("hax: ready", T),
-        "hax did not start once registered:\n{}",
-        hax.log_text()
-    );
+    hax.assert_ready(T);
 }
 
 #[test]
@@ -200,11 +204,7 @@ fn hax_started_before_consul_waits_and_then_works() {
     cfg["ports"] = serde_json::json!({"http": consul_port});
     let agent = ConsulAgent::dev_with_json_named(&cfg, "later-node");
     register_cluster(agent.client(), agent.node_name(), &ports);
-    assert!(
-        hax.wait_log("hax: ready", Duration::from_secs(40)),
-        "{}",
-        hax.log_text()
-    );
+    hax.assert_ready(Duration::from_secs(40));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -62,7 +62,7 @@ fn over_https_hax_trusts_only_the_given_ca() {
     );
     std::thread::sleep(Duration::from_secs(1));
     assert!(
-        !untrusted.log_text().contains("hax: ready"),
+        !untrusted.is_ready(),
         "a certificate from another CA must be refused"
     );
     drop(untrusted);
@@ -75,11 +75,7 @@ fn over_https_hax_trusts_only_the_given_ca() {
         agent.dir(),
         &["--ca-file", ca.to_str().unwrap()],
     );
-    assert!(
-        hax.wait_log("hax: ready", Duration::from_secs(30)),
-        "{}",
-        hax.log_text()
-    );
+    hax.assert_ready(Duration::from_secs(30));
     assert!(hax.log_text().contains(&format!("using Consul at {url}")));
 
     let no_ca = Command::new(env!("CARGO_BIN_EXE_hax"))

@@ -45,11 +45,7 @@ fn hax_serves_entrypoints_while_its_consul_server_is_frozen_and_recovers_after()
         &dir,
         &[],
     );
-    assert!(
-        hax.wait_log("hax: ready", Duration::from_secs(30)),
-        "{}",
-        log_tail(&hax.log, 40)
-    );
+    hax.assert_ready(Duration::from_secs(30));
     let other = cluster.http_url(1);
     let c1 = ConsulClient::new(&other);
     let holder = |c: &ConsulClient| {

@@ -156,7 +156,6 @@ fn killed_mid_burst(pace: Option<Duration>, rounds: u64) {
     );
 
     // Restart on the same ports; the state comes back from Consul alone.
-    let old_log = n.hax.log_text();
     let t_restart = Instant::now();
     n.hax = HaxProc::spawn(
         &n.agent.http_addr(),
@@ -166,24 +165,17 @@ fn killed_mid_burst(pace: Option<Duration>, rounds: u64) {
         n.agent.dir(),
         &["--leader-ttl-s", "10"],
     );
-    let log = n.hax.log.clone();
+    let url = n.hax.url();
     let leader_wait = std::thread::spawn(move || {
         wait_until(Duration::from_secs(45), || {
-            std::fs::read_to_string(&log)
-                .unwrap_or_default()
-                .contains("is the RC leader")
-                .then_some(t_restart.elapsed())
+            (metric(&url, "hax_rc_leader") == Some(1.0)).then_some(t_restart.elapsed())
         })
     });
-    assert!(
-        n.hax.wait_log("hax: ready", Duration::from_secs(30)),
-        "restarted hax not ready"
-    );
+    n.hax.assert_ready(Duration::from_secs(30));
     let ready = t_restart.elapsed();
-    assert!(
-        n.hax
-            .log_text()
-            .contains(&format!("FidResolver: hax is {HAX}")),
+    assert_eq!(
+        n.hax.readyz().expect("GET /readyz").1["process"],
+        HAX.to_string(),
         "identity not rebuilt"
     );
     let probe = RawPeer::connect(&n.hax.endpoint(), Fid::typed(b'r', 3, 2));
@@ -301,7 +293,6 @@ fn killed_mid_burst(pace: Option<Duration>, rounds: u64) {
         log_tail(&n.hax.log, 30)
     );
     assert_eq!(holder.as_deref(), Some(n.agent.node_name()));
-    assert!(old_log.contains("hax: ready"));
 }
 
 /// Like real Motr after its HA restarted: a running m0d notices only at its next send, asks
@@ -358,7 +349,7 @@ fn running_m0d_across_a_hax_restart(no_leader: bool) {
         n.agent.dir(),
         &args,
     );
-    assert!(n.hax.wait_log("hax: ready", Duration::from_secs(30)));
+    n.hax.assert_ready(Duration::from_secs(30));
     // The idle m0d has not noticed. Its clean stop is its next send: it finds the HA gone,
     // reconnects to the new hax and sends its stop events again there.
     m0d.stop_clean()

@@ -331,11 +331,7 @@ fn a_partition_between_consul_servers_leaves_hax_serving_and_it_recovers_after_t
         &dir,
         &[],
     );
-    assert!(
-        hax.wait_log("hax: ready", Duration::from_secs(40)),
-        "{}",
-        log_tail(&hax.log, 40)
-    );
+    hax.assert_ready(Duration::from_secs(40));
     let holder = |c: &ConsulClient| {
         c.kv_get_pair("leader")
             .ok()

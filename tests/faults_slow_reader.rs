@@ -62,11 +62,7 @@ fn a_process_that_stops_reading_neither_blocks_hax_nor_makes_it_grow() {
         agent.dir(),
         &["--delivery-timeout-ms", "3000"],
     );
-    assert!(
-        hax.wait_log("hax: ready", Duration::from_secs(30)),
-        "{}",
-        log_tail(&hax.log, 40)
-    );
+    hax.assert_ready(Duration::from_secs(30));
     let consul = agent.http_url();
 
     let connect = |fid: Fid| {

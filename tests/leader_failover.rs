@@ -43,21 +43,25 @@ fn when_the_leaders_hax_dies_the_other_takes_over_and_entrypoints_follow_the_new
         })
         .collect();
     for h in &haxes {
-        assert!(
-            h.wait_log("hax: ready", Duration::from_secs(30)),
-            "{}",
-            h.log_text()
-        );
+        h.assert_ready(Duration::from_secs(30));
     }
     let c = cluster.client(2);
     let first =
         wait_until(Duration::from_secs(20), || leader_value(c)).expect("a leader is elected");
-    let holders: Vec<usize> = haxes
-        .iter()
-        .enumerate()
-        .filter(|(_, h)| h.log_text().contains("is the RC leader"))
-        .map(|(i, _)| i)
-        .collect();
+    // Each hax says whether its campaign holds the key (its hax_rc_leader metric).
+    let holders = || -> Vec<usize> {
+        haxes
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.metric("hax_rc_leader") == Some(1.0))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let holders = wait_until(Duration::from_secs(10), || {
+        let h = holders();
+        (h.len() == 1).then_some(h)
+    })
+    .unwrap_or_else(holders);
     assert_eq!(holders.len(), 1, "exactly one hax holds the leader key");
     let (leader, other) = if first == nodes[0].name {
         (0, 1)

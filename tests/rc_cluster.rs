@@ -102,7 +102,7 @@ fn a_stob_io_error_reported_on_node_a_reaches_the_processes_of_node_b_as_a_faile
     );
     let bq_key = rc_lines[0].rsplit("-> ").next().unwrap().to_string();
     for i in 0..2 {
-        let log = c.log_with(i, &[&format!("bq: {bq_key} {d} FAILED")]);
+        let log = c.log_after_bq(i, &bq_key);
         let consumed = lines_with(&log, &[&format!("bq: {bq_key} {d} FAILED")]);
         assert_eq!(consumed.len(), 1, "hax {i} handles {bq_key} once:\n{log}");
     }
@@ -279,7 +279,7 @@ fn malformed_and_unknown_entries_are_logged_and_skipped_and_never_block_either_q
         all_logs(&c)
     );
     for i in 0..2 {
-        let log = c.log_with(i, &[&format!("bq: {real} {d2} FAILED")]);
+        let log = c.log_after_bq(i, &real);
         assert_eq!(
             lines_with(&log, &[&format!("bq: {garbage} malformed entry: not JSON")]).len(),
             1,
@@ -362,7 +362,7 @@ fn a_restarted_hax_does_not_replay_what_it_handled_and_bq_is_cleaned_once_every_
     );
     c.spawn_hax(1);
     c.wait_ready(1);
-    let caught_up = wait_until(T, || c.log(1).contains(&format!("bq: {k4} ")).then_some(()));
+    let caught_up = wait_until(T, || c.offset(1).filter(|o| *o >= seq(&k4)));
     assert!(
         caught_up.is_some(),
         "the restarted hax did not handle {k4}:\n{}",

@@ -347,11 +347,7 @@ impl Replay {
                 "false",
             ],
         );
-        assert!(
-            hax.wait_log("hax: ready", Duration::from_secs(30)),
-            "hax did not become ready:\n{}",
-            log_tail(&hax.log, 40)
-        );
+        hax.assert_ready(Duration::from_secs(30));
         let sims = LINKED
             .iter()
             .map(|f| {

@@ -176,9 +176,10 @@ fn hax_tells_systemd_when_it_is_ready_and_when_it_stops() {
         let _ = child.kill();
         panic!("hax sent {ready:?}, not READY=1 (mdwe {mdwe}); its log:\n{text}");
     }
+    let readyz = readyz(&format!("http://127.0.0.1:{http_port}"));
     assert!(
-        text.contains("hax: ready"),
-        "READY=1 before the ready line:\n{text}"
+        readyz.as_ref().is_some_and(|(status, _)| *status == 200),
+        "READY=1 before GET /readyz says ready ({readyz:?}):\n{text}"
     );
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

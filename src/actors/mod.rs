@@ -10,7 +10,7 @@
 //! - [`ha_broadcaster`]: HaBroadcaster (actix), the HA model and its broadcasts;
 //! - [`health_monitor`]: HealthMonitor (actix), the Consul reads that keep health true;
 //! - [`watch_ingest`]: WatchIngest, the HTTP handlers Consul's watches POST to (and
-//!   `/healthz`, `/metrics`).
+//!   `/healthz`, `/readyz`, `/metrics`).
 pub mod consul_writer;
 pub mod entrypoint;
 pub mod fid_resolver;

@@ -7,10 +7,13 @@
 //! a newer snapshot no longer lists is gone. It never waits on Motr or Consul. Malformed JSON
 //! → 400 with a JSON error body; a body over the limit → 413; service IDs that are not process
 //! fids are ignored with a log line; a keyprefix body is accepted and ignored; any other path
-//! → 404 naming the served ones. `GET /healthz` answers liveness, `GET /metrics` the metrics.
+//! → 404 naming the served ones. `GET /healthz` answers liveness; `GET /readyz` readiness (200
+//! once Motr's HA interface is started and hax said `hax: ready`, 503 before and once the
+//! shutdown began); `GET /metrics` the metrics.
 use crate::consul::health::{parse_payload, Parsed, PayloadKind};
 use crate::messages::HealthReport;
 use crate::model::health::{Coverage, Snapshot};
+use crate::notify::Readiness;
 use actix::Recipient;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
@@ -47,6 +50,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/watch/{tail:.*}", web::post().to(ingest))
         .route("/", web::get().to(alive))
         .route("/healthz", web::get().to(alive))
+        .route("/readyz", web::get().to(ready))
         .route("/metrics", web::get().to(metrics))
         .default_service(web::route().to(unknown_path));
 }
@@ -70,7 +74,7 @@ async fn unknown_path(req: HttpRequest) -> HttpResponse {
         actix_web::http::StatusCode::NOT_FOUND,
         format!(
             "no such path {}: watch handlers POST to /, /watcher/<name> or /watch/<name>; \
-             GET /healthz and /metrics",
+             GET /healthz, /readyz and /metrics",
             req.path()
         ),
     )
@@ -78,6 +82,21 @@ async fn unknown_path(req: HttpRequest) -> HttpResponse {
 
 async fn alive() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// 200 `{"ready": true, "process": <fid>, "endpoint": <HA endpoint>}` once hax serves; 503
+/// `{"ready": false, "state": "starting" | "stopping"}` before and during the shutdown.
+async fn ready() -> HttpResponse {
+    match crate::notify::readiness() {
+        Readiness::Ready { process, endpoint } => HttpResponse::Ok()
+            .json(json!({"ready": true, "process": process.to_string(), "endpoint": endpoint})),
+        Readiness::Starting => {
+            HttpResponse::ServiceUnavailable().json(json!({"ready": false, "state": "starting"}))
+        }
+        Readiness::Stopping => {
+            HttpResponse::ServiceUnavailable().json(json!({"ready": false, "state": "stopping"}))
+        }
+    }
 }
 
 fn error(status: actix_web::http::StatusCode, msg: String) -> HttpResponse {

@@ -133,6 +133,7 @@ pub async fn campaign(consul: Consul, cfg: CampaignConfig, slot: SessionSlot) {
             if holding {
                 log::warn!("RcLeader: this node is no longer the RC leader");
                 holding = false;
+                crate::metrics::rc_leader(false);
             }
             actix_rt::time::sleep(backoff.next_delay()).await;
             continue;
@@ -160,12 +161,14 @@ pub async fn campaign(consul: Consul, cfg: CampaignConfig, slot: SessionSlot) {
                 if !holding {
                     log::info!("RcLeader: this node ({}) is the RC leader", cfg.node);
                     holding = true;
+                    crate::metrics::rc_leader(true);
                 }
             }
             Some(_) => {
                 if holding {
                     log::warn!("RcLeader: another session holds the leader key now");
                     holding = false;
+                    crate::metrics::rc_leader(false);
                 }
             }
             None => {
@@ -178,6 +181,7 @@ pub async fn campaign(consul: Consul, cfg: CampaignConfig, slot: SessionSlot) {
                             cfg.node
                         );
                         holding = true;
+                        crate::metrics::rc_leader(true);
                         locked_since = None;
                     }
                     Ok(_) => {
@@ -209,6 +213,7 @@ pub async fn campaign(consul: Consul, cfg: CampaignConfig, slot: SessionSlot) {
 /// first: a key released by its holder is free at once, while one freed by destroying its
 /// session stays locked for the lock delay.
 pub async fn resign(consul: &Consul, slot: &SessionSlot, node: &str) {
+    crate::metrics::rc_leader(false);
     if let Some(s) = slot.get() {
         // The value stays the node's name: reconnecting processes are told the last leader.
         if let Err(e) = consul

@@ -120,11 +120,9 @@ impl RcCluster {
 
     pub fn wait_ready(&self, i: usize) {
         let h = self.hax(i);
-        assert!(
-            h.wait_log("hax: ready", Duration::from_secs(40)),
-            "hax {i} not ready:\n{}",
-            h.log_text()
-        );
+        if let Err(e) = h.wait_ready(Duration::from_secs(40)) {
+            panic!("hax {i}: {e}");
+        }
     }
 
     pub fn hax(&self, i: usize) -> &HaxProc {
@@ -150,6 +148,16 @@ impl RcCluster {
             (!lines_with(&log, needles).is_empty()).then_some(log)
         });
         found.unwrap_or_else(|| self.log(i))
+    }
+
+    /// Hax `i`'s log once its `bq-offsets/<node>` says it handled the bq/ entry `key` (the
+    /// consumer logs an entry before it saves the offset past it); after 30 s, as it is.
+    pub fn log_after_bq(&self, i: usize, key: &str) -> String {
+        let n: u64 = key.rsplit('/').next().unwrap().parse().unwrap();
+        wait_until(Duration::from_secs(30), || {
+            self.offset(i).filter(|o| *o >= n)
+        });
+        self.log(i)
     }
 
     /// A client of server `i`'s agent.

@@ -1,6 +1,7 @@
 //! The real `hax` daemon as a child process: [`HaxCommand`] says how to start it (binary,
 //! Consul, node, flags, environment, log file), [`HaxProc`] is the running daemon (its log,
-//! HTTP and HA endpoints, signals, readiness), killed on drop.
+//! HTTP and HA endpoints, signals), killed on drop. Readiness is hax's own `GET /readyz`, not a
+//! line of its log.
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
@@ -23,6 +24,37 @@ pub fn hax_bin() -> PathBuf {
         .map(|d| d.join("hax"))
         .find(|p| p.is_file())
         .unwrap_or_else(|| PathBuf::from("hax"))
+}
+
+fn http_agent() -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout_connect(Duration::from_secs(1))
+        .timeout(Duration::from_secs(2))
+        .build()
+}
+
+/// `GET <url>/readyz` of a hax (`url`: `http://127.0.0.1:<http port>`): (status, JSON body),
+/// or None when nothing answers.
+pub fn readyz(url: &str) -> Option<(u16, serde_json::Value)> {
+    let resp = match http_agent().get(&format!("{url}/readyz")).call() {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(_) => return None,
+    };
+    let status = resp.status();
+    Some((status, resp.into_json().unwrap_or_default()))
+}
+
+/// The value of the metric `name` (a sample without labels) on `GET <url>/metrics` of a hax.
+pub fn metric(url: &str, name: &str) -> Option<f64> {
+    let text = http_agent()
+        .get(&format!("{url}/metrics"))
+        .call()
+        .ok()?
+        .into_string()
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The flags the tests run hax with, after `--consul`, `--node` and `--http-port`: short pauses
@@ -157,9 +189,20 @@ impl HaxProc {
         wait_until(timeout, || self.log_text().contains(needle).then_some(())).is_some()
     }
 
-    /// Whether hax says it is ready.
+    /// hax's `GET /readyz`: (status, JSON body), or None when nothing answers (hax not
+    /// listening yet, or gone).
+    pub fn readyz(&self) -> Option<(u16, serde_json::Value)> {
+        readyz(&self.url())
+    }
+
+    /// Whether hax is ready: its `GET /readyz` answers 200 (Motr's HA interface is started).
     pub fn is_ready(&self) -> bool {
-        self.log_text().contains("hax: ready")
+        self.readyz().is_some_and(|(status, _)| status == 200)
+    }
+
+    /// The value of the metric `name` (without labels) on hax's `GET /metrics`.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        metric(&self.url(), name)
     }
 
     /// Waits until hax is ready; the error says why not (it exited, or the time ran out) with
@@ -185,6 +228,13 @@ impl HaxProc {
                 ));
             }
             std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// [`wait_ready`](Self::wait_ready), panicking with the reason (and hax's log tail).
+    pub fn assert_ready(&self, timeout: Duration) {
+        if let Err(e) = self.wait_ready(timeout) {
+            panic!("{e}");
         }
     }
 

@@ -79,9 +79,7 @@ impl SingleNode {
             env,
         );
         let n = SingleNode { hax, ports, agent };
-        if let Err(e) = n.hax.wait_ready(Duration::from_secs(30)) {
-            panic!("{e}");
-        }
+        n.hax.assert_ready(Duration::from_secs(30));
         n
     }
 
