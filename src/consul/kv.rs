@@ -61,8 +61,4 @@ impl TxnOp {
             },
         }
     }
-    /// Bytes this op adds to a transaction body (for the 512 KiB limit).
-    pub fn encoded_len(&self) -> usize {
-        self.kv.key.len() + self.kv.value.as_ref().map_or(0, |v| v.len()) + 48
-    }
 }

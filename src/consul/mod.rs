@@ -1,5 +1,8 @@
 //! Consul over HTTP: one shared `awc` client with a bounded connection pool (Consul allows
-//! 200 connections per client), blocking queries, KV reads and `/v1/txn` writes.
+//! 200 connections per client), blocking queries, KV reads and `/v1/txn` writes. Submodules:
+//! `kv` (KV entries), `txn` (transactions: op and byte packing, error classes), `health`
+//! (watch and health payloads), `catalog` (catalog entries and the endpoints they stand for),
+//! `backoff` (retrying against Consul).
 pub mod backoff;
 pub mod catalog;
 pub mod health;

@@ -187,9 +187,6 @@ impl Env {
     pub fn hax_client(&self) -> Http {
         Http::new(&self.hax_url(), Duration::from_secs(30)).expect("loopback address")
     }
-    pub fn hax_running(&self) -> bool {
-        self.hax.is_running()
-    }
     pub fn hax_log_text(&self) -> String {
         self.hax.log_text()
     }

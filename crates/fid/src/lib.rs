@@ -81,16 +81,8 @@ impl Fid {
     pub fn is_service(&self) -> bool {
         self.type_byte() == ObjType::Service as u8
     }
-    pub fn is_node(&self) -> bool {
-        self.type_byte() == ObjType::Node as u8
-    }
     pub fn is_zero(&self) -> bool {
         *self == Fid::ZERO
-    }
-
-    /// The same fid with another type byte.
-    pub fn with_type(&self, t: u8) -> Fid {
-        Fid::typed(t, self.container, self.key)
     }
 
     /// Parses a process id as registered in Consul: a fid string, or a bare decimal key of

@@ -113,11 +113,6 @@ impl Inbox {
     pub fn held(&self) -> usize {
         self.held
     }
-
-    /// Messages held for one link.
-    pub fn held_on(&self, link: LinkId) -> usize {
-        self.links.get(&link).map_or(0, VecDeque::len)
-    }
 }
 
 #[cfg(test)]
