@@ -2,7 +2,7 @@
 mod support;
 
 use hax::fid::Fid;
-use hax_sim::{HaMsg, MsgBody, ProcessEvent, ProcessType, SimConfig, SimProcess};
+use hax_sim::{ProcessEvent, ProcessType, SimConfig, SimProcess};
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -15,12 +15,7 @@ fn event_with_seq(p: &SimProcess, seq: u64) -> u64 {
     } else {
         ProcessEvent::Started
     };
-    let body = MsgBody::EventProcess {
-        event,
-        process_type: ProcessType::M0d,
-        pid: seq,
-    };
-    p.send_msg(HaMsg::new(p.fid(), Fid::ZERO, Fid::ZERO, body))
+    p.send_process_event_with_pid(event, ProcessType::M0d, seq)
         .expect("send event")
 }
 

@@ -20,12 +20,7 @@ use std::time::{Duration, Instant};
 /// Sends EVENT_PROCESS `event` for `p` with `pid` = `seq` (the sequence number a test reads
 /// back from `processes/<fid>`); returns the message's tag.
 pub fn send_seq_event(p: &SimProcess, event: ProcessEvent, seq: u64) -> Result<u64, SimError> {
-    let body = MsgBody::EventProcess {
-        event,
-        process_type: ProcessType::M0d,
-        pid: seq,
-    };
-    p.send_msg(HaMsg::new(p.fid(), Fid::ZERO, Fid::ZERO, body))
+    p.send_process_event_with_pid(event, ProcessType::M0d, seq)
 }
 
 /// The `pid` of `processes/<fid>` (the sequence number of the last event written), if any.

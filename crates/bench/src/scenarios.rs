@@ -6,8 +6,8 @@ use super::procfs::{self, CpuMeter, Mem};
 use super::stats::Lat;
 use hax_fid::Fid;
 use hax_sim::{
-    boot_many, gen, service_type, FleetOutcome, HaMsg, MsgBody, ObjState, ProcessEvent,
-    ProcessType, SimConfig, SimProcess, Timeouts,
+    boot_many, gen, service_type, FleetOutcome, ObjState, ProcessEvent, ProcessType, SimConfig,
+    SimProcess, Timeouts,
 };
 use hax_testkit::payload;
 use serde::{Deserialize, Serialize};
@@ -597,14 +597,7 @@ pub fn process_events(env: &Env, procs: &[SimProcess], e: usize) -> EventsResult
                 s.spawn(move || {
                     for j in 1..=e {
                         let (ev, pid) = nth_event(j, e);
-                        let body = MsgBody::EventProcess {
-                            event: ev,
-                            process_type: ProcessType::M0d,
-                            pid,
-                        };
-                        if let Err(err) =
-                            p.send_msg(HaMsg::new(p.fid(), Fid::ZERO, Fid::ZERO, body))
-                        {
+                        if let Err(err) = p.send_process_event_with_pid(ev, ProcessType::M0d, pid) {
                             say(format!("events: {} cannot send: {err}", p.fid()));
                             return;
                         }

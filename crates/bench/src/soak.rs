@@ -9,7 +9,7 @@
 use super::env::Env;
 use super::procfs::mem;
 use hax_fid::Fid;
-use hax_sim::{HaMsg, MsgBody, ProcessEvent, ProcessType, SimConfig, SimProcess};
+use hax_sim::{ProcessEvent, ProcessType, SimConfig, SimProcess};
 use hax_testkit::payload::health_payload;
 use hax_testkit::try_signal;
 use std::path::Path;
@@ -82,13 +82,8 @@ pub fn run(
             } else {
                 ProcessEvent::DtmRecovered
             };
-            let body = MsgBody::EventProcess {
-                event,
-                process_type: ProcessType::M0d,
-                pid: std::process::id() as u64,
-            };
             if procs[i]
-                .send_msg(HaMsg::new(procs[i].fid(), Fid::ZERO, Fid::ZERO, body))
+                .send_process_event_with_pid(event, ProcessType::M0d, std::process::id() as u64)
                 .is_ok()
             {
                 sent += 1;

@@ -384,10 +384,21 @@ impl SimProcess {
         event: ProcessEvent,
         ptype: ProcessType,
     ) -> Result<u64, SimError> {
+        self.send_process_event_with_pid(event, ptype, self.cfg.pid)
+    }
+
+    /// EVENT_PROCESS with another `pid` than the process's (tests and benchmarks write a
+    /// sequence number there, to read back from `processes/<fid>` which event was recorded).
+    pub fn send_process_event_with_pid(
+        &self,
+        event: ProcessEvent,
+        ptype: ProcessType,
+        pid: u64,
+    ) -> Result<u64, SimError> {
         let body = MsgBody::EventProcess {
             event,
             process_type: ptype,
-            pid: self.cfg.pid,
+            pid,
         };
         self.send_msg(HaMsg::new(self.cfg.process_fid, Fid::ZERO, Fid::ZERO, body))
     }
