@@ -32,7 +32,7 @@ fn with_acls_default_deny_hax_works_with_a_token_and_waits_clearly_without_one()
         &[],
     );
     assert!(
-        without.wait_log("no `hax` service registered", Duration::from_secs(20)),
+        without.wait_log("`hax` service registered", Duration::from_secs(20)),
         "{}",
         without.log_text()
     );

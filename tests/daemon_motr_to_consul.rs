@@ -168,7 +168,7 @@ fn hax_started_before_its_service_is_registered_waits_and_then_works() {
         &[],
     );
     assert!(
-        hax.wait_log("no `hax` service registered", T),
+        hax.wait_log("`hax` service registered", T),
         "{}",
         hax.log_text()
     );
