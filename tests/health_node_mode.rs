@@ -32,29 +32,38 @@ fn ends_hearing(p: &SimProcess, fid: Fid, state: u32, timeout: Duration) -> bool
 #[test]
 fn a_check_on_one_node_a_dead_node_and_a_removed_node_reach_the_processes_of_the_others() {
     let mut c = RcCluster::start("nodemode", 3, 3, &[]);
-    let a = c.booted_ios(0);
-    let b = c.booted_ios(1);
-    let far = c.nodes[2].ios;
+    // The node that fails is not Consul's raft leader (killing that one is a leader election,
+    // another test's subject); the other two run the listening processes.
+    let raft_leader = c.consul.leader_index();
+    let v = (0..3).rev().find(|i| Some(*i) != raft_leader).unwrap();
+    let (i, j) = match v {
+        0 => (1, 2),
+        1 => (0, 2),
+        _ => (0, 1),
+    };
+    let a = c.booted_ios(i);
+    let b = c.booted_ios(j);
+    let far = c.nodes[v].ios;
     let t = Duration::from_secs(20);
 
     // A check on node 2: only node 2's hax reads it, the others hear it through bq/.
-    c.client(2).check_fail(&format!("service:{far}")).unwrap();
+    c.client(v).check_fail(&format!("service:{far}")).unwrap();
     for p in [&a, &b] {
         assert!(
             ends_hearing(p, far, TRANSIENT, t),
             "{} did not hear {far} TRANSIENT:\n{}",
             p.fid(),
-            c.log(2)
+            c.log(v)
         );
     }
-    let published = c.log_with(2, &["changed health: published to bq/"]);
+    let published = c.log_with(v, &["changed health: published to bq/"]);
     assert!(!lines_with(&published, &["changed health: published to bq/"]).is_empty());
-    let consumed = c.log_with(0, &["bq: ", &format!("process {far} failing")]);
+    let consumed = c.log_with(i, &["bq: ", &format!("process {far} failing")]);
     assert!(
         !lines_with(&consumed, &["bq: ", &format!("process {far} failing")]).is_empty(),
-        "node 0 learnt it from a HEALTH-UPDATE in bq/:\n{consumed}"
+        "node {i} learnt it from a HEALTH-UPDATE in bq/:\n{consumed}"
     );
-    c.client(2).check_pass(&format!("service:{far}")).unwrap();
+    c.client(v).check_pass(&format!("service:{far}")).unwrap();
     for p in [&a, &b] {
         assert!(
             ends_hearing(p, far, ONLINE, t),
@@ -64,15 +73,15 @@ fn a_check_on_one_node_a_dead_node_and_a_removed_node_reach_the_processes_of_the
     }
 
     // Node 2's agent dies: its hax cannot tell anyone; the RC leader reports the node.
-    let node2 = c.nodes[2].node_fid;
-    let name2 = c.nodes[2].name.clone();
-    c.consul.kill(2);
+    let node2 = c.nodes[v].node_fid;
+    let name2 = c.nodes[v].name.clone();
+    c.consul.kill(v);
     for p in [&a, &b] {
         assert!(
             ends_hearing(p, node2, TRANSIENT, Duration::from_secs(45)),
             "{} did not hear node {node2} TRANSIENT after its agent died:\n{}",
             p.fid(),
-            c.log(0)
+            c.log(i)
         );
         assert!(
             ends_hearing(p, far, TRANSIENT, t),
@@ -81,7 +90,7 @@ fn a_check_on_one_node_a_dead_node_and_a_removed_node_reach_the_processes_of_the
     }
 
     // Removed from the catalog: gone, FAILED, and its processes with it.
-    c.client(0)
+    c.client(i)
         .put(&format!("/v1/agent/force-leave/{name2}?prune"), b"")
         .expect("force-leave");
     for p in [&a, &b] {
@@ -89,7 +98,7 @@ fn a_check_on_one_node_a_dead_node_and_a_removed_node_reach_the_processes_of_the
             ends_hearing(p, node2, FAILED, Duration::from_secs(30)),
             "{} did not hear node {node2} FAILED once it left the catalog:\n{}",
             p.fid(),
-            c.log(0)
+            c.log(i)
         );
         assert!(ends_hearing(p, far, FAILED, t), "its ios follows the node");
     }
