@@ -244,7 +244,8 @@ fn main() -> ExitCode {
     );
     let payloads = Arc::new(payloads);
     let next = Arc::new(AtomicUsize::new(0));
-    let results: Arc<Mutex<(BTreeMap<String, usize>, Vec<f64>)>> = Arc::default();
+    type Answers = (BTreeMap<String, usize>, Vec<f64>);
+    let results: Arc<Mutex<Answers>> = Arc::default();
     let t0 = Instant::now();
     let workers: Vec<_> = (0..args.concurrency)
         .map(|_| {

@@ -19,7 +19,9 @@ use hax_sim::{FromHa, ToHa};
 
 /// The fuzz targets, by name (the names of `fuzz/fuzz_targets/*.rs` and of the corpus and
 /// regression folders).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub type Target = (&'static str, fn(&[u8]));
+
+pub const TARGETS: &[Target] = &[
     ("health_payload", health_payload),
     ("fid", fid),
     ("config_tree", config_tree),

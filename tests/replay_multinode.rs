@@ -49,8 +49,11 @@ const fn drive(sdev_key: u64) -> Fid {
     Fid::typed(b'k', 1, 0x100 + sdev_key)
 }
 
-/// The captured cluster, by node: (node, node fid key, [(process key, sdev keys)]).
-const CLUSTER: &[(&str, u64, &[(u64, &[u64])])] = &[
+/// A node: its name, its fid's key, its processes (process key, sdev keys).
+type NodeLayout = (&'static str, u64, &'static [(u64, &'static [u64])]);
+
+/// The captured cluster, by node.
+const CLUSTER: &[NodeLayout] = &[
     (
         "srv-1",
         0x2,

@@ -30,6 +30,9 @@ use actix::prelude::*;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+/// A key written with a record: its name and value.
+type KeyWrite = Option<(String, Vec<u8>)>;
+
 /// One record to make durable.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -240,7 +243,7 @@ impl ConsulWriter {
         }
         self.in_flight = true;
         let q = self.records[&ids[0]].queue;
-        let items: Vec<(Option<(String, Vec<u8>)>, Vec<u8>)> = ids
+        let items: Vec<(KeyWrite, Vec<u8>)> = ids
             .iter()
             .map(|id| {
                 let r = &self.records[id];

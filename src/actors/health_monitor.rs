@@ -268,7 +268,7 @@ fn own_deltas(s: &Snapshot, node: &str) -> HashMap<Fid, HealthDelta> {
 fn publish(out: &MonitorOutputs, node: &str, news: impl IntoIterator<Item = (Fid, HealthDelta)>) {
     let Some(writer) = &out.writer else { return };
     for (fid, d) in news {
-        let _ = writer.do_send(WriteRecord {
+        writer.do_send(WriteRecord {
             queue: Queue::Bq,
             entry: crate::rc::health_news::envelope(&d, node),
             key: None,

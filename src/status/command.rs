@@ -258,7 +258,7 @@ fn render(d: &Value) -> String {
     let mut out = String::new();
     let leader = match &d["rc_leader"] {
         Value::Null => "none".to_string(),
-        l => format!("{}", l["node"].as_str().unwrap_or("?")),
+        l => l["node"].as_str().unwrap_or("?").to_string(),
     };
     out.push_str(&format!(
         "Consul {}  RC leader: {leader}\n",

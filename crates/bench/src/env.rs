@@ -209,11 +209,14 @@ impl Env {
     }
 }
 
-/// `processes/<fid>` records: fid string → (state, pid), from one recursive GET.
+/// fid string → (state, pid).
+pub type ProcessRecords = BTreeMap<String, (String, u64)>;
+
+/// `processes/<fid>` records, from one recursive GET, and the Consul index.
 pub fn process_records(
     http: &mut Http,
     index: Option<u64>,
-) -> Result<(BTreeMap<String, (String, u64)>, u64), String> {
+) -> Result<(ProcessRecords, u64), String> {
     let path = match index {
         Some(i) => format!("/v1/kv/processes/?recurse&index={i}&wait=2s"),
         None => "/v1/kv/processes/?recurse".to_string(),

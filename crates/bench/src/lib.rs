@@ -301,10 +301,11 @@ pub fn run_all(cfg: &Config) -> Results {
             drop(procs);
             drop(env);
         }
-        match (cfg.runs_group("events"))
-            .then(|| new_env(&format!("run{run}-events")))
-            .unwrap_or_else(|| Err("skipped".into()))
-        {
+        match if cfg.runs_group("events") {
+            new_env(&format!("run{run}-events"))
+        } else {
+            Err("skipped".into())
+        } {
             Err(e) if e == "skipped" => {}
             Err(e) => res.errors.push(format!("run {run}, events: {e}")),
             Ok(env) => {
@@ -347,10 +348,11 @@ pub fn run_all(cfg: &Config) -> Results {
             }
         }
         // Watch ingest on its own hax: the events scenario leaves work behind.
-        match (cfg.runs_group("ingest"))
-            .then(|| new_env(&format!("run{run}-ingest")))
-            .unwrap_or_else(|| Err("skipped".into()))
-        {
+        match if cfg.runs_group("ingest") {
+            new_env(&format!("run{run}-ingest"))
+        } else {
+            Err("skipped".into())
+        } {
             Err(e) if e == "skipped" => {}
             Err(e) => res.errors.push(format!("run {run}, ingest: {e}")),
             Ok(env) => {
@@ -394,10 +396,11 @@ pub fn run_all(cfg: &Config) -> Results {
         }
         res.runs.push(r);
     }
-    match (cfg.runs_group("memory"))
-        .then(|| new_env("memory"))
-        .unwrap_or_else(|| Err("skipped".into()))
-    {
+    match if cfg.runs_group("memory") {
+        new_env("memory")
+    } else {
+        Err("skipped".into())
+    } {
         Err(e) if e == "skipped" => {}
         Err(e) => res.errors.push(format!("memory: {e}")),
         Ok(env) => {

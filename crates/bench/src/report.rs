@@ -231,7 +231,7 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
          - The single-node cluster registered by the test kit as the tests register theirs \
          (`hax_testkit::NodeDef`: hax and confd services with passing TTL checks, the `m0conf/` \
          tree); hax campaigns for the RC leader.\n\
-         - `{} target/release/hax {}` (`--http-port <free>`).\n\
+         - `{} target/release/hax --consul {} --node {} {}` (`--http-port <free>`).\n\
          - Simulated m0d processes from `hax_sim` in the bench process, each on its own TCP \
          connection to hax's HA endpoint (stand-in wire protocol): boot = first entrypoint, \
          STARTING, second entrypoint, one FAILURE_VEC_REQ, an NVEC GET of 80 objects, one IO \
@@ -241,7 +241,9 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(" "),
-        format!("--consul {} --node {} {}", hax.consul, hax.node, hax.flags.join(" "))
+        hax.consul,
+        hax.node,
+        hax.flags.join(" ")
     );
 
     // Targets.

@@ -535,7 +535,7 @@ fn event_record(event: ProcessEvent, pid: u64) -> Vec<u8> {
 /// (neither changes the HA state, so no broadcast: the KV path alone is measured); the pid
 /// numbers the events, the last one (STARTING, pid `PID0 + e`) marks the end.
 fn nth_event(j: usize, e: usize) -> (ProcessEvent, u64) {
-    let ev = if (e - j) % 2 == 0 {
+    let ev = if (e - j).is_multiple_of(2) {
         ProcessEvent::Starting
     } else {
         ProcessEvent::Stopping

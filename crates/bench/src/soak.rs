@@ -77,7 +77,7 @@ pub fn run(
         let t0 = Instant::now();
         for _ in 0..per_tick {
             let i = (sent as usize) % procs.len();
-            let event = if (sent / procs.len() as u64) % 2 == 0 {
+            let event = if (sent / procs.len() as u64).is_multiple_of(2) {
                 ProcessEvent::Started
             } else {
                 ProcessEvent::DtmRecovered

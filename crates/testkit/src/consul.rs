@@ -686,6 +686,10 @@ impl ConsulCluster {
     pub fn len(&self) -> usize {
         self.servers.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.servers.is_empty()
+    }
     pub fn node_name(&self, i: usize) -> &str {
         &self.servers[i].name
     }

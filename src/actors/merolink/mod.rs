@@ -27,6 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// A failure-vector request: its pool and cookie.
+type FvecRequest = (Fid, (u64, u64));
+
 /// What MeroLink needs to start the interface.
 #[derive(Clone, Debug)]
 pub struct MeroLinkConfig {
@@ -376,7 +379,7 @@ struct Worker {
     stopped_on: HashMap<LinkId, (u64, Fid)>,
     /// Failure-vector requests answered on a link (pool, cookie): never answered twice (a
     /// second answer to one request makes m0d panic).
-    fvec_answered: HashMap<LinkId, HashSet<(Fid, (u64, u64))>>,
+    fvec_answered: HashMap<LinkId, HashSet<FvecRequest>>,
     /// NVEC GETs waiting for the model to be ready (link, id of the GET, fids).
     pending_gets: Vec<(LinkId, u64, Vec<Fid>)>,
     /// Links that reconnected and wait for the whole state.
