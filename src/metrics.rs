@@ -20,7 +20,8 @@ pub struct WriterLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SourceLabel {
     /// Where the bytes came from: "watch" (watch POST bodies), or the API a read was under
-    /// ("health", "kv", "catalog", "session", ...)
+    /// ("health", "catalog", "session", ...; KV reads by top-level key: "kv_bq", "kv_m0conf",
+    /// "kv_leader", ..., "kv_other")
     pub source: String,
 }
 

@@ -91,7 +91,7 @@ fn every_metric_family_an_operator_needs_is_served_and_parses() {
     );
     at_least(
         "hax_consul_received_bytes_total",
-        Some(("source", "kv")),
+        Some(("source", "kv_m0conf")),
         1.0,
     );
     at_least("hax_rc_queue_length", Some(("queue", "eq")), 0.0);

@@ -1549,8 +1549,11 @@ static struct deferred child_deferred_msg(struct m0_ha_link **hl, struct client 
 	c_msg(*c, 2, m);
 	free(m);
 	d = deferred_wait(1, T(5000));
-	if (d.msg == NULL || d.hl != *hl)
+	if (d.msg == NULL || d.hl != *hl) {
+		fprintf(stderr, "child: the deferred message did not come (msg %p, link %p, want %p)\n",
+			(void *)d.msg, (void *)d.hl, (void *)*hl);
 		_exit(9);
+	}
 	return d;
 }
 
@@ -1652,6 +1655,9 @@ static void run_abort_child_all(const char *name, void (*fn)(void), const char *
 	out[n] = '\0';
 	close(pfd[0]);
 	waitpid(pid, &status, 0);
+	if (!(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT))
+		fprintf(stderr, "%s: the child said:\n%s\n", name,
+			n > 2000 ? out + n - 2000 : out);
 	CHECKF(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT,
 	       "%s: the stand-in aborts like Motr's M0_ASSERT (status 0x%x)", name, status);
 	CHECKF(strstr(out, "Assertion failed") != NULL, "%s: an assertion message is printed",

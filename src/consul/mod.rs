@@ -106,6 +106,26 @@ pub struct Consul {
 }
 
 /// The metric label of a read: the API the path is under (health, kv, catalog, ...).
+/// The `source` of a KV read: its top-level key (a fixed set, so the label stays bounded).
+fn kv_source(path: &str) -> &'static str {
+    let key = path
+        .trim_start_matches("/v1/kv/")
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("");
+    match key {
+        "bq" => "kv_bq",
+        "eq" => "kv_eq",
+        "leader" => "kv_leader",
+        "bq-offsets" => "kv_bq_offsets",
+        "processes" => "kv_processes",
+        "states" => "kv_states",
+        "timeout" => "kv_timeout",
+        "m0conf" => "kv_m0conf",
+        _ => "kv_other",
+    }
+}
+
 fn source_of(path: &str) -> &'static str {
     let api = path
         .trim_start_matches("/v1/")
@@ -114,7 +134,7 @@ fn source_of(path: &str) -> &'static str {
         .unwrap_or("");
     match api {
         "health" => "health",
-        "kv" => "kv",
+        "kv" => kv_source(path),
         "catalog" => "catalog",
         "session" => "session",
         "agent" => "agent",

@@ -91,14 +91,22 @@ pub(super) struct Liveness {
     pub stop: watch::Receiver<bool>,
 }
 
-/// Whether this hax's session holds `leader` now.
-async fn leading(consul: &Consul, slot: &SessionSlot) -> Result<bool, ConsulError> {
+/// Whether this hax's session holds `leader`. `index` > 0: a blocking query that answers
+/// once the key changed since `index` (or after `wait`): a follower learns of a change of
+/// leader without polling. No session (this hax does not campaign): false, without asking.
+async fn leading(
+    consul: &Consul,
+    slot: &SessionSlot,
+    index: &mut u64,
+    wait: Duration,
+) -> Result<bool, ConsulError> {
     let Some(mine) = slot.get() else {
         return Ok(false);
     };
-    let (kv, _) = consul
-        .get_json::<Vec<KvEntry>>("/v1/kv/leader", None, Duration::ZERO)
+    let (kv, idx) = consul
+        .get_json::<Vec<KvEntry>>("/v1/kv/leader", (*index > 0).then_some(*index), wait)
         .await?;
+    *index = if idx < *index { 0 } else { idx.max(1) };
     let holder = kv
         .and_then(|v| v.into_iter().next())
         .and_then(|e| e.session);
@@ -120,8 +128,20 @@ impl Liveness {
         let (mut ci, mut ki) = (0u64, 0u64);
         let mut epoch: Option<Epoch> = None;
         let mut backoff = Backoff::default();
+        let mut leader_index = 0u64;
         loop {
-            let leading = match or_stop(&mut self.stop, leading(&self.consul, &self.slot)).await {
+            // A follower blocks on the leader key; the leader reads it afresh each round.
+            let started = std::time::Instant::now();
+            if watch.is_some() {
+                leader_index = 0;
+            }
+            let check = leading(
+                &self.consul,
+                &self.slot,
+                &mut leader_index,
+                Duration::from_secs(30),
+            );
+            let leading = match or_stop(&mut self.stop, check).await {
                 None => break,
                 Some(r) => r,
             };
@@ -131,7 +151,11 @@ impl Liveness {
                     if watch.take().is_some() {
                         log::info!("RC: node liveness left to the next leader");
                     }
-                    let nap = actix_rt::time::sleep(Duration::from_secs(1));
+                    // At most one look a second (a blocking query that answers at once, or
+                    // no session yet).
+                    let nap = actix_rt::time::sleep(
+                        Duration::from_secs(1).saturating_sub(started.elapsed()),
+                    );
                     if or_stop(&mut self.stop, nap).await.is_none() {
                         break;
                     }

@@ -39,7 +39,7 @@ pub fn lower_peer_priority(idle: bool) -> String {
 
 /// The Consul agent's configuration: cumulative request counters kept for an hour
 /// (HAX_BENCH_CONSUL_DEBUG=1: Consul logs every HTTP request, to see who asks what).
-fn consul_hcl() -> String {
+pub fn consul_hcl() -> String {
     let debug = std::env::var("HAX_BENCH_CONSUL_DEBUG").is_ok_and(|v| v == "1");
     format!(
         "{}telemetry {{\n  prometheus_retention_time = \"1h\"\n  disable_hostname = true\n}}\n",

@@ -9,11 +9,14 @@
 //! - [`procfs`]: hax's CPU and memory from `/proc`, `perf` profiles;
 //! - [`scenarios`]: boot storm, failure propagation, process events → KV, watch ingest,
 //!   memory under link churn;
+//! - [`multinode`]: what one failure costs a cluster of N nodes, `--health-from node` against
+//!   `watches`;
 //! - [`soak`]: steady load with periodic faults for a long time;
 //! - [`stats`]: percentiles and spreads;
 //! - [`report`]: BENCHMARKS.md and the plot data.
 pub mod env;
 pub mod http;
+pub mod multinode;
 pub mod procfs;
 pub mod report;
 pub mod scenarios;
@@ -51,7 +54,12 @@ pub struct Config {
     pub churn_max_cycles: u64,
     /// Profile hax with `perf record` during the biggest boot storm, propagation and payload.
     pub perf: bool,
-    /// Scenario groups to run (`sizes`, `events`, `ingest`, `memory`); empty: all.
+    /// Cluster sizes (nodes) of the multi-node scenario, and its failures per size and mode.
+    #[serde(default)]
+    pub multinode_sizes: Vec<usize>,
+    #[serde(default)]
+    pub multinode_reps: usize,
+    /// Scenario groups to run (`sizes`, `events`, `ingest`, `memory`, `multinode`); empty: all.
     #[serde(default)]
     pub only: Vec<String>,
     /// How the simulated processes were scheduled against hax (see `--peer-nice`).
@@ -85,6 +93,8 @@ impl Config {
             churn_secs: 180.0,
             churn_max_cycles: 100_000,
             perf: false,
+            multinode_sizes: vec![4, 8, 16, 32],
+            multinode_reps: 3,
             only: Vec::new(),
             peers: String::new(),
         }
@@ -105,6 +115,8 @@ impl Config {
             churners: 2,
             churn_secs: 4.0,
             churn_max_cycles: 1000,
+            multinode_sizes: vec![4],
+            multinode_reps: 1,
             ..Config::full(consul_bin, hax_bin, work)
         }
     }
@@ -146,6 +158,9 @@ pub struct Results {
     /// first send of a one-message broadcast to the last delivered callback.
     #[serde(default)]
     pub standin_floor: Option<(usize, f64)>,
+    /// The multi-node scenario, per size and mode.
+    #[serde(default)]
+    pub multinode: Vec<multinode::MultinodeRun>,
 }
 
 /// Builds and runs the stand-in's own broadcast bench for `n` peers (one reader thread for all
@@ -435,6 +450,39 @@ pub fn run_all(cfg: &Config) -> Results {
         match standin_floor(n) {
             Ok(ms) => res.standin_floor = Some((n, ms)),
             Err(e) => res.errors.push(format!("stand-in floor: {e}")),
+        }
+    }
+    if cfg.runs_group("multinode") {
+        for &n in &cfg.multinode_sizes {
+            for mode in ["node", "watches"] {
+                let dir = cfg.work.join(format!("multinode-{n}-{mode}"));
+                match multinode::run(
+                    &cfg.consul_bin,
+                    &cfg.hax_bin,
+                    &dir,
+                    n,
+                    mode,
+                    cfg.multinode_reps,
+                ) {
+                    Ok(r) => {
+                        for (kind, c) in
+                            [("process failure", &r.process), ("node failure", &r.node)]
+                        {
+                            say(format!(
+                                "  {n} nodes, {mode}, {kind}: {:.0} bytes and {:.1} Consul requests per change, servers' CPU {:.1} ms, every node heard it p50 {:.1} ms (max {:.1} ms), {} missed",
+                                c.bytes_per_change, c.requests_per_change, c.server_cpu_ms_per_change, c.heard_all.p50, c.heard_all.max, c.missed
+                            ));
+                        }
+                        say(format!(
+                            "  {n} nodes, {mode}, idle: agents {:.2} cores, {:.0} MiB; hax receive {:.0} bytes/s ({})",
+                            r.agents_idle_cores, r.agents_rss_mib, r.idle_bytes_per_s,
+                            r.idle_by_source.iter().map(|(k, v)| format!("{k} {v:.0}")).collect::<Vec<_>>().join(", ")
+                        ));
+                        res.multinode.push(r);
+                    }
+                    Err(e) => res.errors.push(format!("multinode {n} nodes, {mode}: {e}")),
+                }
+            }
         }
     }
     res.seconds = started.elapsed().as_secs_f64();

@@ -1,6 +1,7 @@
 //! BENCHMARKS.md and the data behind docs/bench-latency.png, from [`Results`].
 use super::stats::Spread;
 use super::{Config, Results, Run, SizeRun};
+use crate::multinode::{Cost, MultinodeRun};
 use std::fmt::Write as _;
 
 /// The machine, as far as /proc says.
@@ -76,7 +77,7 @@ pub fn plot_data(cfg: &Config, res: &Results) -> String {
 pub fn missing_figures(cfg: &Config, res: &Results) -> Vec<String> {
     let mut miss = res.errors.clone();
     let runs = &res.runs;
-    for &n in &cfg.sizes {
+    for &n in cfg.sizes.iter().filter(|_| cfg.runs_group("sizes")) {
         if over_size(runs, n, |s| s.boot.entrypoint.p99).runs == 0
             || over_size(runs, n, |s| s.boot.booted as f64).median < n as f64
         {
@@ -121,15 +122,16 @@ pub fn missing_figures(cfg: &Config, res: &Results) -> Vec<String> {
             ));
         }
     }
-    if over_runs(runs, |r| {
-        r.events.as_ref().filter(|e| !e.timed_out).map(|e| e.ratio)
-    })
-    .runs
-        < runs.len()
+    if cfg.runs_group("events")
+        && over_runs(runs, |r| {
+            r.events.as_ref().filter(|e| !e.timed_out).map(|e| e.ratio)
+        })
+        .runs
+            < runs.len()
     {
         miss.push("process events: KV never reflected every last event".into());
     }
-    for &(entries, _, _) in &cfg.ingest {
+    for &(entries, _, _) in cfg.ingest.iter().filter(|_| cfg.runs_group("ingest")) {
         if over_runs(runs, |r| {
             r.ingest
                 .iter()
@@ -147,13 +149,179 @@ pub fn missing_figures(cfg: &Config, res: &Results) -> Vec<String> {
         }
     }
     match &res.memory {
+        None if !cfg.runs_group("memory") => {}
         None => miss.push("memory: not measured".into()),
         Some(m) if m.cycles == 0 || m.rss_end_kib == 0 => {
             miss.push("memory: no churn cycle or no RSS sample".into())
         }
         _ => {}
     }
+    for &n in cfg
+        .multinode_sizes
+        .iter()
+        .filter(|_| cfg.runs_group("multinode"))
+    {
+        for mode in ["node", "watches"] {
+            match res
+                .multinode
+                .iter()
+                .find(|r| r.nodes == n && r.mode == mode)
+            {
+                None => miss.push(format!("multinode {n} nodes, {mode}: not measured")),
+                Some(r) => {
+                    for (kind, c) in [("process failure", &r.process), ("node failure", &r.node)] {
+                        if c.missed > 0 || c.heard_all.n == 0 {
+                            miss.push(format!(
+                                "multinode {n} nodes, {mode}, {kind}: {} node(s) missed a change",
+                                c.missed
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
     miss
+}
+
+/// The multi-node figures for gnuplot: nodes, then bytes per change for a process failure
+/// (`node`, `watches`) and a node failure (`node`, `watches`); "?" when missing.
+pub fn multinode_plot_data(res: &Results) -> String {
+    let mut o = String::from("# nodes proc_node proc_watches nodefail_node nodefail_watches\n");
+    let mut sizes: Vec<usize> = res.multinode.iter().map(|r| r.nodes).collect();
+    sizes.sort();
+    sizes.dedup();
+    for n in sizes {
+        let f = |mode: &str, g: fn(&MultinodeRun) -> f64| {
+            res.multinode
+                .iter()
+                .find(|r| r.nodes == n && r.mode == mode)
+                .map_or("?".to_string(), |r| format!("{:.3}", g(r)))
+        };
+        let _ = writeln!(
+            o,
+            "{n} {} {} {} {}",
+            f("node", |r| r.process.bytes_per_change),
+            f("watches", |r| r.process.bytes_per_change),
+            f("node", |r| r.node.bytes_per_change),
+            f("watches", |r| r.node.bytes_per_change)
+        );
+    }
+    o
+}
+
+/// The multi-node scenario's section: per size and mode, the cost of one change, then the
+/// growth exponents fitted over the sizes and their extrapolation to 1000 nodes.
+pub fn multinode_markdown(cfg: &Config, res: &Results) -> String {
+    use crate::multinode::growth;
+    let mut o = String::new();
+    let w = &mut o;
+    if res.multinode.is_empty() {
+        return o;
+    }
+    let _ = writeln!(
+        w,
+        "# Scaling across nodes: what one failure costs the cluster\n\n\
+         Measured by `hax-bench` (`scripts/bench --only multinode`; CI runs `--short`, 4 nodes) on \
+         one machine: {} real Consul agents per size (3 servers, the rest clients, each with its \
+         own ports), one hax per agent (its own node name, HTTP port and HA endpoint), one \
+         simulated IO server linked to each hax.\n\n\
+         - **process failure**: the check of a client node's IO server fails, then passes again \
+         ({} time(s) per size and mode; each failure and each recovery is one change); the time \
+         runs from the check's update to the last linked process hearing the note.\n\
+         - **node failure**: the last client node dies (its Consul agent and its hax SIGKILLed); \
+         the time runs from the kill to every other node's process hearing the dead node's IO \
+         server TRANSIENT, so it includes Consul's own failure detection (gossip probes and \
+         suspicion, seconds).\n\n\
+         Per change: the bytes every hax received from Consul (`hax_consul_received_bytes_total`: \
+         watch bodies and query answers, idle traffic taken out), the HTTP requests every agent \
+         served (Consul's `consul_api_http_count`), the three servers' CPU time (`/proc`). \
+         `node`: `--health-from node` (each hax reads its own node's checks, changes travel \
+         through `bq/`, the RC leader watches node liveness); `watches`: Consul watches POST every \
+         node's hax the whole `ios` snapshot and the checks list, as the original Hare did \
+         (docs/scaling.md).\n",
+        cfg.multinode_sizes
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join("/"),
+        cfg.multinode_reps
+    );
+    let _ = writeln!(
+        w,
+        "| nodes | mode | change | bytes per change | Consul requests per change | servers' CPU per change | every node heard it: p50 / max | missed |\n|---|---|---|---|---|---|---|---|"
+    );
+    for r in &res.multinode {
+        for (kind, c) in [("process failure", &r.process), ("node failure", &r.node)] {
+            let _ = writeln!(
+                w,
+                "| {} | {} | {kind} | {:.0} | {:.1} | {:.1} ms | {:.1} / {:.1} ms | {} |",
+                r.nodes,
+                r.mode,
+                c.bytes_per_change,
+                c.requests_per_change,
+                c.server_cpu_ms_per_change,
+                c.heard_all.p50,
+                c.heard_all.max,
+                c.missed,
+            );
+        }
+    }
+    let _ = writeln!(
+        w,
+        "\nWhat the agents cost with nothing changing (all agents of a size together):\n\n\
+         | nodes | mode | agents' CPU, idle | agents' RSS | bytes/s all hax receive, idle |\n|---|---|---|---|---|"
+    );
+    for r in &res.multinode {
+        let _ = writeln!(
+            w,
+            "| {} | {} | {:.2} cores | {:.0} MiB | {:.0} |",
+            r.nodes, r.mode, r.agents_idle_cores, r.agents_rss_mib, r.idle_bytes_per_s
+        );
+    }
+    let _ = writeln!(
+        w,
+        "\nGrowth with the number of nodes N (least squares of log(figure) on log(N); a figure \
+         growing as N^k has exponent k) and the fitted value at N = 1000:\n\n\
+         | figure | change | mode | exponent | at 1000 nodes |\n|---|---|---|---|---|"
+    );
+    type Pick = fn(&Cost) -> f64;
+    let figures: [(&str, &str, Pick); 4] = [
+        ("bytes per change", " B", |c| c.bytes_per_change),
+        ("Consul requests per change", "", |c| c.requests_per_change),
+        ("servers' CPU per change", " ms", |c| {
+            c.server_cpu_ms_per_change
+        }),
+        ("every node heard it (p50)", " ms", |c| c.heard_all.p50),
+    ];
+    for (what, unit, f) in figures {
+        for (kind, pick) in [
+            (
+                "process failure",
+                (|r: &MultinodeRun| &r.process) as fn(&MultinodeRun) -> &Cost,
+            ),
+            ("node failure", |r| &r.node),
+        ] {
+            for mode in ["node", "watches"] {
+                let pts: Vec<(f64, f64)> = res
+                    .multinode
+                    .iter()
+                    .filter(|r| r.mode == mode)
+                    .map(|r| (r.nodes as f64, f(pick(r))))
+                    .collect();
+                match growth(&pts, 1000.0) {
+                    Some((k, at)) => {
+                        let _ =
+                            writeln!(w, "| {what} | {kind} | {mode} | {k:.2} | {at:.0}{unit} |");
+                    }
+                    None => {
+                        let _ = writeln!(w, "| {what} | {kind} | {mode} | (one size only) | |");
+                    }
+                }
+            }
+        }
+    }
+    o
 }
 
 fn kib_mb(k: u64) -> String {
@@ -449,7 +617,7 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
         "With N processes booted (N links plus hax's self link), the bench POSTs a service-health \
          payload marking processes critical straight to hax's `/watcher/service/ios` (hax runs \
          with `--health-from watches --reconcile false`, so it acts on the POST alone; a payload \
-         listing only the failing processes goes to a path of its own, `/watcher/bench-targets/<n>`, \
+         listing only the failing processes goes to a path of its own per case and repetition, `/watcher/bench-targets/<k>-<n>`, \
          since a payload is a snapshot of what its path covers) and takes the time from just \
          before the POST to the moment the last simulated process received the TRANSIENT note(s) \
          (each process's reader thread timestamps every note it receives). Then it POSTs them \

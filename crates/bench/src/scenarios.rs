@@ -424,7 +424,7 @@ pub fn propagation(
         let path = if full_view {
             "/watcher/service/ios".to_string()
         } else {
-            format!("/watcher/bench-targets/{rep}")
+            format!("/watcher/bench-targets/{failing}-{rep}")
         };
         let log_from = env.hax_log_len();
         let t0 = Instant::now();

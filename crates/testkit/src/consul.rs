@@ -690,6 +690,11 @@ impl ConsulCluster {
     pub fn is_empty(&self) -> bool {
         self.servers.is_empty()
     }
+
+    /// The pid of agent `i` (None: killed).
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.servers[i].child.as_ref().map(|c| c.id())
+    }
     pub fn node_name(&self, i: usize) -> &str {
         &self.servers[i].name
     }

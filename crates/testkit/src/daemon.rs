@@ -266,7 +266,7 @@ impl HaxProc {
     }
 
     /// How the process ended, once it has (None: still running, or never started).
-    fn exit_status(&self) -> Option<std::process::ExitStatus> {
+    pub fn exit_status(&self) -> Option<std::process::ExitStatus> {
         lock(&self.child).as_mut()?.try_wait().ok().flatten()
     }
 

@@ -47,12 +47,22 @@ struct Args {
     /// payload of the first run (top symbols go into the report).
     #[arg(long)]
     perf: bool,
-    /// Run only these scenario groups (comma-separated: sizes, events, ingest, memory).
+    /// Run only these scenario groups (comma-separated: sizes, events, ingest, memory,
+    /// multinode).
     #[arg(long, value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// Write the report (Markdown) here.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Write the multi-node scenario's report (Markdown) here.
+    #[arg(long)]
+    multinode_markdown: Option<PathBuf>,
+    /// Write the multi-node figures (gnuplot data) here.
+    #[arg(long)]
+    multinode_plot_data: Option<PathBuf>,
+    /// Cluster sizes of the multi-node scenario (comma-separated node counts, at least 3).
+    #[arg(long, value_delimiter = ',')]
+    multinode_sizes: Option<Vec<usize>>,
     /// Write the latency-against-size table (gnuplot data) here.
     #[arg(long)]
     plot_data: Option<PathBuf>,
@@ -185,6 +195,9 @@ fn main() -> ExitCode {
     if let Some(o) = a.only.clone() {
         cfg.only = o;
     }
+    if let Some(s) = a.multinode_sizes.clone() {
+        cfg.multinode_sizes = s.into_iter().filter(|n| *n >= 3).collect();
+    }
     if let Some(r) = a.fail_reps {
         cfg.fail_reps = r.max(1);
     }
@@ -216,6 +229,13 @@ fn main() -> ExitCode {
         report::markdown(&cfg, &res, &version, &a.command),
     );
     write(&a.plot_data, report::plot_data(&cfg, &res));
+    if !res.multinode.is_empty() {
+        write(
+            &a.multinode_markdown,
+            report::multinode_markdown(&cfg, &res),
+        );
+        write(&a.multinode_plot_data, report::multinode_plot_data(&res));
+    }
     write(
         &a.json,
         serde_json::to_string_pretty(&serde_json::json!({"config": cfg, "results": res}))
