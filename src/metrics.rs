@@ -56,6 +56,8 @@ pub struct Metrics {
     pub entrypoint_replies: Family<ResultLabel, Counter>,
     pub watch_posts: Family<StatusLabel, Counter>,
     pub rc_queue_length: Family<QueueLabel, Gauge>,
+    pub queue_entries_written: Family<QueueLabel, Counter>,
+    pub link_disconnects: Counter,
     pub rc_leader: Gauge,
 }
 
@@ -206,6 +208,18 @@ impl Metrics {
                 backend: crate::ffi::backend().to_string(),
             }),
         );
+        let queue_entries_written = Family::<QueueLabel, Counter>::default();
+        registry.register(
+            "queue_entries_written",
+            "Entries this hax committed to eq/ or bq/ (events for the RC, news for every node)",
+            queue_entries_written.clone(),
+        );
+        let link_disconnects = Counter::default();
+        registry.register(
+            "motr_link_disconnects",
+            "Motr HA links that ended (Motr's link_disconnected)",
+            link_disconnects.clone(),
+        );
         let rc_leader = Gauge::default();
         registry.register(
             "rc_leader",
@@ -219,6 +233,8 @@ impl Metrics {
             entrypoint_replies,
             watch_posts,
             rc_queue_length,
+            queue_entries_written,
+            link_disconnects,
             broadcasts,
             broadcast_notes,
             broadcast_handover_seconds,
@@ -372,6 +388,21 @@ pub fn watch_post(status: u16) {
             status: status.to_string(),
         })
         .inc();
+}
+
+/// `n` entries were committed to `queue` ("eq", "bq").
+pub fn queue_written(queue: &str, n: usize) {
+    METRICS
+        .queue_entries_written
+        .get_or_create(&QueueLabel {
+            queue: queue.to_string(),
+        })
+        .inc_by(n as u64);
+}
+
+/// A Motr HA link ended.
+pub fn link_disconnected() {
+    METRICS.link_disconnects.inc();
 }
 
 /// `n` entries wait in `queue` ("eq", "bq").

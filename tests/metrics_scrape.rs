@@ -94,6 +94,11 @@ fn every_metric_family_an_operator_needs_is_served_and_parses() {
         Some(("source", "kv_m0conf")),
         1.0,
     );
+    at_least(
+        "hax_queue_entries_written_total",
+        Some(("queue", "eq")),
+        1.0,
+    );
     at_least("hax_rc_queue_length", Some(("queue", "eq")), 0.0);
     at_least("hax_rc_queue_length", Some(("queue", "bq")), 0.0);
     let build = samples(&s, "hax_build_info");

@@ -295,6 +295,7 @@ impl ConsulWriter {
             let first_bytes = items.first().map(|(_, e)| e.clone()).unwrap_or_default();
             match r {
                 Ok(indexes) => {
+                    crate::metrics::queue_written(q.name(), items.len());
                     let next =
                         indexes
                             .iter()

@@ -331,6 +331,12 @@ impl Rc {
                     for l in &plan.lines {
                         log::info!("{l}");
                     }
+                    let to_bq = plan
+                        .ops
+                        .iter()
+                        .filter(|o| matches!(o, Op::Cas { key, index: 0, .. } if key.starts_with(&Queue::Bq.prefix())))
+                        .count();
+                    crate::metrics::queue_written(Queue::Bq.name(), to_bq);
                     done += n;
                     repair = false;
                     conflicts = 0;

@@ -133,6 +133,7 @@ pub async fn publish_values_after(
         let (ops, keys) = publish_ops(q, epoch, values);
         match txn::commit_indexes(consul, &ops).await {
             Ok(indexes) => {
+                crate::metrics::queue_written(q.name(), values.len());
                 let epoch_key = q.epoch_key();
                 let next = indexes
                     .iter()

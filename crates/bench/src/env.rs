@@ -2,13 +2,14 @@
 //! loopback ports, Prometheus-style cumulative metrics on) with hax and a confd registered the
 //! way the tests register their single-node cluster, and the real `hax` binary, ready. Children
 //! die with the bench and are killed on drop.
+use super::hax_metrics::HaxMetrics;
 use super::http::Http;
 use hax_testkit::{free_port, start_spawner, ConsulAgent, DevAgent, HaxCommand, HaxProc, NodeDef};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The simulated Motr processes stand for processes on other machines: run them (every thread
 /// the main thread creates from now on) under `SCHED_IDLE`, so that they only take the CPU
@@ -187,25 +188,30 @@ impl Env {
     pub fn hax_client(&self) -> Http {
         Http::new(&self.hax_url(), Duration::from_secs(30)).expect("loopback address")
     }
-    pub fn hax_log_text(&self) -> String {
-        self.hax.log_text()
+    /// hax's metrics now (an empty scrape when hax cannot be asked: its figures read 0).
+    pub fn hax_metrics(&self) -> HaxMetrics {
+        HaxMetrics::read(&self.hax_url()).unwrap_or_else(|e| {
+            crate::scenarios::say(format!("hax's metrics: {e}"));
+            HaxMetrics::parse("# EOF\n").expect("an empty scrape parses")
+        })
     }
 
-    /// Bytes in hax's log so far (an offset for [`Env::hax_log_since`]).
-    pub fn hax_log_len(&self) -> usize {
-        std::fs::metadata(&self.hax.log).map_or(0, |m| m.len() as usize)
-    }
-
-    /// hax's log from byte `offset` on (polled while waiting: no rereading of the whole log).
-    pub fn hax_log_since(&self, offset: usize) -> String {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut text = Vec::new();
-        if let Ok(mut f) = std::fs::File::open(&self.hax.log) {
-            if f.seek(SeekFrom::Start(offset as u64)).is_ok() {
-                let _ = f.read_to_end(&mut text);
+    /// Waits until hax counted a confirmed broadcast after scrape `since`
+    /// (`hax_broadcast_confirmed_seconds_count` grew); answers the scrape that shows it.
+    pub fn wait_confirmed_after(&self, since: &HaxMetrics, limit: Duration) -> Option<HaxMetrics> {
+        let name = "hax_broadcast_confirmed_seconds_count";
+        let was = since.value(name, None);
+        let until = Instant::now() + limit;
+        loop {
+            let m = self.hax_metrics();
+            if m.value(name, None) > was {
+                return Some(m);
             }
+            if Instant::now() > until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
-        String::from_utf8_lossy(&text).into_owned()
     }
 }
 

@@ -5,6 +5,7 @@
 //!
 //! - [`env`]: Consul + registered single-node cluster + hax, from the kit, and Consul's
 //!   request counters;
+//! - [`hax_metrics`]: hax's own figures from its `GET /metrics`;
 //! - [`http`]: a small blocking HTTP/1.1 client (loopback only) whose timings are the bench's;
 //! - [`procfs`]: hax's CPU and memory from `/proc`, `perf` profiles;
 //! - [`scenarios`]: boot storm, failure propagation, process events → KV, watch ingest,
@@ -15,6 +16,7 @@
 //! - [`stats`]: percentiles and spreads;
 //! - [`report`]: BENCHMARKS.md and the plot data.
 pub mod env;
+pub mod hax_metrics;
 pub mod http;
 pub mod multinode;
 pub mod procfs;

@@ -543,7 +543,7 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
             s(&|x| x.boot.hax_reads as f64).show(0),
         );
     }
-    let _ = writeln!(w, "\n| N | hax sends given up (no delivery report in 10 s) | state changes broadcast (log lines) | hax RSS after the storm | until hax was quiet again (s) |");
+    let _ = writeln!(w, "\n| N | hax sends given up (no delivery report in 10 s) | broadcasts (`hax_broadcasts_total`) | hax RSS after the storm | until hax was quiet again (s) |");
     let _ = writeln!(w, "|---|---|---|---|---|");
     for &n in &cfg.sizes {
         let s = |f: &dyn Fn(&SizeRun) -> f64| over_size(runs, n, f);
@@ -551,7 +551,7 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
             w,
             "| {n} | {} | {} | {} MB | {} |",
             s(&|x| x.boot.sends_timed_out as f64).show(0),
-            s(&|x| x.boot.broadcasts_logged as f64).show(0),
+            s(&|x| x.boot.broadcasts as f64).show(0),
             s(&|x| x.boot.hax_mem.rss_kib as f64 / 1024.0).show(1),
             s(&|x| x.settle_ms / 1e3).show(1),
         );
@@ -628,7 +628,8 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
          snapshot's changes are broadcast at once (no coalescing window; a broadcast still in \
          flight would hold them, which the bench avoids by waiting for the previous one's \
          confirmations). *hax: confirmed* is hax's share, from \
-         its own log: from the POST reaching hax to Motr's delivered callback for the last \
+         its metrics (`hax_broadcast_confirmed_seconds`, the sum and count added during the \
+         repetition): from the POST reaching hax to Motr's delivered callback for the last \
          link (every simulated process had read and acknowledged the note).\n",
         cfg.fail_reps, cfg.node_failing
     );
@@ -747,8 +748,8 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
              link), wait for its ACK and close the connection (the stand-in lets the link go \
              after `HAX_STANDIN_RPC_TIMEOUT_MS=200`): a link's whole life. Once each process's \
              FAILED state has been broadcast, a cycle broadcasts nothing. {} cycles in {:.0} s ({:.1}/s; \
-             target 100000: {}), {} failed cycles{}. hax logged {} link disconnections and {} \
-             links left after its last disconnection (at most {}: the booted ones, the self link \
+             target 100000: {}), {} failed cycles{}. hax counted {} link disconnections \
+             (`hax_motr_link_disconnects_total`) and held {} links at the end (`hax_motr_links`; at most {}: the booted ones, the self link \
              and one per churner; no link leaks).\n",
             kib_mb(m.rss_ready.rss_kib),
             m.links,
@@ -763,7 +764,7 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
             if m.cycles >= 100_000 { "reached" } else { "not reached in the time bound" },
             m.cycle_errors,
             m.first_cycle_error.as_ref().map_or(String::new(), |e| format!(" (first: {e})")),
-            m.disconnects_logged,
+            m.disconnects,
             m.links_left_at_end.map_or("?".into(), |n| n.to_string()),
             m.links + 1 + m.churners,
         );
@@ -817,7 +818,7 @@ fn findings(w: &mut String, cfg: &Config, res: &Results) {
     if ep99.median >= 20.0 && ep99_hax.median < 20.0 {
         items.push(format!(
             "**Boot storm: the simulated processes wait for CPU, not for hax.** hax answers an \
-             entrypoint {} ms (p99) after Motr's callback hands it over (its own log), but the \
+             entrypoint {} ms (p99, from the buckets of `hax_entrypoint_seconds`) after Motr's callback hands it over, but the \
              simulated processes see {} ms (p99) from sending the request to reading the reply: \
              {big} of them boot on the same two cores, under SCHED_IDLE, so a reply waits in the \
              socket until its reader thread runs. Entrypoints alone ({big} processes asking at \

@@ -1,6 +1,7 @@
 //! The load scenarios, each against an [`Env`] (real Consul + real hax) with simulated Motr
 //! processes from [`hax_sim`]. Every loop is bounded in count and in time.
 use super::env::{counts_delta, http_counts, process_records, Env, HttpCounts};
+use super::hax_metrics::{lat_between, mean_between};
 use super::http::Http;
 use super::procfs::{self, CpuMeter, Mem};
 use super::stats::Lat;
@@ -92,14 +93,15 @@ pub struct BootResult {
     pub hax_requests_total: u64,
     pub hax_reads: u64,
     pub requests_per_process: f64,
-    /// hax's log at the end of the storm: sends given up without a delivery report
-    /// (`--delivery-timeout-ms`), broadcasts and link count.
+    /// hax's metrics at the end of the storm: sends given up without a delivery report
+    /// (`--delivery-timeout-ms`), broadcasts.
     pub sends_timed_out: u64,
-    /// hax's own time per entrypoint in the storm (its log: Motr's callback → reply handed
-    /// back to Motr).
+    /// hax's own time per entrypoint in the storm (`hax_entrypoint_seconds`: Motr's callback
+    /// → reply handed back to Motr), estimated from the histogram's buckets.
     #[serde(default)]
     pub hax_entrypoint: Lat,
-    pub broadcasts_logged: usize,
+    #[serde(default)]
+    pub broadcasts: usize,
     pub hax_mem: Mem,
 }
 
@@ -112,7 +114,7 @@ pub fn boot_storm(
 ) -> (BootResult, Vec<SimProcess>) {
     let mut metrics = env.consul_http();
     let before = http_counts(&mut metrics).unwrap_or_default();
-    let log_from = env.hax_log_len();
+    let hax_before = env.hax_metrics();
     let cfgs: Vec<SimConfig> = (0..n).map(|i| sim_config(base_key, i)).collect();
     let fids: Vec<String> = cfgs.iter().map(|c| c.process_fid.to_string()).collect();
     let t0 = Instant::now();
@@ -166,6 +168,7 @@ pub fn boot_storm(
         .filter_map(|o| o.result.as_ref().ok())
         .map(|r| r.ep_latency)
         .collect();
+    let hax_after = env.hax_metrics();
     let result = BootResult {
         processes: n,
         booted: booted.len(),
@@ -186,9 +189,11 @@ pub fn boot_storm(
         hax_requests_total: total,
         hax_reads: reads,
         requests_per_process: total as f64 / n.max(1) as f64,
-        sends_timed_out: sends_timed_out(&env.hax_log_text()),
-        hax_entrypoint: Lat::of_ms(entrypoint_ms_after(&env.hax_log_since(log_from), 0)),
-        broadcasts_logged: env.hax_log_text().matches("ProcessStatus: 0x").count(),
+        sends_timed_out: hax_after
+            .value("hax_broadcast_sends_total", Some(("outcome", "timed_out")))
+            as u64,
+        hax_entrypoint: lat_between(&hax_before, &hax_after, "hax_entrypoint_seconds"),
+        broadcasts: hax_after.value("hax_broadcasts_total", None) as usize,
         hax_mem: procfs::mem(env.hax_pid()).unwrap_or_default(),
     };
     let procs = outcomes
@@ -275,17 +280,6 @@ pub fn entrypoint_probe(env: &Env, n: usize, base_key: u64) -> EntrypointProbe {
     }
 }
 
-/// Sum of "N send(s) got no delivery report" in a hax log.
-pub fn sends_timed_out(log: &str) -> u64 {
-    log.lines()
-        .filter_map(|l| {
-            l.split_once(" send(s) got no delivery report")
-                .and_then(|(h, _)| h.rsplit(' ').next())
-                .and_then(|n| n.parse::<u64>().ok())
-        })
-        .sum()
-}
-
 // ---------------------------------------------------------------------------------------------
 // Failure propagation
 
@@ -302,38 +296,15 @@ pub struct PropagationResult {
     pub first: Lat,
     /// Processes that did not hear it within the time limit, summed over repetitions.
     pub missed: usize,
-    /// hax's share, from its own log: the change reached hax → every link confirmed the
-    /// broadcast (Motr's delivered callbacks), per repetition.
+    /// hax's share, from its metrics (`hax_broadcast_confirmed_seconds`): the change reached
+    /// hax → every link confirmed the broadcast (Motr's delivered callbacks), per repetition.
     #[serde(default)]
     pub hax_confirmed: Lat,
-    /// hax's own part, from its log: the change reached hax → the last link's send handed to
-    /// Motr (what remains until confirmation is Motr's transport and the peers).
+    /// hax's own part, from its metrics (`hax_broadcast_handover_seconds`): the change reached
+    /// hax → the last link's send handed to Motr (what remains until confirmation is Motr's
+    /// transport and the peers).
     #[serde(default)]
     pub hax_handed: Lat,
-}
-
-/// The first broadcast confirmation hax logged after byte `from` of its log: the ms from the
-/// change reaching hax to the last send handed to Motr, and to the last link's confirmation.
-pub fn confirmed_ms_after(log: &str, from: usize) -> Option<(f64, f64)> {
-    log.get(from..)?.lines().find_map(|l| {
-        let (_, rest) = l.split_once(" link(s) ")?;
-        let (sent, rest) = rest.split_once(" ms and confirmed ")?;
-        let ms = rest.strip_suffix(" ms after the change reached hax")?;
-        Some((sent.trim().parse().ok()?, ms.trim().parse().ok()?))
-    })
-}
-
-/// hax's own time per answered entrypoint (Motr's callback → reply handed back), from the
-/// entrypoint lines of its log after byte `from`.
-pub fn entrypoint_ms_after(log: &str, from: usize) -> Vec<f64> {
-    log.get(from..)
-        .unwrap_or("")
-        .lines()
-        .filter_map(|l| {
-            let (_, ms) = l.split_once("; answered in ")?;
-            ms.strip_suffix(" ms")?.trim().parse().ok()
-        })
-        .collect()
 }
 
 /// Waits until every process heard `state` for every fid in `fids` after `t0`; returns
@@ -426,7 +397,7 @@ pub fn propagation(
         } else {
             format!("/watcher/bench-targets/{failing}-{rep}")
         };
-        let log_from = env.hax_log_len();
+        let m0 = env.hax_metrics();
         let t0 = Instant::now();
         match hax.post(&path, &crit) {
             Ok(r) if r.ok() => {}
@@ -443,21 +414,19 @@ pub fn propagation(
             alls.push(last);
             firsts.push(first);
         }
-        let confirmed_by = Instant::now() + Duration::from_secs(3);
-        loop {
-            if let Some((sent_ms, ms)) = confirmed_ms_after(&env.hax_log_since(log_from), 0) {
-                handed.push(Duration::from_secs_f64(sent_ms / 1e3));
-                confirmed.push(Duration::from_secs_f64(ms / 1e3));
-                break;
+        match env.wait_confirmed_after(&m0, Duration::from_secs(3)) {
+            Some(m1) => {
+                if let Some((h, _)) = mean_between(&m0, &m1, "hax_broadcast_handover_seconds") {
+                    handed.push(Duration::from_secs_f64(h));
+                }
+                if let Some((c, _)) = mean_between(&m0, &m1, "hax_broadcast_confirmed_seconds") {
+                    confirmed.push(Duration::from_secs_f64(c));
+                }
             }
-            if Instant::now() > confirmed_by {
-                say("failure propagation: hax logged no confirmed broadcast");
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            None => say("failure propagation: hax counted no confirmed broadcast"),
         }
         let t1 = Instant::now();
-        let online_from = env.hax_log_len();
+        let online_from = env.hax_metrics();
         let _ = hax.post(&path, &ok);
         let (_, _, m2) = wait_all_heard(procs, &targets, ObjState::Online, t1, limit);
         if m2 > 0 {
@@ -467,12 +436,7 @@ pub fn propagation(
         }
         // Each repetition is an isolated failure: wait until hax has every confirmation of
         // the ONLINE broadcast too (it holds new changes while one is in flight).
-        let quiet_by = Instant::now() + Duration::from_secs(3);
-        while confirmed_ms_after(&env.hax_log_since(online_from), 0).is_none()
-            && Instant::now() < quiet_by
-        {
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        let _ = env.wait_confirmed_after(&online_from, Duration::from_secs(3));
     }
     PropagationResult {
         links: procs.len(),
@@ -588,6 +552,7 @@ pub fn process_events(env: &Env, procs: &[SimProcess], e: usize) -> EventsResult
     std::thread::sleep(Duration::from_millis(500));
     let mut metrics = env.consul_http();
     let m0 = http_counts(&mut metrics).unwrap_or_default();
+    let hax_m0 = env.hax_metrics();
     let final_pid = PID0 + e as u64;
     let t0 = Instant::now();
     let send_ms = std::thread::scope(|s| {
@@ -629,10 +594,11 @@ pub fn process_events(env: &Env, procs: &[SimProcess], e: usize) -> EventsResult
         std::thread::sleep(Duration::from_millis(50));
     }
     let hax_mem = procfs::mem(env.hax_pid()).unwrap_or_default();
-    let eq_published = env
-        .hax_log_text()
-        .matches("PROCESS-STATE-UPDATE published")
-        .count();
+    let eq_published = (env
+        .hax_metrics()
+        .value("hax_queue_entries_written_total", Some(("queue", "eq")))
+        - hax_m0.value("hax_queue_entries_written_total", Some(("queue", "eq"))))
+        as usize;
     let m1 = http_counts(&mut metrics).unwrap_or_default();
     let hax_txns = counts_delta(&m0, &m1)
         .get(&("PUT".to_string(), "v1_txn".to_string()))
@@ -781,9 +747,11 @@ pub struct MemoryResult {
     pub rss_start_kib: u64,
     pub rss_mid_kib: u64,
     pub rss_end_kib: u64,
-    /// hax's own count of links after the churn (from its last "links left" log line).
+    /// hax's own count of links after the churn (`hax_motr_links`, every state).
     pub links_left_at_end: Option<u64>,
-    pub disconnects_logged: usize,
+    /// Links that ended during the scenario (`hax_motr_link_disconnects_total`).
+    #[serde(default)]
+    pub disconnects: usize,
 }
 
 /// Processes each churner cycles through: by the time one comes back, Motr has dropped its
@@ -894,12 +862,8 @@ pub fn memory(
         cycles.load(Ordering::SeqCst),
         end.rss_kib,
     ));
-    let log = env.hax_log_text();
-    let links_left = log.lines().rev().find_map(|l| {
-        l.split_once(" links left)")
-            .and_then(|(head, _)| head.rsplit('(').next())
-            .and_then(|n| n.trim().parse().ok())
-    });
+    let hax_m = env.hax_metrics();
+    let links_left = Some(hax_m.value("hax_motr_links", None) as u64);
     let mid = samples
         .iter()
         .min_by(|a, b| {
@@ -930,32 +894,6 @@ pub fn memory(
         rss_end_kib: end.rss_kib,
         samples,
         links_left_at_end: links_left,
-        disconnects_logged: log.matches(" disconnected (").count(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_confirmation_time_is_read_from_the_first_broadcast_line_after_the_offset() {
-        let log = "x ProcessStatus: broadcast 1 of 2 note(s) handed to Motr for 5 link(s) 1.25 ms and confirmed 3.50 ms after the change reached hax\n\
-                   y ProcessStatus: broadcast 2 of 2 note(s) handed to Motr for 5 link(s) 2.00 ms and confirmed 7.25 ms after the change reached hax\n";
-        assert_eq!(confirmed_ms_after(log, 0), Some((1.25, 3.5)));
-        assert_eq!(
-            confirmed_ms_after(log, log.find('y').unwrap()),
-            Some((2.0, 7.25))
-        );
-        assert_eq!(confirmed_ms_after(log, log.len()), None);
-    }
-
-    #[test]
-    fn entrypoint_times_are_read_from_the_answer_lines() {
-        let log = "a entrypoint: 0x72:0x1 (ep) -> 1 confd(s), quorum 1, RM 0x73:0x2 at ep; answered in 0.250 ms\n\
-                   b ProcessStatus: something else\n\
-                   c entrypoint: 0x72:0x3 (ep) -> 1 confd(s), quorum 1, RM 0x73:0x2 at ep; answered in 12.500 ms\n";
-        assert_eq!(entrypoint_ms_after(log, 0), vec![0.25, 12.5]);
-        assert_eq!(entrypoint_ms_after(log, log.find('b').unwrap()), vec![12.5]);
+        disconnects: hax_m.value("hax_motr_link_disconnects_total", None) as usize,
     }
 }

@@ -754,6 +754,7 @@ impl Worker {
                 log::info!("MeroLink: link {:#x} disconnecting", link.0);
             }
             MotrEvent::LinkDisconnected { link } => {
+                crate::metrics::link_disconnected();
                 if let Some(p) = self.links.remove(link).and_then(|i| i.process) {
                     self.out.linked.remove(p);
                     if self.links.of_process(p).is_empty() {
