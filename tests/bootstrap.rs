@@ -472,6 +472,8 @@ fn a_local_agent_runs_the_watches_and_the_bootstrap_reaches_hax_through_them() {
         kind: CheckKind::Ttl,
         ..Default::default()
     };
+    // The agent gets watches only for `health_from: watches` (node mode needs none).
+    d.health_from = hax::actors::health_monitor::HealthFrom::Watches;
     let plan = cluster::plan(&d);
     let dir = std::env::temp_dir().join(format!("hax-bootstrap-local.{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);

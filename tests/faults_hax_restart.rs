@@ -83,6 +83,9 @@ fn killed_mid_burst(pace: Option<Duration>, rounds: u64) {
         .collect();
     let sent: Vec<AtomicU64> = (0..PROCESSES).map(|_| AtomicU64::new(0)).collect();
     let total = PROCESSES * rounds;
+    // hax's memory under the burst (the first hax until the kill, then the restarted one
+    // taking the re-sent backlog).
+    let rss_first = RssSampler::start(n.hax.pid(), Duration::from_millis(50));
     let (killed_at, kill_time) = std::thread::scope(|s| {
         s.spawn(|| {
             // The burst: a round (one event per process) every `pace` (or flat out), until hax
@@ -165,6 +168,9 @@ fn killed_mid_burst(pace: Option<Duration>, rounds: u64) {
         n.agent.dir(),
         &["--leader-ttl-s", "10"],
     );
+    let rss_first_peak = rss_first.samples().iter().map(|s| s.1).max().unwrap_or(0);
+    drop(rss_first);
+    let rss_second = RssSampler::start(n.hax.pid(), Duration::from_millis(50));
     let url = n.hax.url();
     let leader_wait = std::thread::spawn(move || {
         wait_until(Duration::from_secs(45), || {
@@ -256,6 +262,8 @@ fn killed_mid_burst(pace: Option<Duration>, rounds: u64) {
             .then_some(())
     });
     let kv_done = t_restart.elapsed();
+    let rss_second_peak = rss_second.samples().iter().map(|s| s.1).max().unwrap_or(0);
+    drop(rss_second);
     // The new hax takes the leader key once the dead one's session expires (TTL 10 s, which
     // Consul may stretch to 2 x TTL).
     let leader = leader_wait.join().expect("leader wait");
@@ -269,7 +277,8 @@ fn killed_mid_burst(pace: Option<Duration>, rounds: u64) {
         scenario,
         &format!(
             "sent {} | ACKed {acked_total} | in KV at kill {} | ACKed-not-in-KV {lost} ({behind} procs) | re-sent {resent}, dup {duplicates}, stale {stale} | \
-             ready {ready:?}, entrypoint {first_ep:?}, KV complete {kv_done:?}, leader {leader:?}",
+             ready {ready:?}, entrypoint {first_ep:?}, KV complete {kv_done:?}, leader {leader:?} | \
+             hax RSS peak {rss_first_peak} KiB under the burst, {rss_second_peak} KiB after the restart",
             sent_before.iter().sum::<u64>(),
             at_kill.iter().sum::<u64>()
         ),

@@ -29,9 +29,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Where hax learns Consul health from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum HealthFrom {
     /// Its own node's checks, and the rest through `bq/` (O(N) per failure).
+    #[default]
     Node,
     /// Consul watches POSTing whole snapshots, and a query over every check (O(N²)).
     Watches,

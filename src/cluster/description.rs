@@ -42,6 +42,11 @@ pub struct Description {
     /// The health check of every registered service (a node may override it).
     #[serde(default)]
     pub check: CheckSpec,
+    /// Where every hax learns Consul health from (`hax --health-from`): `node` (default: no
+    /// agent watches, O(N) bytes per failure) or `watches` (a `service` watch per Motr service
+    /// name on every agent, the original design, O(N²)).
+    #[serde(default)]
+    pub health_from: crate::actors::health_monitor::HealthFrom,
     pub nodes: Vec<NodeSpec>,
 }
 

@@ -55,6 +55,8 @@ impl PlannedKind {
 /// The whole plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Plan {
+    /// Where hax learns health from; the agents get watches only for `watches`.
+    pub health_from: crate::actors::health_monitor::HealthFrom,
     pub nodes: Vec<NodePlan>,
     /// `m0conf/...` key -> JSON value.
     pub kv: BTreeMap<String, String>,
@@ -310,6 +312,7 @@ pub fn plan(d: &Description) -> Plan {
         }
     }
     Plan {
+        health_from: d.health_from,
         nodes,
         kv,
         services,
@@ -363,17 +366,22 @@ impl Plan {
 }
 
 /// The Consul agent configuration fragment (JSON: a one-element `header` list in HCL breaks
-/// the agent) for node `node` of the plan: a `service` watch per Motr service name posting to
-/// that node's hax, script checks enabled, no update check. `None` if the plan has no such node.
+/// the agent) for node `node` of the plan: script checks enabled, no update check, and with
+/// `health_from: watches` a `service` watch per Motr service name posting to that node's hax
+/// (in `node` mode hax reads its own node's checks and needs no watch: the watches' whole
+/// snapshots to every node are the O(N²) cost docs/scaling.md removes). `None` if the plan has
+/// no such node.
 ///
 /// Script checks: the bootstrap registers services over the HTTP API, and Consul runs script
 /// checks registered that way only with `enable_script_checks` (`enable_local_script_checks`
 /// covers checks in configuration files alone). Agents here listen on loopback only.
 pub fn agent_config_json(plan: &Plan, node: &str) -> Option<Value> {
     let n = plan.node(node)?;
+    let wanted = plan.health_from == crate::actors::health_monitor::HealthFrom::Watches;
     let watches: Vec<Value> = plan
         .watched_service_names()
         .into_iter()
+        .filter(|_| wanted)
         .map(|name| {
             json!({
                 "type": "service",
@@ -564,10 +572,19 @@ mod tests {
     }
 
     #[test]
-    fn agent_config_watches_each_motr_service_name_at_the_nodes_hax() {
-        let p = plan(&single());
+    fn agent_config_watches_each_motr_service_name_at_the_nodes_hax_only_in_watches_mode() {
+        let mut d = single();
+        let p = plan(&d);
         let c = agent_config_json(&p, "node-1").unwrap();
         assert_eq!(c["enable_script_checks"], true);
+        assert_eq!(
+            c["watches"],
+            serde_json::json!([]),
+            "node mode needs no watch"
+        );
+        d.health_from = crate::actors::health_monitor::HealthFrom::Watches;
+        let p = plan(&d);
+        let c = agent_config_json(&p, "node-1").unwrap();
         let w = c["watches"].as_array().unwrap();
         assert_eq!(w.len(), 2);
         assert_eq!(w[0]["service"], "confd");

@@ -97,6 +97,14 @@ pub fn render(
         ("ADDRESS", n.address.clone()),
         ("CONSUL_HTTP_PORT", n.consul_http_port.to_string()),
         ("HAX_HTTP_PORT", n.hax_http_port.to_string()),
+        (
+            "HEALTH_FROM",
+            match plan.health_from {
+                crate::actors::health_monitor::HealthFrom::Node => "node",
+                crate::actors::health_monitor::HealthFrom::Watches => "watches",
+            }
+            .to_string(),
+        ),
         ("HAX_BIN", hax_bin.display().to_string()),
         ("CONSUL_BIN", consul_bin.display().to_string()),
         ("SHUTDOWN_MS", shutdown_ms.to_string()),
@@ -204,8 +212,10 @@ mod tests {
     }
 
     fn files(node: Option<&str>) -> Result<Vec<UnitFile>, UnitsError> {
+        let mut p = threenode();
+        p.health_from = crate::actors::health_monitor::HealthFrom::Watches;
         render(
-            &threenode(),
+            &p,
             node,
             Path::new("/opt/hax/bin/hax"),
             Path::new("/opt/consul/consul"),
@@ -244,6 +254,7 @@ mod tests {
         assert!(env.contains("HAX_NODE=node-2\n"));
         assert!(env.contains("CONSUL_HTTP_ADDR=127.0.0.1:8510\n"));
         assert!(env.contains("HAX_HTTP_PORT=8018\n"));
+        assert!(env.contains("HAX_HEALTH_FROM=watches\n"));
         let w: serde_json::Value = serde_json::from_str(&file(&fs, "consul-watches.json")).unwrap();
         assert_eq!(w["enable_script_checks"], true);
         let watches = w["watches"].as_array().unwrap();

@@ -773,6 +773,21 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
             let _ = writeln!(w, "| {t:.1} | {c} | {} |", kib_mb(*k));
         }
     }
+    if !res.multinode.is_empty() {
+        // The multi-node section, one heading level down, with its plot.
+        let section = multinode_markdown(cfg, res).replacen(
+            "# Scaling across nodes",
+            "\n## Scaling across nodes",
+            1,
+        );
+        let _ = writeln!(
+            w,
+            "{}\n![bytes per change against the number of nodes](docs/bench-multinode.png)\n\n\
+             Why node mode grows linearly and the watches grow as N², and what 1000 nodes would \
+             cost: docs/scaling.md.",
+            section.trim_end()
+        );
+    }
     findings(w, cfg, res);
     if !res.profiles.is_empty() {
         let _ = writeln!(w, "\n## Profiles\n");
