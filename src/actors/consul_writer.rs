@@ -8,7 +8,12 @@
 //! "delivered" only for what Consul holds.
 //!
 //! - A newer record with the same `latest` key (a process's state) replaces one not sent yet,
-//!   taking over its acks: a burst costs one write per process, not one per event.
+//!   and the replaced record's acks are confirmed at once: a burst costs one write per
+//!   process, not one per event, and Motr holds at most one unconfirmed state per process.
+//!   Nothing is lost by the early confirmation: the newer message, on the same link or on the
+//!   link of the process's next incarnation, stays unconfirmed until it commits, so Motr sends
+//!   it again to a restarted hax, and it carries everything the replaced one said (a process's
+//!   record is its latest state).
 //! - Transient failures (Consul down, no leader, 5xx) are retried with backoff. When the
 //!   answer may have been lost after a commit, the outcome is read back (the first entry's key
 //!   holds exactly its bytes, or not) before anything else; the epoch compare-and-set makes a
@@ -190,7 +195,7 @@ impl ConsulWriter {
     }
 
     /// Puts a batch back at the front, in order. A record superseded meanwhile (a newer one
-    /// with its `latest` key is queued) hands its acks to the newer one and goes.
+    /// with its `latest` key is queued) is confirmed and goes: the newer one carries its news.
     fn put_back(&mut self, ids: Vec<u64>) {
         for id in ids.into_iter().rev() {
             let Some(latest) = self.records.get(&id).and_then(|r| r.latest.clone()) else {
@@ -200,8 +205,8 @@ impl ConsulWriter {
             match self.by_latest.get(&latest).copied() {
                 Some(newer) if newer != id => {
                     if let Some(old) = self.records.remove(&id) {
-                        if let Some(n) = self.records.get_mut(&newer) {
-                            n.acks.extend(old.acks);
+                        for a in &old.acks {
+                            a.confirm();
                         }
                         self.stats.superseded += 1;
                     }
@@ -470,11 +475,15 @@ impl Handler<WriteRecord> for ConsulWriter {
                 .get(l)
                 .and_then(|id| self.records.get_mut(id))
             {
-                // Not sent yet: the newer record takes its place (and its acks).
+                // Not sent yet: the newer record takes its place; the replaced one's
+                // messages are confirmed (the newer, unconfirmed until it commits, says more).
+                for a in &r.acks {
+                    a.confirm();
+                }
                 r.entry = entry;
                 r.what = w.entry.message_type;
                 r.key = w.key;
-                r.acks.extend(w.acks);
+                r.acks = w.acks;
                 self.stats.superseded += 1;
                 return;
             }
