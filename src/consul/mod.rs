@@ -118,6 +118,7 @@ fn kv_source(path: &str) -> &'static str {
         "eq" => "kv_eq",
         "leader" => "kv_leader",
         "bq-offsets" => "kv_bq_offsets",
+        "epochs" => "kv_epochs",
         "processes" => "kv_processes",
         "states" => "kv_states",
         "timeout" => "kv_timeout",

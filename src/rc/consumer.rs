@@ -25,6 +25,10 @@ use tokio::sync::watch;
 /// The offset is written at least every this many entries during a long batch.
 const SAVE_EVERY: u64 = 32;
 
+/// At most this many new entries are read one GET each; more (a hax catching up) are read
+/// with one query over the whole prefix.
+const ONE_BY_ONE: u64 = 16;
+
 /// What this hax does with one `bq/` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BqAction {
@@ -276,6 +280,49 @@ impl Consumer {
         Some(())
     }
 
+    /// Waits for entries after `offset` with a blocking query on `epochs/bq` (the number of
+    /// the last entry published, one small key that every publication moves), then reads
+    /// only the new entries: one GET each, or the whole prefix when more than [`ONE_BY_ONE`]
+    /// are new (or the epoch is unreadable). So a change costs every hax O(1) bytes, however
+    /// many entries wait for the cleanup. Answers the entries, the epoch's Consul index and
+    /// the last number published (None: unknown).
+    async fn read_after(
+        consul: &Consul,
+        offset: u64,
+        index: u64,
+    ) -> Result<(Vec<KvEntry>, u64, Option<u64>), crate::consul::ConsulError> {
+        let block = (index > 0).then_some(index);
+        let epoch = format!("/v1/kv/{}", Queue::Bq.epoch_key());
+        let (kv, idx) = consul
+            .get_json::<Vec<KvEntry>>(&epoch, block, Duration::from_secs(30))
+            .await?;
+        let last = match kv.and_then(|v| v.into_iter().next()) {
+            None => Some(0), // nothing published yet
+            Some(e) => parse_counter(&e.value_string()),
+        };
+        if last.is_some_and(|l| l <= offset) {
+            return Ok((Vec::new(), idx, last));
+        }
+        if last.is_none_or(|l| l - offset > ONE_BY_ONE) {
+            let (kv, _) = consul
+                .get_json::<Vec<KvEntry>>("/v1/kv/bq/?recurse", None, Duration::ZERO)
+                .await?;
+            return Ok((kv.unwrap_or_default(), idx, last));
+        }
+        let mut out = Vec::new();
+        for n in offset + 1..=last.unwrap_or(offset) {
+            let (kv, _) = consul
+                .get_json::<Vec<KvEntry>>(
+                    &format!("/v1/kv/{}", Queue::Bq.key(n)),
+                    None,
+                    Duration::ZERO,
+                )
+                .await?;
+            out.extend(kv.unwrap_or_default());
+        }
+        Ok((out, idx, last))
+    }
+
     pub async fn run(mut self) {
         if self.load_states().await.is_none() {
             return;
@@ -288,13 +335,8 @@ impl Consumer {
         let mut backoff = Backoff::default();
         let mut warned: BTreeSet<String> = BTreeSet::new();
         'outer: loop {
-            let block = (index > 0).then_some(index);
-            let read = self.consul.get_json::<Vec<KvEntry>>(
-                "/v1/kv/bq/?recurse",
-                block,
-                Duration::from_secs(30),
-            );
-            let (kv, idx) = match or_stop(&mut self.stop, read).await {
+            let read = Self::read_after(&self.consul, offset, index);
+            let (kv, idx, last) = match or_stop(&mut self.stop, read).await {
                 None => break,
                 Some(Ok(r)) => r,
                 Some(Err(e)) => {
@@ -310,12 +352,13 @@ impl Consumer {
             };
             backoff.reset();
             index = if idx < index { 0 } else { idx.max(1) };
-            let entries = sorted_entries(kv.unwrap_or_default(), Queue::Bq);
-            let pending = |offset: u64| {
-                entries
+            let entries = sorted_entries(kv, Queue::Bq);
+            let pending = |offset: u64| match last {
+                Some(l) => l.saturating_sub(offset) as usize,
+                None => entries
                     .iter()
                     .filter(|e| e.seq.is_some_and(|s| s > offset))
-                    .count()
+                    .count(),
             };
             crate::metrics::rc_queue("bq", pending(offset));
             for e in entries.iter().cloned() {

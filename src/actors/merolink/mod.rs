@@ -10,6 +10,7 @@
 //! send until Motr reports it delivered or not delivered (or a bounded wait passes).
 pub mod inbox;
 pub mod links;
+pub mod recording;
 
 use crate::ffi;
 use crate::fid::Fid;
@@ -22,6 +23,7 @@ use actix::Recipient;
 use crossbeam_channel::{after, bounded, select_biased, unbounded, Receiver, Sender};
 use inbox::{Awaits, Inbox};
 use links::{Deliveries, LinkInfo, LinkState, LinkTable, OnDone, SendReport};
+use recording::{Offer, Recording, ToRecord};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -371,6 +373,8 @@ struct Worker {
     left: LinksLeft,
     /// Received messages not confirmed yet, per link, in order.
     inbox: Inbox,
+    /// Records handed on to be made durable, with a credit (`recording`).
+    recording: Recording,
     /// Where `Ack`s report durable messages.
     acks_tx: Sender<(LinkId, u64)>,
     acks_rx: Receiver<(LinkId, u64)>,
@@ -406,6 +410,7 @@ impl Worker {
             drained_rx,
             left,
             inbox: Inbox::default(),
+            recording: Recording::default(),
             acks_tx,
             acks_rx,
             stopped_on: HashMap::new(),
@@ -815,13 +820,13 @@ impl Worker {
                         });
                     }
                     match &self.out.record {
+                        Some(_) if recorded => {
+                            self.record(ToRecord::Event(ev));
+                            Awaits::Ack
+                        }
                         Some(r) => {
                             r.do_send(ev);
-                            if recorded {
-                                Awaits::Ack
-                            } else {
-                                Awaits::Nothing
-                            }
+                            Awaits::Nothing
                         }
                         None => Awaits::Nothing,
                     }
@@ -843,12 +848,13 @@ impl Worker {
                     from
                 );
                 match &self.out.stob_errors {
-                    Some(r) if !own => {
-                        r.do_send(StobIoEvent {
+                    Some(_) if !own => {
+                        let ev = StobIoEvent {
                             from_process: from,
                             error,
                             ack: ack(self),
-                        });
+                        };
+                        self.record(ToRecord::Stob(ev));
                         Awaits::Ack
                     }
                     _ => Awaits::Nothing,
@@ -876,8 +882,42 @@ impl Worker {
         self.confirm_due(link);
     }
 
-    /// A message became durable.
+    /// Hands a record on, or keeps it waiting for credit (`recording`); a waiting event it
+    /// replaced is handled: it is confirmed in its link's order.
+    fn record(&mut self, r: ToRecord) {
+        match self.recording.offer(r) {
+            Offer::Send(r) => self.hand_on(r),
+            Offer::Waits { replaced } => {
+                if let Some((link, tag)) = replaced {
+                    if self.inbox.acked(link, tag) {
+                        self.confirm_due(link);
+                    }
+                }
+            }
+        }
+    }
+
+    fn hand_on(&self, r: ToRecord) {
+        match r {
+            ToRecord::Event(ev) => {
+                if let Some(to) = &self.out.record {
+                    to.do_send(ev);
+                }
+            }
+            ToRecord::Stob(ev) => {
+                if let Some(to) = &self.out.stob_errors {
+                    to.do_send(ev);
+                }
+            }
+        }
+    }
+
+    /// A message became durable (an `Ack` of a record handed on came back): the records
+    /// waiting for credit may go.
     fn on_ack(&mut self, link: LinkId, tag: u64) {
+        for r in self.recording.acked() {
+            self.hand_on(r);
+        }
         if self.inbox.acked(link, tag) {
             self.confirm_due(link);
         }
@@ -979,6 +1019,9 @@ impl Worker {
     /// hold the live ones back. Then `stop` runs on a helper thread while this thread goes on
     /// handling Motr's events (own STOPPING..STOPPED, link teardown), and `fini` follows.
     fn shutdown(&mut self, events: &Receiver<MotrEvent>) {
+        for r in self.recording.drain() {
+            self.hand_on(r);
+        }
         let own = self.cfg.process;
         let others: Vec<Fid> = {
             let mut v: Vec<Fid> = self
