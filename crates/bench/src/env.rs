@@ -191,7 +191,7 @@ impl Env {
     /// hax's metrics now (an empty scrape when hax cannot be asked: its figures read 0).
     pub fn hax_metrics(&self) -> HaxMetrics {
         HaxMetrics::read(&self.hax_url()).unwrap_or_else(|e| {
-            crate::scenarios::say(format!("hax's metrics: {e}"));
+            eprintln!("hax-bench: hax's metrics: {e}");
             HaxMetrics::parse("# EOF\n").expect("an empty scrape parses")
         })
     }
