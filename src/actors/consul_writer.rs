@@ -16,7 +16,8 @@
 //!   record is its latest state).
 //! - Transient failures (Consul down, no leader, 5xx) are retried with backoff. When the
 //!   answer may have been lost after a commit, the outcome is read back (the first entry's key
-//!   holds exactly its bytes, or not) before anything else; the epoch compare-and-set makes a
+//!   holds exactly its bytes, or the first record's `processes/<fid>` does: the RC leader may
+//!   have handled and deleted the entry already) before anything else; the epoch compare-and-set makes a
 //!   late apply of the lost transaction impossible once anything else committed.
 //! - A 4xx other than 409 never blocks the queue: the batch is sent again one record at a time
 //!   and the record Consul refuses is set aside (logged in full, counted in
@@ -104,9 +105,15 @@ impl Rec {
 /// A transaction whose answer was lost: it may have committed.
 struct Uncertain {
     ids: Vec<u64>,
-    /// Its first entry's key and bytes: present with exactly these bytes iff it committed.
+    /// Its first entry's key and bytes: present with exactly these bytes iff it committed
+    /// and the RC leader has not handled (deleted) the entry since.
     first_key: String,
     first_bytes: Vec<u8>,
+    /// Its first key write (`processes/<fid>` and the record): the second witness, which the
+    /// leader never deletes. Nothing else writes a process's record, and this writer sends
+    /// no newer one for it before the outcome is known, so holding exactly these bytes means
+    /// committed (or an identical record written before: durable either way).
+    witness: Option<(String, Vec<u8>)>,
 }
 
 pub struct ConsulWriter {
@@ -395,10 +402,15 @@ impl ConsulWriter {
                 maybe_applied,
             } => {
                 if maybe_applied {
+                    let witness = f.ops.iter().find_map(|o| match o {
+                        Op::Set { key, value } => Some((key.clone(), value.clone())),
+                        _ => None,
+                    });
                     self.uncertain = Some(Uncertain {
                         ids: ids.clone(),
                         first_key: f.first_key,
                         first_bytes: f.first_bytes,
+                        witness,
                     });
                 } else {
                     self.put_back(ids);
@@ -425,14 +437,31 @@ impl ConsulWriter {
         self.in_flight = true;
         let consul = self.consul.clone();
         let path = format!("/v1/kv/{}?raw", u.first_key);
+        let witness = u.witness.clone();
+        let first_bytes = u.first_bytes.clone();
         ctx.spawn(
-            async move { consul.get_raw(&path, None, Duration::ZERO).await }
+            async move {
+                // The entry first; if it is not there as written, the record's key.
+                let entry = consul.get_raw(&path, None, Duration::ZERO).await?;
+                if entry.0.as_deref() == Some(first_bytes.as_slice()) {
+                    return Ok(true);
+                }
+                match witness {
+                    Some((key, value)) => {
+                        let (held, _) = consul
+                            .get_raw(&format!("/v1/kv/{key}?raw"), None, Duration::ZERO)
+                            .await?;
+                        Ok(held.as_deref() == Some(value.as_slice()))
+                    }
+                    None => Ok(false),
+                }
+            }
                 .into_actor(self)
-                .map(move |r, act, ctx| {
+                .map(move |r: Result<bool, ConsulError>, act, ctx| {
                     act.in_flight = false;
                     match r {
-                        Ok((Some(bytes), _)) if bytes == u.first_bytes => {
-                            log::info!("ConsulWriter: a transaction whose answer was lost did commit ({} holds its entry)", u.first_key);
+                        Ok(true) => {
+                            log::info!("ConsulWriter: a transaction whose answer was lost did commit ({} or its record holds what it wrote)", u.first_key);
                             act.epochs.clear();
                             act.committed(&u.ids);
                             act.pump(ctx);
