@@ -69,8 +69,8 @@ fn standin_sources(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// A built cortx-motr tree: its headers (generated `*_xc.h` included), `config.h` and
-/// `motr/.libs/libmotr.so`.
+/// A built cortx-motr tree given by MOTR_SRC: the headers (generated `*_xc.h` included),
+/// `config.h` and the library the tree holds.
 fn motr_build_tree(build: &mut cc::Build, motr: &str) {
     build
         .define("M0_INTERNAL", Some(""))

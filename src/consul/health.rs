@@ -342,19 +342,6 @@ mod tests {
             vec![true, false]
         );
     }
-}
-
-#[cfg(test)]
-mod kind_tests {
-    use super::*;
-
-    fn fixture(name: &str) -> Vec<u8> {
-        let p = format!(
-            "{}/tests/fixtures/consul-watch/{name}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        std::fs::read(&p).unwrap_or_else(|e| panic!("fixture {p}: {e}"))
-    }
 
     #[test]
     fn a_payload_says_what_it_covers_and_carries_the_node_checks() {

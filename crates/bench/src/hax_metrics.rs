@@ -41,6 +41,20 @@ impl HaxMetrics {
             .sum()
     }
 
+    /// The samples named `name` summed by the value of their label `label` (counters, gauges).
+    pub fn by_label(&self, name: &str, label: &str) -> std::collections::BTreeMap<String, f64> {
+        let mut out = std::collections::BTreeMap::new();
+        for s in self.0.samples.iter().filter(|s| s.metric == name) {
+            let v = match &s.value {
+                Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+                _ => continue,
+            };
+            let key = s.labels.get(label).unwrap_or("").to_string();
+            *out.entry(key).or_default() += v;
+        }
+        out
+    }
+
     /// The cumulative buckets of histogram `name`: (upper bound, count), ascending.
     pub fn buckets(&self, name: &str) -> Vec<(f64, f64)> {
         let mut out: Vec<(f64, f64)> = self
@@ -151,5 +165,7 @@ mod tests {
             2.0
         );
         assert_eq!(b.value("hax_sends_total", None), 9.0);
+        let by = b.by_label("hax_sends_total", "outcome");
+        assert_eq!((by["delivered"], by["timed_out"]), (7.0, 2.0));
     }
 }

@@ -9,6 +9,7 @@
 //! - the CPU time of the three servers (`/proc`);
 //! - the time until the linked process of every node heard the note.
 use crate::env::{http_counts, HttpCounts};
+use crate::hax_metrics::HaxMetrics;
 use crate::http::Http;
 use crate::procfs::{cpu_seconds, mem};
 use crate::scenarios::say;
@@ -60,31 +61,11 @@ pub struct MultinodeRun {
 }
 
 /// Bytes received from Consul by one hax, by source (the `source` label of
-/// `hax_consul_received_bytes_total`).
+/// `hax_consul_received_bytes_total`); empty when hax cannot be asked.
 fn bytes_received(url: &str) -> BTreeMap<String, f64> {
-    let mut out = BTreeMap::new();
-    let Some(text) = Http::new(url, Duration::from_secs(5))
-        .ok()
-        .and_then(|mut h| h.get("/metrics").ok())
-        .filter(|r| r.ok())
-        .map(|r| r.text())
-    else {
-        return out;
-    };
-    for l in text.lines() {
-        let Some(rest) = l.strip_prefix("hax_consul_received_bytes_total{") else {
-            continue;
-        };
-        let Some((labels, v)) = rest.split_once("} ") else {
-            continue;
-        };
-        let source = labels
-            .split(',')
-            .find_map(|kv| kv.strip_prefix("source=\""))
-            .map_or("?", |v| v.trim_end_matches('"'));
-        *out.entry(source.to_string()).or_default() += v.trim().parse::<f64>().unwrap_or(0.0);
-    }
-    out
+    HaxMetrics::read(url)
+        .map(|m| m.by_label("hax_consul_received_bytes_total", "source"))
+        .unwrap_or_default()
 }
 
 fn requests(c: &ConsulCluster, skip: Option<usize>) -> u64 {
