@@ -196,7 +196,10 @@ fn hax_serves_entrypoints_while_its_consul_server_is_frozen_and_recovers_after()
     // Polled together (bounded: 30 s), each time taken when first seen.
     let (mut first_ok, mut kv, mut leader) = (None, None, None);
     let mut probe = 0x1000;
-    while t_cont.elapsed() < Duration::from_secs(30)
+    // Bounded: 90 s. When Consul's autopilot removed the frozen server during the pause, its
+    // node's services (the confd among them) are back only after its agent's next
+    // anti-entropy sync (up to a minute): hax answers EAGAIN until then.
+    while t_cont.elapsed() < Duration::from_secs(90)
         && (first_ok.is_none() || kv.is_none() || leader.is_none())
     {
         if kv.is_none() && kv_seq(&other, IOS1) == Some(seq) {
