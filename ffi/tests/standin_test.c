@@ -323,6 +323,26 @@ enum { DEFERRED_MAX = 64 };
 static struct deferred g_deferred[DEFERRED_MAX];
 static int g_ndeferred;
 
+/* Waits until msg_received has kept a message of link hl; the first such one. (Another link's,
+ * such as a late one on the self link, may have been kept before it.) */
+static struct deferred deferred_wait_on(const struct m0_ha_link *hl, int timeout_ms)
+{
+	uint64_t deadline = now_ms() + (uint64_t)timeout_ms;
+	struct deferred d = { 0 };
+
+	pthread_mutex_lock(&g_ev_lock);
+	for (;;) {
+		for (int i = 0; i < g_ndeferred && d.msg == NULL; i++)
+			if (g_deferred[i].hl == hl)
+				d = g_deferred[i];
+		if (d.msg != NULL || now_ms() >= deadline)
+			break;
+		ev_cv_wait_20ms();
+	}
+	pthread_mutex_unlock(&g_ev_lock);
+	return d;
+}
+
 /* Waits until msg_received has kept n messages; the n-th (0-based n - 1). */
 static struct deferred deferred_wait(int n, int timeout_ms)
 {
@@ -1548,8 +1568,8 @@ static struct deferred child_deferred_msg(struct m0_ha_link **hl, struct client 
 	mk_process_event(m, &pf, M0_CONF_HA_PROCESS_STARTED, 1);
 	c_msg(*c, 2, m);
 	free(m);
-	d = deferred_wait(1, T(5000));
-	if (d.msg == NULL || d.hl != *hl) {
+	d = deferred_wait_on(*hl, T(5000));
+	if (d.msg == NULL) {
 		fprintf(stderr, "child: the deferred message did not come (msg %p, link %p, want %p)\n",
 			(void *)d.msg, (void *)d.hl, (void *)*hl);
 		_exit(9);
