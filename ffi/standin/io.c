@@ -222,13 +222,27 @@ static int frame_ep_req(struct m0_halon_interface *hi, struct conn *c, const uin
 static int frame_msg(struct m0_halon_interface *hi, struct conn *c, const uint8_t *body,
 		     size_t n, const char **why)
 {
-	struct rcv *r = rcv_new();
+	struct rcv *r;
 	struct m0_ha_link *l;
 	uint64_t tag;
+	int rc;
 
-	if (wire_dec_msg(body, n, &tag, &r->r_msg, why) != 0) {
+	/* The costly part (a whole zeroed m0_ha_msg, often fresh pages, and the decoding) is done
+	 * without the interface lock: held throughout a flood, it starved the threads that hand
+	 * messages to hax and confirm them, and messages piled up. Only this thread reads c's
+	 * input and frees connections, so c and body stay valid; the caller checks c_close and
+	 * the backlog again after each frame. */
+	pthread_mutex_unlock(&hi->lock);
+	r = rcv_new();
+	rc = wire_dec_msg(body, n, &tag, &r->r_msg, why);
+	pthread_mutex_lock(&hi->lock);
+	if (rc != 0) {
 		free(r);
 		return -EPROTO;
+	}
+	if (c->c_close) {
+		free(r);
+		return 0;
 	}
 	if (tag == 0 || (tag & 1) != 0 || tag <= c->c_last_rx_tag) {
 		free(r);
@@ -300,42 +314,21 @@ static int frame_handle(struct m0_halon_interface *hi, struct conn *c, const uin
 	}
 }
 
-static void conn_read(struct m0_halon_interface *hi, struct conn *c)
+/* May c's buffered frames be handled now: not while its link has RX_BACKLOG received messages
+ * queued or all links RX_TOTAL_MAX (the bytes wait in c_in, and TCP holds the sender back). */
+static bool conn_may_take(const struct m0_halon_interface *hi, const struct conn *c)
+{
+	return !hi->rx_held && (c->c_link == NULL || c->c_link->hl_rx_queued < RX_BACKLOG);
+}
+
+/* Handles the whole frames buffered in c_in, each only while conn_may_take(): the limits hold
+ * frame by frame, not read by read (one 64 KiB read holds about a thousand small messages, each
+ * becoming a whole m0_ha_msg). I/O thread. */
+static void conn_parse(struct m0_halon_interface *hi, struct conn *c)
 {
 	size_t off = 0;
-	ssize_t n;
 
-	if (c->c_in_cap - c->c_in_len < READ_CHUNK && c->c_in_cap < IN_CAP_MAX) {
-		size_t cap = c->c_in_cap == 0 ? 2 * READ_CHUNK : 2 * c->c_in_cap;
-		uint8_t *p;
-
-		if (cap > IN_CAP_MAX)
-			cap = IN_CAP_MAX;
-		p = realloc(c->c_in, cap);
-		if (p == NULL) {
-			conn_mark_close(hi, c, true, "out of memory for input");
-			return;
-		}
-		c->c_in = p;
-		c->c_in_cap = cap;
-	}
-	n = recv(c->c_fd, c->c_in + c->c_in_len, c->c_in_cap - c->c_in_len, MSG_DONTWAIT);
-	if (n < 0) {
-		char why[128];
-
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-			return;
-		snprintf(why, sizeof why, "recv: %s", strerror(errno));
-		conn_mark_close(hi, c, false, why);
-		return;
-	}
-	if (n == 0) {
-		conn_mark_close(hi, c, false,
-				c->c_in_len > 0 ? "peer closed mid-frame" : "peer closed");
-		return;
-	}
-	c->c_in_len += (size_t)n;
-	while (!c->c_close) {
+	while (!c->c_close && conn_may_take(hi, c)) {
 		const char *why = NULL;
 		size_t flen;
 		int rc = wire_frame_peek(c->c_in + off, c->c_in_len - off, &flen, &why);
@@ -360,6 +353,47 @@ static void conn_read(struct m0_halon_interface *hi, struct conn *c)
 		memmove(c->c_in, c->c_in + off, c->c_in_len - off);
 		c->c_in_len -= off;
 	}
+}
+
+static void conn_read(struct m0_halon_interface *hi, struct conn *c)
+{
+	ssize_t n;
+
+	if (c->c_in_cap - c->c_in_len < READ_CHUNK && c->c_in_cap < IN_CAP_MAX) {
+		size_t cap = c->c_in_cap == 0 ? 2 * READ_CHUNK : 2 * c->c_in_cap;
+		uint8_t *p;
+
+		if (cap > IN_CAP_MAX)
+			cap = IN_CAP_MAX;
+		p = realloc(c->c_in, cap);
+		if (p == NULL) {
+			conn_mark_close(hi, c, true, "out of memory for input");
+			return;
+		}
+		c->c_in = p;
+		c->c_in_cap = cap;
+	}
+	if (c->c_in_len == c->c_in_cap) { /* full of frames that wait: read nothing more */
+		conn_parse(hi, c);
+		return;
+	}
+	n = recv(c->c_fd, c->c_in + c->c_in_len, c->c_in_cap - c->c_in_len, MSG_DONTWAIT);
+	if (n < 0) {
+		char why[128];
+
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
+		snprintf(why, sizeof why, "recv: %s", strerror(errno));
+		conn_mark_close(hi, c, false, why);
+		return;
+	}
+	if (n == 0) {
+		conn_mark_close(hi, c, false,
+				c->c_in_len > 0 ? "peer closed mid-frame" : "peer closed");
+		return;
+	}
+	c->c_in_len += (size_t)n;
+	conn_parse(hi, c);
 }
 
 static void listener_accept(struct m0_halon_interface *hi)
@@ -402,7 +436,7 @@ static void conn_rearm(struct m0_halon_interface *hi, struct conn *c)
 {
 	uint32_t ev = 0;
 
-	if (!hi->rx_held && (c->c_link == NULL || c->c_link->hl_rx_queued < RX_BACKLOG))
+	if (conn_may_take(hi, c) && (c->c_in_cap == 0 || c->c_in_len < c->c_in_cap))
 		ev |= EPOLLIN;
 	if (c->c_out_off < c->c_out.len)
 		ev |= EPOLLOUT;
@@ -431,6 +465,8 @@ static void dirty_service(struct m0_halon_interface *hi)
 		/* c_dirty stays set meanwhile: a close marked below must not queue c again */
 		if (!c->c_close)
 			conn_flush_io(hi, c, true);
+		if (!c->c_close && c->c_in_len > 0 && conn_may_take(hi, c))
+			conn_parse(hi, c); /* frames that waited for the backlog to shrink */
 		if (!c->c_close)
 			conn_rearm(hi, c);
 		if (c->c_close) {
