@@ -79,6 +79,13 @@ pub struct Cli {
     /// Most eq/ entries the RC leader handles in one Consul transaction (1 to 20).
     #[arg(long, env = "HAX_RC_BATCH", default_value_t = 16)]
     pub rc_batch: usize,
+    /// Local journal file: Motr's process events and STOB errors are confirmed once written
+    /// and fdatasync'd there (a fraction of a millisecond), instead of once committed to
+    /// Consul, and go on to Consul from there; a restarted hax records again what Consul may
+    /// not hold. Keeps Motr's memory and the HA path free of Consul's latency. Unset: confirm
+    /// at the Consul commit.
+    #[arg(long, env = "HAX_JOURNAL")]
+    pub journal: Option<std::path::PathBuf>,
     /// Bound on the shutdown sequence, in milliseconds.
     #[arg(long, env = "HAX_SHUTDOWN_MS", default_value_t = DEFAULT_SHUTDOWN_MS)]
     pub shutdown_ms: u64,

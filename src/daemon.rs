@@ -174,6 +174,23 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
         }
     });
 
+    let journal = match &cli.journal {
+        None => None,
+        Some(path) => match crate::actors::merolink::journal::Journal::open(path) {
+            Ok((j, replay)) => {
+                log::info!(
+                    "journal {}: process events are confirmed to Motr once written there; {} record(s) from before to record again",
+                    path.display(),
+                    replay.len()
+                );
+                Some((j, replay))
+            }
+            Err(e) => {
+                log::error!("journal {} cannot be opened: {e}", path.display());
+                return 73;
+            }
+        },
+    };
     let requests = EntrypointLog::default();
     let linked = LinkedProcesses::default();
     let mero_cfg = MeroLinkConfig {
@@ -191,6 +208,7 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
         view: model.clone(),
         requests: requests.clone(),
         linked: linked.clone(),
+        journal,
     };
     let (mero, ep_rx, started) = match MeroLink::spawn(mero_cfg, outputs) {
         Ok(x) => x,

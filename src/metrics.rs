@@ -59,6 +59,9 @@ pub struct Metrics {
     pub queue_entries_written: Family<QueueLabel, Counter>,
     pub link_disconnects: Counter,
     pub rc_leader: Gauge,
+    pub journal_live: Gauge,
+    pub journal_sync_seconds: Histogram,
+    pub journal_errors: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -226,8 +229,29 @@ impl Metrics {
             "1 while this hax's campaign holds the RC leader key, else 0",
             rc_leader.clone(),
         );
+        let journal_live = Gauge::default();
+        registry.register(
+            "journal_live_records",
+            "Records in the local journal (--journal) not yet committed to Consul",
+            journal_live.clone(),
+        );
+        let journal_sync_seconds = latency();
+        registry.register(
+            "journal_sync_seconds",
+            "Time of one write + fdatasync of the local journal (--journal)",
+            journal_sync_seconds.clone(),
+        );
+        let journal_errors = Counter::default();
+        registry.register(
+            "journal_errors",
+            "Local journal failures (the journal is then given up: confirmation waits for Consul)",
+            journal_errors.clone(),
+        );
         Metrics {
             registry,
+            journal_live,
+            journal_sync_seconds,
+            journal_errors,
             links,
             entrypoint_seconds,
             entrypoint_replies,
@@ -413,4 +437,19 @@ pub fn rc_queue(queue: &str, n: usize) {
             queue: queue.to_string(),
         })
         .set(n as i64);
+}
+
+/// `n` records of the local journal are not committed to Consul yet.
+pub fn journal_live(n: usize) {
+    METRICS.journal_live.set(n as i64);
+}
+
+/// One journal sync took `secs`.
+pub fn journal_sync(secs: f64) {
+    METRICS.journal_sync_seconds.observe(secs);
+}
+
+/// The local journal failed (and is given up).
+pub fn journal_error() {
+    METRICS.journal_errors.inc();
 }

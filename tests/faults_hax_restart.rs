@@ -38,22 +38,49 @@ fn fid(i: u64) -> Fid {
 /// A burst paced at ~1000 events/s (hax keeps up), killed once half of it was sent.
 #[test]
 fn hax_killed_mid_paced_burst_and_restarted_loses_no_confirmed_event() {
-    killed_mid_burst(Some(Duration::from_millis(50)), PACED_ROUNDS);
+    killed_mid_burst(Some(Duration::from_millis(50)), PACED_ROUNDS, false);
+}
+
+/// b1 with `--journal`: events are confirmed once journaled, and those Consul did not hold at
+/// the kill are recorded from the journal by the restarted hax.
+#[test]
+fn hax_with_a_journal_killed_mid_paced_burst_and_restarted_loses_no_confirmed_event() {
+    killed_mid_burst(Some(Duration::from_millis(50)), PACED_ROUNDS, true);
 }
 
 /// A backlog of 50000 events written at once (hax behind), killed once it confirmed half of
 /// it: the case where confirmed events not yet in KV would be most likely.
 #[test]
 fn hax_killed_with_a_50000_event_backlog_and_restarted_loses_no_confirmed_event() {
-    killed_mid_burst(None, BACKLOG_ROUNDS);
+    killed_mid_burst(None, BACKLOG_ROUNDS, false);
 }
 
-fn killed_mid_burst(pace: Option<Duration>, rounds: u64) {
-    let scenario = match pace {
-        Some(_) => "b1: hax SIGKILL mid-burst (paced, 1000 ev/s) + restart",
-        None => "b2: hax SIGKILL with a 50000-event backlog + restart",
+/// b2 with `--journal`: the case where the journal matters most (Motr holds every message
+/// until it is confirmed, and Consul is far behind the burst).
+#[test]
+fn hax_with_a_journal_killed_with_a_50000_event_backlog_and_restarted_loses_no_confirmed_event() {
+    killed_mid_burst(None, BACKLOG_ROUNDS, true);
+}
+
+fn killed_mid_burst(pace: Option<Duration>, rounds: u64, journaled: bool) {
+    let scenario = match (pace, journaled) {
+        (Some(_), false) => "b1: hax SIGKILL mid-burst (paced, 1000 ev/s) + restart",
+        (None, false) => "b2: hax SIGKILL with a 50000-event backlog + restart",
+        (Some(_), true) => "b1j: the same with --journal",
+        (None, true) => "b2j: the same with --journal",
     };
-    let mut n = SingleNode::start_with(&["--leader-ttl-s", "10"]);
+    let journal = std::env::temp_dir().join(format!(
+        "hax-test-journal-{}-{}.jsonl",
+        std::process::id(),
+        if pace.is_some() { "paced" } else { "backlog" }
+    ));
+    let _ = std::fs::remove_file(&journal);
+    let journal_arg = journal.to_string_lossy().into_owned();
+    let mut args = vec!["--leader-ttl-s", "10"];
+    if journaled {
+        args.extend(["--journal", journal_arg.as_str()]);
+    }
+    let mut n = SingleNode::start_with(&args);
     let consul = n.agent.http_url();
     let c = n.client().clone();
     let leader_holder = |c: &ConsulClient| {
@@ -144,10 +171,13 @@ fn killed_mid_burst(pace: Option<Duration>, rounds: u64) {
     // unconfirmed. hax confirms a process's superseded event early (its newer event carries
     // the state and is confirmed only once committed); a process whose confirmed events run
     // ahead of KV but that sent more than was confirmed re-sends the rest, newer than KV.
-    let lost: u64 = (0..PROCESSES as usize)
+    // With a journal, a confirmed event may be only there at the kill: it counts as lost
+    // only if KV still lacks it once the restarted hax has recorded the journal (below).
+    let only_journaled: u64 = (0..PROCESSES as usize)
         .filter(|&i| acked[i] >= sent_before[i])
         .map(|i| acked[i].saturating_sub(at_kill[i]))
         .sum();
+    let mut lost = if journaled { 0 } else { only_journaled };
     let behind = (0..PROCESSES as usize)
         .filter(|&i| acked[i] >= sent_before[i] && at_kill[i] < acked[i])
         .count();
@@ -161,7 +191,7 @@ fn killed_mid_burst(pace: Option<Duration>, rounds: u64) {
         .sum();
     eprintln!(
         "killed after {killed_at} of {total} events were sent (kill took {kill_time:?}); sent before the connections broke: {}; \
-         ACKed: {acked_total}; in KV at the kill: {}; ACKed but not in KV: {lost} events of {behind} processes (and {covered} processes confirmed early, \
+         ACKed: {acked_total}; in KV at the kill: {}; ACKed but not in KV: {only_journaled} events of {behind} processes (and {covered} processes confirmed early, \
          their newer event unconfirmed); in KV but not ACKed: {unacked_in_kv}",
         sent_before.iter().sum::<u64>(),
         at_kill.iter().sum::<u64>()
@@ -175,7 +205,7 @@ fn killed_mid_burst(pace: Option<Duration>, rounds: u64) {
         n.hax.http_port,
         n.ports.hax,
         n.agent.dir(),
-        &["--leader-ttl-s", "10"],
+        &args,
     );
     let rss_first_peak = rss_first.samples().iter().map(|s| s.1).max().unwrap_or(0);
     drop(rss_first);
@@ -247,11 +277,21 @@ fn killed_mid_burst(pace: Option<Duration>, rounds: u64) {
             );
         }
     }
+    // Without a journal, a process whose events were all confirmed re-sends nothing, so one
+    // whose last confirmed event was superseded-but-unwritten keeps a stale record; with one,
+    // the journal holds that event and every record ends at `rounds`.
     let settled = wait_until(Duration::from_secs(30), || {
         (0..PROCESSES as usize)
-            .all(|i| acked[i] == rounds || kv_seq(&consul, fid(i as u64)) == Some(rounds))
+            .all(|i| {
+                (acked[i] == rounds && !journaled) || kv_seq(&consul, fid(i as u64)) == Some(rounds)
+            })
             .then_some(())
     });
+    if journaled {
+        lost = (0..PROCESSES as usize)
+            .map(|i| acked[i].saturating_sub(kv_seq(&consul, fid(i as u64)).unwrap_or(0)))
+            .sum();
+    }
     assert!(
         settled.is_some(),
         "re-sent events did not reach KV:\n{}",
@@ -285,16 +325,23 @@ fn killed_mid_burst(pace: Option<Duration>, rounds: u64) {
     figure(
         scenario,
         &format!(
-            "sent {} | ACKed {acked_total} | in KV at kill {} | ACKed-not-in-KV {lost} ({behind} procs; {covered} confirmed early, newer event pending) | re-sent {resent}, dup {duplicates}, stale {stale} | \
+            "sent {} | ACKed {acked_total} | in KV at kill {} | ACKed-not-in-KV at the kill {only_journaled} ({behind} procs; {covered} confirmed early, newer event pending), after the restart {lost} | re-sent {resent}, dup {duplicates}, stale {stale} | \
              ready {ready:?}, entrypoint {first_ep:?}, KV complete {kv_done:?}, leader {leader:?} | \
              hax RSS peak {rss_first_peak} KiB under the burst, {rss_second_peak} KiB after the restart",
             sent_before.iter().sum::<u64>(),
             at_kill.iter().sum::<u64>()
         ),
     );
+    let _ = std::fs::remove_file(&journal);
     assert_eq!(
-        lost, 0,
-        "{lost} events hax had confirmed were not in KV when it died ({behind} processes)"
+        lost,
+        0,
+        "{lost} events hax had confirmed were not in KV {} ({behind} processes)",
+        if journaled {
+            "once the restarted hax had recorded its journal"
+        } else {
+            "when it died"
+        }
     );
     assert_eq!(
         stale, 0,

@@ -36,7 +36,10 @@
  * Received messages wait for their callback as whole m0_ha_msg structs (about 24 KiB each, as
  * in Motr): the I/O thread stops reading a connection whose link has RX_BACKLOG of them queued,
  * and every connection while RX_TOTAL_MAX are queued over all links, so a flood of events
- * from many peers is held back by TCP instead of growing the process's memory.
+ * from many peers is held back by TCP instead of growing the process's memory. The caps hold
+ * frame by frame (frames past a cap wait in the connection's input buffer), and the I/O thread
+ * allocates and decodes a message without the interface lock, so that the threads handing
+ * messages to the user and taking its confirmations are not starved during a flood.
  *
  * Rules of real Motr (cortx-motr 27e7f86) that the stand-in reproduces, assertions included:
  *   - Prototypes and types are Motr's exactly (ffi/tests/prototypes.c checks them at compile

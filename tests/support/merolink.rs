@@ -323,6 +323,7 @@ impl Hax {
                 view: Arc::new(TestView),
                 requests: requests.clone(),
                 linked: linked.clone(),
+                journal: None,
             };
             let (mero, ep_rx, started) = MeroLink::spawn(cfg, out).expect("MeroLink init");
             let responder = entrypoint::spawn(

@@ -9,6 +9,7 @@
 //! notes, answers NVEC GET and failure-vector requests on the asking link, and tracks every
 //! send until Motr reports it delivered or not delivered (or a bounded wait passes).
 pub mod inbox;
+pub mod journal;
 pub mod links;
 pub mod recording;
 
@@ -22,6 +23,7 @@ use crate::motr::{
 use actix::Recipient;
 use crossbeam_channel::{after, bounded, select_biased, unbounded, Receiver, Sender};
 use inbox::{Awaits, Inbox};
+use journal::{Entry, Journal, REPLAY_LINK};
 use links::{Deliveries, LinkInfo, LinkState, LinkTable, OnDone, SendReport};
 use recording::{Offer, Recording, ToRecord};
 use std::collections::{HashMap, HashSet};
@@ -162,6 +164,10 @@ pub struct MeroOutputs {
     pub requests: EntrypointLog,
     /// Kept up to date by MeroLink (may be a fresh default when nobody reads it).
     pub linked: LinkedProcesses,
+    /// The local journal (`--journal`), opened, with the records it holds from before (to be
+    /// recorded again): records are confirmed to Motr once journaled. None: once durable in
+    /// Consul.
+    pub journal: Option<(Journal, Vec<(u64, Entry)>)>,
 }
 
 /// Commands to MeroLink.
@@ -375,6 +381,8 @@ struct Worker {
     inbox: Inbox,
     /// Records handed on to be made durable, with a credit (`recording`).
     recording: Recording,
+    /// The local journal, when there is one: a record is confirmed once synced there.
+    journal: Option<Journal>,
     /// Where `Ack`s report durable messages.
     acks_tx: Sender<(LinkId, u64)>,
     acks_rx: Receiver<(LinkId, u64)>,
@@ -395,11 +403,12 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(cfg: MeroLinkConfig, out: MeroOutputs, left: LinksLeft) -> Self {
+    fn new(cfg: MeroLinkConfig, mut out: MeroOutputs, left: LinksLeft) -> Self {
+        let journal = out.journal.take();
         let deliveries = Deliveries::new(cfg.delivery_timeout);
         let (drained_tx, drained_rx) = unbounded();
         let (acks_tx, acks_rx) = unbounded();
-        Worker {
+        let mut w = Worker {
             cfg,
             out,
             links: LinkTable::default(),
@@ -411,6 +420,7 @@ impl Worker {
             left,
             inbox: Inbox::default(),
             recording: Recording::default(),
+            journal: None,
             acks_tx,
             acks_rx,
             stopped_on: HashMap::new(),
@@ -418,7 +428,118 @@ impl Worker {
             pending_gets: Vec::new(),
             pending_full: Vec::new(),
             ever_linked: HashSet::new(),
+        };
+        if let Some((j, replay)) = journal {
+            w.journal = Some(j);
+            w.replay(replay);
         }
+        w
+    }
+
+    /// Records the journal kept from before (a killed hax's confirmed records that Consul
+    /// may not hold): recorded again, as Motr would have sent them again had they not been
+    /// confirmed. Each is retired once durable in Consul.
+    fn replay(&mut self, replay: Vec<(u64, Entry)>) {
+        if replay.is_empty() {
+            return;
+        }
+        log::info!(
+            "MeroLink: recording again {} record(s) of the journal not known to be in Consul",
+            replay.len()
+        );
+        for (seq, e) in replay {
+            let ack = Some(Ack::new(REPLAY_LINK, seq, self.acks_tx.clone()));
+            match e {
+                Entry::Event {
+                    process,
+                    kind,
+                    process_type,
+                    pid,
+                } => {
+                    let ev = ProcessEvent {
+                        process,
+                        event: kind,
+                        process_type,
+                        pid,
+                        link: None,
+                        ack,
+                    };
+                    if let Some(r) = &self.out.states {
+                        r.do_send(ProcessEvent {
+                            ack: None,
+                            ..ev.clone()
+                        });
+                    }
+                    if self.out.record.is_some() {
+                        self.record(ToRecord::Event(ev));
+                    }
+                }
+                Entry::Stob {
+                    from_process,
+                    error,
+                } => {
+                    if self.out.stob_errors.is_some() {
+                        self.record(ToRecord::Stob(StobIoEvent {
+                            from_process,
+                            error,
+                            ack,
+                        }));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Appends a record to the journal, if there is one; a failing journal is given up
+    /// (its records are then confirmed once durable in Consul, as without one).
+    fn journal_append(&mut self, link: LinkId, tag: u64, e: Entry) {
+        let Some(j) = &mut self.journal else {
+            return;
+        };
+        if let Err(err) = j.append((link, tag), &e) {
+            self.journal_failed("append", err);
+        }
+    }
+
+    /// Syncs the journal and confirms what it made durable (in each link's order).
+    fn journal_sync(&mut self) {
+        let Some(j) = &mut self.journal else {
+            return;
+        };
+        if j.pending() == 0 {
+            return;
+        }
+        match j.sync() {
+            Ok(keys) => {
+                let mut touched = HashSet::new();
+                for (link, tag) in keys {
+                    if self.inbox.acked(link, tag) {
+                        touched.insert(link);
+                    }
+                }
+                for link in touched {
+                    self.confirm_due(link);
+                }
+            }
+            Err(err) => self.journal_failed("sync", err),
+        }
+    }
+
+    fn journal_retire(&mut self, link: LinkId, tag: u64) {
+        let Some(j) = &mut self.journal else {
+            return;
+        };
+        if let Err(err) = j.retire((link, tag)) {
+            self.journal_failed("retire", err);
+        }
+    }
+
+    fn journal_failed(&mut self, what: &str, err: std::io::Error) {
+        crate::metrics::journal_error();
+        log::error!(
+            "MeroLink: the journal failed ({what}: {err}); going on without it: process events are confirmed once durable in Consul"
+        );
+        self.journal = None;
     }
 
     fn run(mut self, events: Receiver<MotrEvent>, cmds: Receiver<MeroCmd>) {
@@ -449,6 +570,13 @@ impl Worker {
                     Ok(cmd) => self.on_cmd(cmd),
                 },
                 recv(after(tick)) -> _ => {},
+            }
+            // Group commit: the journal is synced once the events at hand are taken in (or
+            // after a batch of them), and what it made durable is confirmed.
+            if self.journal.as_ref().is_some_and(|j| j.pending() > 0)
+                && (events.is_empty() || self.journal.as_ref().is_some_and(|j| j.pending() >= 1024))
+            {
+                self.journal_sync();
             }
             if !self.pending_gets.is_empty() || !self.pending_full.is_empty() {
                 self.serve_pending();
@@ -821,6 +949,16 @@ impl Worker {
                     }
                     match &self.out.record {
                         Some(_) if recorded => {
+                            self.journal_append(
+                                link,
+                                tag,
+                                Entry::Event {
+                                    process,
+                                    kind,
+                                    process_type: ev.process_type,
+                                    pid,
+                                },
+                            );
                             self.record(ToRecord::Event(ev));
                             Awaits::Ack
                         }
@@ -849,6 +987,14 @@ impl Worker {
                 );
                 match &self.out.stob_errors {
                     Some(_) if !own => {
+                        self.journal_append(
+                            link,
+                            tag,
+                            Entry::Stob {
+                                from_process: from,
+                                error: error.clone(),
+                            },
+                        );
                         let ev = StobIoEvent {
                             from_process: from,
                             error,
@@ -889,6 +1035,7 @@ impl Worker {
             Offer::Send(r) => self.hand_on(r),
             Offer::Waits { replaced } => {
                 if let Some((link, tag)) = replaced {
+                    self.journal_retire(link, tag);
                     if self.inbox.acked(link, tag) {
                         self.confirm_due(link);
                     }
@@ -918,6 +1065,7 @@ impl Worker {
         for r in self.recording.acked() {
             self.hand_on(r);
         }
+        self.journal_retire(link, tag);
         if self.inbox.acked(link, tag) {
             self.confirm_due(link);
         }
@@ -1066,6 +1214,7 @@ impl Worker {
                     while let Ok((link, tag)) = self.acks_rx.try_recv() {
                         self.on_ack(link, tag);
                     }
+                    self.journal_sync();
                 }
                 let _ = t.join();
             }
@@ -1122,6 +1271,7 @@ mod tests {
             view: Arc::new(NoView),
             requests,
             linked: LinkedProcesses::default(),
+            journal: None,
         };
         let (ev_tx, ev_rx) = unbounded();
         let (cmd_tx, cmd_rx) = unbounded();
