@@ -144,6 +144,7 @@ async fn serve(cli: Cli, mut stop: StopSignal) -> i32 {
         updates: broadcaster.clone().recipient(),
         limit: cli.payload_limit,
         secret,
+        last: Default::default(),
     };
     let server = match actix_web::HttpServer::new(move || {
         actix_web::App::new()

@@ -62,6 +62,7 @@ pub struct Metrics {
     pub journal_live: Gauge,
     pub journal_sync_seconds: Histogram,
     pub journal_errors: Counter,
+    pub watch_decodes: Family<DecodeLabel, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,6 +76,12 @@ pub struct ResultLabel {
     /// "ok", "eagain" (first request, asked to ask again), "restart" (a restarted process:
     /// its old link dropped first), "held" (a reconnection waiting until hax can answer).
     pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecodeLabel {
+    /// `whole`, or `delta` (from the watch path's last delivery).
+    pub how: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -247,8 +254,15 @@ impl Metrics {
             "Local journal failures (the journal is then given up: confirmation waits for Consul)",
             journal_errors.clone(),
         );
+        let watch_decodes = Family::<DecodeLabel, Counter>::default();
+        registry.register(
+            "watch_decodes",
+            "Large watch deliveries decoded, by how: whole, or delta (only what changed since the path's last delivery)",
+            watch_decodes.clone(),
+        );
         Metrics {
             registry,
+            watch_decodes,
             journal_live,
             journal_sync_seconds,
             journal_errors,
@@ -452,4 +466,14 @@ pub fn journal_sync(secs: f64) {
 /// The local journal failed (and is given up).
 pub fn journal_error() {
     METRICS.journal_errors.inc();
+}
+
+/// A large watch delivery was decoded `how` ("whole" or "delta").
+pub fn watch_decode(how: &str) {
+    METRICS
+        .watch_decodes
+        .get_or_create(&DecodeLabel {
+            how: how.to_string(),
+        })
+        .inc();
 }

@@ -425,3 +425,52 @@ fn metrics_are_served_in_the_text_format_and_unknown_paths_are_named() {
     let body = resp.into_string().unwrap();
     assert!(body.contains("/watcher/<name>"), "{body}");
 }
+
+/// A large `service` delivery is decoded from what changed since the path's last one
+/// (`consul::health_delta`): the failing check in the second delivery and its recovery in the
+/// third reach the processes, as a whole decode would have them.
+#[test]
+fn large_watch_deliveries_decoded_from_the_last_one_report_each_changed_check() {
+    let n = SingleNode::start_with(&["--health-from", "watches", "--reconcile", "false"]);
+    let (_confd, _ios1, ios2) = boot_all(&n);
+    let node = n.agent.node_name().to_string();
+    let mut fids = vec![IOS1, IOS2];
+    fids.extend((0..300).map(|i| Fid::typed(b'r', 9, 5000 + i)));
+    let url = format!("{}/watcher/service/ios", n.hax.url());
+    let deliver = |critical: &[Fid], index: u64| {
+        let body = hax_testkit::payload::health_payload(&node, "ios", &fids, critical, index);
+        assert!(
+            body.len() >= hax::consul::health_delta::DELTA_FROM,
+            "{} bytes: large enough to be kept",
+            body.len()
+        );
+        let r = ureq::post(&url)
+            .set("Content-Type", "application/json")
+            .set("X-Consul-Index", &index.to_string())
+            .send_bytes(&body)
+            .expect("POST");
+        assert_eq!(r.status(), 200);
+    };
+    deliver(&[], 100);
+    deliver(&[IOS1], 101);
+    assert!(
+        wait_heard(&ios2, IOS1, TRANSIENT),
+        "IOS1's failing check, in a delivery decoded from the last, was not told"
+    );
+    deliver(&[], 102);
+    assert!(
+        wait_heard(&ios2, IOS1, ONLINE),
+        "IOS1's recovery, in a delivery decoded from the last, was not told"
+    );
+    assert_eq!(
+        metric(&n.hax.url(), "hax_watch_decodes_total{how=\"delta\"}"),
+        Some(2.0),
+        "the second and third deliveries were decoded from the last"
+    );
+    // IOS2, listed passing in every delivery, was never told anything else.
+    assert!(ios2
+        .received_notes()
+        .iter()
+        .filter(|x| x.fid == IOS2 && x.id_of_get == 0)
+        .all(|x| x.state == ONLINE));
+}

@@ -294,7 +294,11 @@ fn killed_mid_burst(pace: Option<Duration>, rounds: u64, journaled: bool) {
     }
     assert!(
         settled.is_some(),
-        "re-sent events did not reach KV:\n{}",
+        "re-sent events did not reach KV (process: confirmed before the kill, KV now): {:?}\n{}",
+        (0..PROCESSES as usize)
+            .map(|i| (i, acked[i], kv_seq(&consul, fid(i as u64))))
+            .filter(|(_, _, kv)| *kv != Some(rounds))
+            .collect::<Vec<_>>(),
         log_tail(&n.hax.log, 30)
     );
     let stale = (0..PROCESSES)

@@ -10,7 +10,7 @@
 //! → 404 naming the served ones. `GET /healthz` answers liveness; `GET /readyz` readiness (200
 //! once Motr's HA interface is started and hax said `hax: ready`, 503 before and once the
 //! shutdown began); `GET /metrics` the metrics.
-use crate::consul::health::{parse_payload, Parsed, PayloadKind};
+use crate::consul::health::{Parsed, PayloadKind};
 use crate::messages::HealthReport;
 use crate::model::health::{Coverage, Snapshot};
 use crate::notify::Readiness;
@@ -27,6 +27,8 @@ pub struct IngestState {
     pub limit: usize,
     /// The value `X-Hax-Secret` must carry (None: no secret required).
     pub secret: Option<String>,
+    /// Each watch path's last large body, so that the next is decoded from what changed.
+    pub last: std::sync::Arc<crate::consul::health_delta::LastBodies>,
 }
 
 /// Header carrying the shared secret of watch POSTs.
@@ -176,8 +178,14 @@ async fn take_delivery(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
-    match parse_payload(&buf) {
-        Ok(p) => {
+    let path = req.path().to_string();
+    match st.last.parse(&path, Vec::from(buf)) {
+        Ok((p, how)) => {
+            if let crate::consul::health_delta::How::Delta { decoded, kept } = how {
+                log::debug!(
+                    "WatchIngest: {path}: {decoded} entr(ies) decoded, {kept} kept from the last delivery"
+                );
+            }
             if !p.ignored.is_empty() && p.kind != PayloadKind::Keys {
                 log::info!(
                     "WatchIngest: ignored {} service id(s) that are not process fids: {:?}",
@@ -241,6 +249,7 @@ pub fn snapshot_of(path: &str, index: u64, p: Parsed) -> Option<Snapshot> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::consul::health::parse_payload;
 
     #[test]
     fn a_delivery_covers_its_service_or_every_check_and_an_empty_one_what_its_path_names() {

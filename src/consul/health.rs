@@ -175,10 +175,48 @@ pub fn parse_payload(body: &[u8]) -> Result<Parsed, PayloadError> {
     Err(PayloadError(entries_err.to_string()))
 }
 
-/// A service instance is healthy when every check of its entry is passing.
+/// What hax keeps of one `{Node, Service, Checks}` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryFacts {
+    /// The Consul ServiceID (a process fid for Motr processes).
+    pub id: String,
+    /// The service name.
+    pub service: String,
+    /// The node name.
+    pub node: String,
+    /// Every check of the entry is passing.
+    pub all_passing: bool,
+    /// The node's checks (no ServiceID) are passing.
+    pub node_passing: bool,
+}
+
+impl From<&HealthEntry<'_>> for EntryFacts {
+    fn from(e: &HealthEntry<'_>) -> EntryFacts {
+        EntryFacts {
+            id: e.service.id.to_string(),
+            service: e.service.service.to_string(),
+            node: e.node.node.to_string(),
+            all_passing: e.checks.all_passing,
+            node_passing: e.checks.node_passing,
+        }
+    }
+}
+
+/// One entry's facts, from its JSON text (an element of a `service` payload).
+pub fn entry_facts(json: &str) -> Result<EntryFacts, serde_json::Error> {
+    serde_json::from_str::<HealthEntry>(json).map(|e| EntryFacts::from(&e))
+}
+
 fn from_entries(entries: &[HealthEntry]) -> Parsed {
+    let facts: Vec<EntryFacts> = entries.iter().map(EntryFacts::from).collect();
+    from_facts(&facts)
+}
+
+/// The health a `service` payload's entries give: a service instance is healthy when every
+/// check of its entry is passing.
+pub fn from_facts(facts: &[EntryFacts]) -> Parsed {
     let mut out = Parsed {
-        health: Vec::with_capacity(entries.len()),
+        health: Vec::with_capacity(facts.len()),
         ignored: vec![],
         nodes: vec![],
         kind: PayloadKind::Empty,
@@ -186,25 +224,25 @@ fn from_entries(entries: &[HealthEntry]) -> Parsed {
     let mut name: Option<&str> = None;
     let mut one_name = true;
     let mut nodes: BTreeMap<&str, bool> = BTreeMap::new();
-    for e in entries {
+    for e in facts {
         match name {
-            None => name = Some(&e.service.service),
-            Some(n) if n != e.service.service => one_name = false,
+            None => name = Some(&e.service),
+            Some(n) if n != e.service => one_name = false,
             _ => {}
         }
-        *nodes.entry(&e.node.node).or_insert(true) &= e.checks.node_passing;
-        match Fid::parse_process_id(&e.service.id) {
+        *nodes.entry(&e.node).or_insert(true) &= e.node_passing;
+        match Fid::parse_process_id(&e.id) {
             Ok(fid) if fid.is_process() => out.health.push(ServiceHealth {
                 process: fid,
-                service_name: e.service.service.to_string(),
-                node: e.node.node.to_string(),
-                healthy: e.checks.all_passing,
-                node_healthy: e.checks.node_passing,
+                service_name: e.service.clone(),
+                node: e.node.clone(),
+                healthy: e.all_passing,
+                node_healthy: e.node_passing,
             }),
-            _ => out.ignored.push(e.service.id.to_string()),
+            _ => out.ignored.push(e.id.clone()),
         }
     }
-    if !entries.is_empty() {
+    if !facts.is_empty() {
         out.kind = PayloadKind::Service(name.filter(|_| one_name).map(str::to_string));
     }
     out.nodes = nodes

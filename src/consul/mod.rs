@@ -1,11 +1,13 @@
 //! Consul over HTTP: one shared `awc` client with a bounded connection pool (Consul allows
 //! 200 connections per client), blocking queries, KV reads and `/v1/txn` writes. Submodules:
 //! `kv` (KV entries), `txn` (transactions: op and byte packing, error classes), `health`
-//! (watch and health payloads), `catalog` (catalog entries and the endpoints they stand for),
+//! (watch and health payloads), `health_delta` (a large watch delivery decoded from what
+//! changed since the last), `catalog` (catalog entries and the endpoints they stand for),
 //! `backoff` (retrying against Consul).
 pub mod backoff;
 pub mod catalog;
 pub mod health;
+pub mod health_delta;
 pub mod kv;
 pub mod txn;
 

@@ -47,16 +47,36 @@ impl Http {
     pub fn post(&mut self, path: &str, body: &[u8]) -> Result<Response, String> {
         self.request("POST", path, body)
     }
+    /// A POST as a Consul watch makes it: with the `X-Consul-Index` of the snapshot.
+    pub fn post_indexed(
+        &mut self,
+        path: &str,
+        body: &[u8],
+        index: u64,
+    ) -> Result<Response, String> {
+        self.request_with("POST", path, body, &format!("X-Consul-Index: {index}\r\n"))
+    }
 
     /// Sends one request; a kept-alive connection the server closed meanwhile is reopened
     /// and the request sent once more.
     pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<Response, String> {
+        self.request_with(method, path, body, "")
+    }
+
+    /// [`Http::request`] with extra header lines (each ending in CRLF).
+    fn request_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        headers: &str,
+    ) -> Result<Response, String> {
         let reused = self.conn.is_some();
-        match self.try_request(method, path, body) {
+        match self.try_request(method, path, body, headers) {
             Ok(r) => Ok(r),
             Err(e) if reused => {
                 self.conn = None;
-                self.try_request(method, path, body)
+                self.try_request(method, path, body, headers)
                     .map_err(|e2| format!("{e}; then {e2}"))
             }
             Err(e) => {
@@ -66,7 +86,13 @@ impl Http {
         }
     }
 
-    fn try_request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<Response, String> {
+    fn try_request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        headers: &str,
+    ) -> Result<Response, String> {
         let what = format!("{method} http://{}{path}", self.addr);
         if self.conn.is_none() {
             let s = TcpStream::connect_timeout(&self.addr, self.timeout)
@@ -79,7 +105,7 @@ impl Http {
         self.sent += 1;
         let conn = self.conn.as_mut().expect("connected");
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: keep-alive\r\n{headers}\r\n",
             self.addr,
             body.len()
         );

@@ -708,7 +708,10 @@ pub fn markdown(cfg: &Config, res: &Results, consul_version: &str, command: &str
         "Synthetic `service` watch payloads shaped like the captured ones (every entry with the \
          node's serfHealth and the service's TTL check; ServiceIDs are process fids; all passing, \
          for processes hax has no link to, so no broadcast) POSTed to `/watcher/service/ios` back \
-         to back on one kept-alive connection, bounded by count and time. CPU = hax's user+system \
+         to back on one kept-alive connection, bounded by count and time, as successive \
+         deliveries of one watch: each with one check changed since the last (its ModifyIndex) \
+         and a newer `X-Consul-Index`. hax decodes a large delivery from what changed since the \
+         path's last one (the first one whole). CPU = hax's user+system \
          time ÷ wall time (1.00 = one core). *Handled*: POST one payload, then at once a \
          one-entry payload failing a booted process; time until that process heard TRANSIENT \
          (so the big payload went through WatchIngest and ProcessStatus first). Decoding alone: \
@@ -910,9 +913,9 @@ fn findings(w: &mut String, cfg: &Config, res: &Results) {
         });
         if handled.median >= 50.0 {
             items.push(format!(
-                "**Watch ingest of {n}-entry payloads: {} ms.** Decoding alone takes about 30 ms \
-                 for 14 MB (`cargo bench --bench watch_payload`: only the fields hax uses, names \
-                 borrowed, checks folded while read); the rest is receiving the body on the one \
+                "**Watch ingest of {n}-entry payloads: {} ms.** A whole decode takes about 25 ms \
+                 for 14 MB (`cargo bench --bench watch_payload`); a delivery is decoded from what \
+                 changed since the last, and the rest is receiving the body on the one \
                  actix-web worker and the two cores shared with Consul and the bench.",
                 handled.show(1)
             ));

@@ -651,6 +651,40 @@ pub struct IngestResult {
     pub handled: Lat,
 }
 
+/// Successive deliveries of one `service` watch, as Consul makes them: the whole snapshot
+/// each time, one check changed since the last (its `ModifyIndex`), and a newer
+/// `X-Consul-Index`.
+struct Deliveries {
+    body: Vec<u8>,
+    /// Where each service check's 3-digit ModifyIndex is (the synthetic payload's `100`).
+    marks: Vec<usize>,
+    n: u64,
+}
+
+impl Deliveries {
+    fn new(body: Vec<u8>) -> Deliveries {
+        let needle = b"\"ModifyIndex\":100,";
+        let marks = body
+            .windows(needle.len())
+            .enumerate()
+            .filter(|(_, w)| *w == needle)
+            .map(|(i, _)| i + needle.len() - 4)
+            .collect();
+        Deliveries { body, marks, n: 0 }
+    }
+
+    /// The next delivery and its index.
+    fn next(&mut self) -> (&[u8], u64) {
+        if !self.marks.is_empty() {
+            let k = self.marks[self.n as usize % self.marks.len()];
+            let digits = format!("{:03}", 100 + self.n % 900);
+            self.body[k..k + 3].copy_from_slice(digits.as_bytes());
+        }
+        self.n += 1;
+        (&self.body, 1000 + self.n)
+    }
+}
+
 /// Replays `size`-entry payloads at full speed (one connection, up to `max_count` or
 /// `max_secs`), then measures `handled_reps` payloads end to end.
 pub fn watch_ingest(
@@ -662,7 +696,7 @@ pub fn watch_ingest(
     max_secs: f64,
     handled_reps: usize,
 ) -> IngestResult {
-    let body = payload::synthetic(size, node, 0x20_0000);
+    let mut deliveries = Deliveries::new(payload::synthetic(size, node, 0x20_0000));
     let pid = env.hax_pid();
     let mut hax = env.hax_client();
     let rss_before = procfs::mem(pid).unwrap_or_default();
@@ -671,8 +705,9 @@ pub fn watch_ingest(
     let mut lat = Vec::new();
     let mut statuses = BTreeMap::new();
     while lat.len() < max_count && t0.elapsed().as_secs_f64() < max_secs {
+        let (body, index) = deliveries.next();
         let t = Instant::now();
-        let status = match hax.post("/watcher/service/ios", &body) {
+        let status = match hax.post_indexed("/watcher/service/ios", body, index) {
             Ok(r) => r.status,
             Err(e) => {
                 say(format!("ingest: {e}"));
@@ -697,8 +732,9 @@ pub fn watch_ingest(
         let _ = hax.post("/watcher/marker", &ok);
         std::thread::sleep(Duration::from_millis(200));
         for _ in 0..handled_reps {
+            let (body, index) = deliveries.next();
             let t = Instant::now();
-            let _ = hax.post("/watcher/service/ios", &body);
+            let _ = hax.post_indexed("/watcher/service/ios", body, index);
             let _ = hax.post("/watcher/marker", &crit);
             match p.wait_for_note_after(marker, ObjState::Transient, t, Duration::from_secs(10)) {
                 Ok(n) => handled.push(n.at.saturating_duration_since(t)),
@@ -713,7 +749,7 @@ pub fn watch_ingest(
     }
     IngestResult {
         entries: size,
-        payload_bytes: body.len(),
+        payload_bytes: deliveries.body.len(),
         posted: lat.len(),
         statuses,
         secs,
