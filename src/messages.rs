@@ -13,24 +13,35 @@ use std::time::Instant;
 #[derive(Clone, Debug)]
 pub struct Ack {
     pub link: LinkId,
+    /// Which connection of `link` it came on: Motr may give a new link the address of one
+    /// that is gone, and a late `Ack` must not confirm the new one's message of the same tag.
+    pub gen: u64,
     pub tag: u64,
-    to: crossbeam_channel::Sender<(LinkId, u64)>,
+    to: crossbeam_channel::Sender<AckKey>,
 }
 
+/// What an `Ack` reports: (link, its connection's generation, tag).
+pub type AckKey = (LinkId, u64, u64);
+
 impl Ack {
-    pub fn new(link: LinkId, tag: u64, to: crossbeam_channel::Sender<(LinkId, u64)>) -> Ack {
-        Ack { link, tag, to }
+    pub fn new(link: LinkId, gen: u64, tag: u64, to: crossbeam_channel::Sender<AckKey>) -> Ack {
+        Ack { link, gen, tag, to }
     }
 
     /// The message is durable: MeroLink may confirm it (in its link's order).
     pub fn confirm(&self) {
-        let _ = self.to.send((self.link, self.tag));
+        let _ = self.to.send((self.link, self.gen, self.tag));
+    }
+
+    /// (link, generation, tag).
+    pub fn key(&self) -> AckKey {
+        (self.link, self.gen, self.tag)
     }
 }
 
 impl PartialEq for Ack {
     fn eq(&self, o: &Ack) -> bool {
-        (self.link, self.tag) == (o.link, o.tag)
+        self.key() == o.key()
     }
 }
 

@@ -13,6 +13,7 @@
 //! grows past [`COMPACT_BYTES`]. At start, every record without a retire line is replayed
 //! (a torn last line, never synced and so never confirmed, is dropped: Motr sends it again).
 use crate::fid::Fid;
+use crate::messages::AckKey;
 use crate::motr::{LinkId, ProcessEventKind, ProcessType, StobIoError};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -23,8 +24,8 @@ use std::path::{Path, PathBuf};
 /// The journal is rewritten with only its live records beyond this size.
 pub const COMPACT_BYTES: u64 = 4 << 20;
 
-/// The link of replayed records (no real link has handle 0): their tag is their sequence
-/// number.
+/// The link of replayed records (no real link has handle 0): their key is
+/// `(REPLAY_LINK, 0, sequence number)`.
 pub const REPLAY_LINK: LinkId = LinkId(0);
 
 /// What a journal line records.
@@ -138,10 +139,11 @@ pub struct Journal {
     out: BufWriter<File>,
     len: u64,
     next_seq: u64,
-    /// Records not retired: their key (link, tag) → (sequence number, line).
-    live: HashMap<(LinkId, u64), (u64, String)>,
+    /// Records not retired: their message's key (link, generation, tag) → (sequence number,
+    /// line).
+    live: HashMap<AckKey, (u64, String)>,
     /// Records appended since the last sync.
-    unsynced: Vec<(LinkId, u64)>,
+    unsynced: Vec<AckKey>,
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -150,7 +152,7 @@ fn open_append(path: &Path) -> io::Result<File> {
 
 impl Journal {
     /// Opens (or creates) the journal at `path` and returns the records to replay, in order,
-    /// each with its sequence number (their key is `(REPLAY_LINK, seq)`).
+    /// each with its sequence number (their key is `(REPLAY_LINK, 0, seq)`).
     pub fn open(path: &Path) -> io::Result<(Journal, Vec<(u64, Entry)>)> {
         let mut records: BTreeMap<u64, (Entry, String)> = BTreeMap::new();
         let mut valid_len = 0u64;
@@ -199,7 +201,7 @@ impl Journal {
         };
         let mut replay = Vec::new();
         for (seq, (e, line)) in records {
-            j.live.insert((REPLAY_LINK, seq), (seq, line));
+            j.live.insert((REPLAY_LINK, 0, seq), (seq, line));
             replay.push((seq, e));
         }
         if j.live.is_empty() && j.len > 0 {
@@ -210,7 +212,7 @@ impl Journal {
     }
 
     /// Appends a record (durable at the next [`Journal::sync`]) under its message's key.
-    pub fn append(&mut self, key: (LinkId, u64), e: &Entry) -> io::Result<()> {
+    pub fn append(&mut self, key: AckKey, e: &Entry) -> io::Result<()> {
         let seq = self.next_seq;
         self.next_seq += 1;
         let line = e.line(seq);
@@ -227,7 +229,7 @@ impl Journal {
     }
 
     /// Writes and fdatasyncs what was appended: returns the keys now durable.
-    pub fn sync(&mut self) -> io::Result<Vec<(LinkId, u64)>> {
+    pub fn sync(&mut self) -> io::Result<Vec<AckKey>> {
         self.out.flush()?;
         let t = std::time::Instant::now();
         self.out.get_ref().sync_data()?;
@@ -237,7 +239,7 @@ impl Journal {
 
     /// The record of `key` needs no replay any more (committed to Consul, or replaced by a
     /// newer event of its process). Unknown keys are ignored.
-    pub fn retire(&mut self, key: (LinkId, u64)) -> io::Result<()> {
+    pub fn retire(&mut self, key: AckKey) -> io::Result<()> {
         let Some((seq, _)) = self.live.remove(&key) else {
             return Ok(());
         };
@@ -355,16 +357,16 @@ mod tests {
         let path = d.0.join("j");
         let (mut j, replay) = Journal::open(&path).unwrap();
         assert!(replay.is_empty());
-        j.append((LinkId(5), 1), &ev(1, 10)).unwrap();
-        j.append((LinkId(5), 3), &stob()).unwrap();
-        j.append((LinkId(6), 1), &ev(2, 20)).unwrap();
+        j.append((LinkId(5), 1, 1), &ev(1, 10)).unwrap();
+        j.append((LinkId(5), 1, 3), &stob()).unwrap();
+        j.append((LinkId(6), 1, 1), &ev(2, 20)).unwrap();
         assert_eq!(j.pending(), 3);
         let durable = j.sync().unwrap();
         assert_eq!(
             durable,
-            vec![(LinkId(5), 1), (LinkId(5), 3), (LinkId(6), 1)]
+            vec![(LinkId(5), 1, 1), (LinkId(5), 1, 3), (LinkId(6), 1, 1)]
         );
-        j.retire((LinkId(5), 1)).unwrap();
+        j.retire((LinkId(5), 1, 1)).unwrap();
         j.sync().unwrap();
         drop(j); // as if SIGKILLed: nothing else is written
         let (j, replay) = Journal::open(&path).unwrap();
@@ -378,7 +380,7 @@ mod tests {
         let d = dir();
         let path = d.0.join("j");
         let (mut j, _) = Journal::open(&path).unwrap();
-        j.append((LinkId(5), 1), &ev(1, 10)).unwrap();
+        j.append((LinkId(5), 1, 1), &ev(1, 10)).unwrap();
         j.sync().unwrap();
         drop(j);
         let whole = std::fs::metadata(&path).unwrap().len();
@@ -389,7 +391,7 @@ mod tests {
         assert_eq!(replay.len(), 1);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), whole);
         // New records follow the good ones, with fresh sequence numbers.
-        j.append((LinkId(7), 1), &ev(3, 30)).unwrap();
+        j.append((LinkId(7), 1, 1), &ev(3, 30)).unwrap();
         j.sync().unwrap();
         drop(j);
         let (_, replay) = Journal::open(&path).unwrap();
@@ -403,16 +405,16 @@ mod tests {
         let path = d.0.join("j");
         let (mut j, _) = Journal::open(&path).unwrap();
         for tag in 0..10 {
-            j.append((LinkId(5), tag), &ev(1, tag)).unwrap();
+            j.append((LinkId(5), 1, tag), &ev(1, tag)).unwrap();
         }
         j.sync().unwrap();
         for tag in 0..10 {
-            j.retire((LinkId(5), tag)).unwrap();
+            j.retire((LinkId(5), 1, tag)).unwrap();
         }
         assert_eq!(j.live(), 0);
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
         // Retiring an unknown key is harmless.
-        j.retire((LinkId(5), 99)).unwrap();
+        j.retire((LinkId(5), 1, 99)).unwrap();
         let (_, replay) = Journal::open(&path).unwrap();
         assert!(replay.is_empty());
     }
@@ -422,13 +424,13 @@ mod tests {
         let d = dir();
         let path = d.0.join("j");
         let (mut j, _) = Journal::open(&path).unwrap();
-        j.append((LinkId(5), 1), &ev(1, 10)).unwrap();
-        j.append((LinkId(5), 3), &ev(2, 20)).unwrap();
+        j.append((LinkId(5), 1, 1), &ev(1, 10)).unwrap();
+        j.append((LinkId(5), 1, 3), &ev(2, 20)).unwrap();
         j.sync().unwrap();
         drop(j);
         let (mut j, replay) = Journal::open(&path).unwrap();
         let (seq, _) = replay[0];
-        j.retire((REPLAY_LINK, seq)).unwrap();
+        j.retire((REPLAY_LINK, 0, seq)).unwrap();
         j.sync().unwrap();
         drop(j);
         let (_, replay) = Journal::open(&path).unwrap();
@@ -444,11 +446,11 @@ mod tests {
         let path = d.0.join("j");
         let (mut j, _) = Journal::open(&path).unwrap();
         // One record stays live throughout; many come and go after it.
-        j.append((LinkId(1), 1), &stob()).unwrap();
+        j.append((LinkId(1), 1, 1), &stob()).unwrap();
         let mut tag = 0;
         while tag < 60_000 {
-            j.append((LinkId(2), tag), &ev(2, tag)).unwrap();
-            j.retire((LinkId(2), tag)).unwrap();
+            j.append((LinkId(2), 1, tag), &ev(2, tag)).unwrap();
+            j.retire((LinkId(2), 1, tag)).unwrap();
             tag += 1;
         }
         let len = std::fs::metadata(&path).unwrap().len();

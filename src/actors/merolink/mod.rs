@@ -15,7 +15,7 @@ pub mod recording;
 
 use crate::ffi;
 use crate::fid::Fid;
-use crate::messages::{Ack, ProcessEvent, StobIoEvent};
+use crate::messages::{Ack, AckKey, ProcessEvent, StobIoEvent};
 use crate::motr::{
     EntrypointReq, HaMsg, HaState, LinkId, MotrEvent, MsgRef, Note, ProcessEventKind, ProcessType,
     ReqId, NOTES_MAX,
@@ -384,8 +384,13 @@ struct Worker {
     /// The local journal, when there is one: a record is confirmed once synced there.
     journal: Option<Journal>,
     /// Where `Ack`s report durable messages.
-    acks_tx: Sender<(LinkId, u64)>,
-    acks_rx: Receiver<(LinkId, u64)>,
+    acks_tx: Sender<AckKey>,
+    acks_rx: Receiver<AckKey>,
+    /// Each live link's generation (a counter per connection): `Ack`s carry it, so that one
+    /// for a message of a link that is gone never confirms a message of a new link Motr gave
+    /// the same address.
+    gens: HashMap<LinkId, u64>,
+    next_gen: u64,
     /// The STOPPED message of a link (its tag) and its process: once it is confirmed, the
     /// link is drained and dropped.
     stopped_on: HashMap<LinkId, (u64, Fid)>,
@@ -423,6 +428,8 @@ impl Worker {
             journal: None,
             acks_tx,
             acks_rx,
+            gens: HashMap::new(),
+            next_gen: 1,
             stopped_on: HashMap::new(),
             fvec_answered: HashMap::new(),
             pending_gets: Vec::new(),
@@ -448,7 +455,7 @@ impl Worker {
             replay.len()
         );
         for (seq, e) in replay {
-            let ack = Some(Ack::new(REPLAY_LINK, seq, self.acks_tx.clone()));
+            let ack = Some(Ack::new(REPLAY_LINK, 0, seq, self.acks_tx.clone()));
             match e {
                 Entry::Event {
                     process,
@@ -492,11 +499,11 @@ impl Worker {
 
     /// Appends a record to the journal, if there is one; a failing journal is given up
     /// (its records are then confirmed once durable in Consul, as without one).
-    fn journal_append(&mut self, link: LinkId, tag: u64, e: Entry) {
+    fn journal_append(&mut self, key: AckKey, e: Entry) {
         let Some(j) = &mut self.journal else {
             return;
         };
-        if let Err(err) = j.append((link, tag), &e) {
+        if let Err(err) = j.append(key, &e) {
             self.journal_failed("append", err);
         }
     }
@@ -512,9 +519,9 @@ impl Worker {
         match j.sync() {
             Ok(keys) => {
                 let mut touched = HashSet::new();
-                for (link, tag) in keys {
-                    if self.inbox.acked(link, tag) {
-                        touched.insert(link);
+                for key in keys {
+                    if self.inbox_acked(key) {
+                        touched.insert(key.0);
                     }
                 }
                 for link in touched {
@@ -525,11 +532,17 @@ impl Worker {
         }
     }
 
-    fn journal_retire(&mut self, link: LinkId, tag: u64) {
+    /// The message of `key` is durable: marked so in the inbox if its link is still the one
+    /// it came on. Whether that made something confirmable.
+    fn inbox_acked(&mut self, (link, gen, tag): AckKey) -> bool {
+        self.gens.get(&link) == Some(&gen) && self.inbox.acked(link, tag)
+    }
+
+    fn journal_retire(&mut self, key: AckKey) {
         let Some(j) = &mut self.journal else {
             return;
         };
-        if let Err(err) = j.retire((link, tag)) {
+        if let Err(err) = j.retire(key) {
             self.journal_failed("retire", err);
         }
     }
@@ -555,8 +568,8 @@ impl Worker {
                     Ok(ev) => self.on_event(ev),
                     Err(_) => break,
                 },
-                recv(acks) -> a => if let Ok((link, tag)) = a {
-                    self.on_ack(link, tag);
+                recv(acks) -> a => if let Ok(key) = a {
+                    self.on_ack(key);
                 },
                 recv(drained) -> p => if let Ok(p) = p {
                     self.drain_done(p);
@@ -832,6 +845,8 @@ impl Worker {
                     self.out.linked.add(p);
                     self.ever_linked.insert(p);
                 }
+                self.gens.insert(link, self.next_gen);
+                self.next_gen += 1;
                 self.links.connect(
                     link,
                     LinkInfo {
@@ -888,6 +903,7 @@ impl Worker {
             }
             MotrEvent::LinkDisconnected { link } => {
                 crate::metrics::link_disconnected();
+                self.gens.remove(&link);
                 if let Some(p) = self.links.remove(link).and_then(|i| i.process) {
                     self.out.linked.remove(p);
                     if self.links.of_process(p).is_empty() {
@@ -908,7 +924,8 @@ impl Worker {
     /// once: a restarted hax has a new Motr instance, nothing of the old one is sent again.
     fn on_message(&mut self, link: LinkId, tag: u64, msg: HaMsg, msg_ref: MsgRef) {
         let own = self.links.self_link() == Some(link);
-        let ack = |w: &Worker| (!own).then(|| Ack::new(link, tag, w.acks_tx.clone()));
+        let gen = self.gens.get(&link).copied().unwrap_or(0);
+        let ack = |w: &Worker| (!own).then(|| Ack::new(link, gen, tag, w.acks_tx.clone()));
         let awaits = match msg {
             HaMsg::ProcessEvent {
                 process,
@@ -950,8 +967,7 @@ impl Worker {
                     match &self.out.record {
                         Some(_) if recorded => {
                             self.journal_append(
-                                link,
-                                tag,
+                                (link, gen, tag),
                                 Entry::Event {
                                     process,
                                     kind,
@@ -988,8 +1004,7 @@ impl Worker {
                 match &self.out.stob_errors {
                     Some(_) if !own => {
                         self.journal_append(
-                            link,
-                            tag,
+                            (link, gen, tag),
                             Entry::Stob {
                                 from_process: from,
                                 error: error.clone(),
@@ -1034,10 +1049,10 @@ impl Worker {
         match self.recording.offer(r) {
             Offer::Send(r) => self.hand_on(r),
             Offer::Waits { replaced } => {
-                if let Some((link, tag)) = replaced {
-                    self.journal_retire(link, tag);
-                    if self.inbox.acked(link, tag) {
-                        self.confirm_due(link);
+                if let Some(key) = replaced {
+                    self.journal_retire(key);
+                    if self.inbox_acked(key) {
+                        self.confirm_due(key.0);
                     }
                 }
             }
@@ -1061,13 +1076,13 @@ impl Worker {
 
     /// A message became durable (an `Ack` of a record handed on came back): the records
     /// waiting for credit may go.
-    fn on_ack(&mut self, link: LinkId, tag: u64) {
+    fn on_ack(&mut self, key: AckKey) {
         for r in self.recording.acked() {
             self.hand_on(r);
         }
-        self.journal_retire(link, tag);
-        if self.inbox.acked(link, tag) {
-            self.confirm_due(link);
+        self.journal_retire(key);
+        if self.inbox_acked(key) {
+            self.confirm_due(key.0);
         }
     }
 
@@ -1211,8 +1226,8 @@ impl Worker {
                         self.on_event(ev);
                         self.left.set(self.links.snapshot());
                     }
-                    while let Ok((link, tag)) = self.acks_rx.try_recv() {
-                        self.on_ack(link, tag);
+                    while let Ok(key) = self.acks_rx.try_recv() {
+                        self.on_ack(key);
                     }
                     self.journal_sync();
                 }

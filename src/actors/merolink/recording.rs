@@ -6,8 +6,7 @@
 //! in flight, instead of every message until the burst is written; and while Consul cannot
 //! take writes, nothing piles up behind ConsulWriter.
 use crate::fid::Fid;
-use crate::messages::{ProcessEvent, StobIoEvent};
-use crate::motr::LinkId;
+use crate::messages::{AckKey, ProcessEvent, StobIoEvent};
 use std::collections::{HashMap, VecDeque};
 
 /// Records handed on and not acknowledged yet, at most.
@@ -27,7 +26,7 @@ pub enum Offer {
     Send(ToRecord),
     /// It waits; the message it replaced (a waiting older event of the same process), if
     /// any, is handled: confirm it in its link's order.
-    Waits { replaced: Option<(LinkId, u64)> },
+    Waits { replaced: Option<AckKey> },
 }
 
 #[derive(Debug)]
@@ -76,7 +75,7 @@ impl Recording {
                 let p = ev.process;
                 match self.events.insert(p, ev) {
                     Some(old) => Offer::Waits {
-                        replaced: old.ack.map(|a| (a.link, a.tag)),
+                        replaced: old.ack.map(|a| a.key()),
                     },
                     None => {
                         self.order.push_back(Waiting::Event(p));
@@ -135,16 +134,17 @@ impl Recording {
 mod tests {
     use super::*;
     use crate::messages::Ack;
+    use crate::motr::LinkId;
     use crate::motr::{ProcessEventKind, ProcessType};
 
-    fn event(p: u64, tag: u64, acks: &crossbeam_channel::Sender<(LinkId, u64)>) -> ToRecord {
+    fn event(p: u64, tag: u64, acks: &crossbeam_channel::Sender<AckKey>) -> ToRecord {
         ToRecord::Event(ProcessEvent {
             process: Fid::typed(b'r', 1, p),
             event: ProcessEventKind::Started,
             process_type: ProcessType::M0d,
             pid: tag,
             link: Some(LinkId(p)),
-            ack: Some(Ack::new(LinkId(p), tag, acks.clone())),
+            ack: Some(Ack::new(LinkId(p), 1, tag, acks.clone())),
         })
     }
 
@@ -167,7 +167,7 @@ mod tests {
             Offer::Waits { replaced: None }
         ));
         match r.offer(event(1, 6, &tx)) {
-            Offer::Waits { replaced } => assert_eq!(replaced, Some((LinkId(1), 4))),
+            Offer::Waits { replaced } => assert_eq!(replaced, Some((LinkId(1), 1, 4))),
             other => panic!("{other:?}"),
         }
         assert!(matches!(
@@ -207,7 +207,7 @@ mod tests {
                     size: 0,
                     bshift: 0,
                 },
-                ack: Some(Ack::new(LinkId(9), tag, tx.clone())),
+                ack: Some(Ack::new(LinkId(9), 1, tag, tx.clone())),
             })
         };
         let mut r = Recording::with_credit(1);
