@@ -1271,6 +1271,20 @@ mod tests {
     /// Runs a Worker over events and commands queued before it starts (no Motr interface:
     /// every send is refused, which the reports count as `failed`, one per target link).
     fn run_queued(events: Vec<MotrEvent>, cmds: Vec<MeroCmd>, requests: EntrypointLog) {
+        let (ev_tx, ev_rx) = unbounded();
+        let (cmd_tx, cmd_rx) = unbounded();
+        for e in events {
+            ev_tx.send(e).unwrap();
+        }
+        for c in cmds {
+            cmd_tx.send(c).unwrap();
+        }
+        cmd_tx.send(MeroCmd::Stop).unwrap();
+        test_worker(requests).run(ev_rx, cmd_rx);
+    }
+
+    /// A Worker with no Motr interface and nothing recording.
+    fn test_worker(requests: EntrypointLog) -> Worker {
         let cfg = MeroLinkConfig {
             endpoint: "inet:tcp:127.0.0.1@1".into(),
             process: Fid::typed(b'r', 1, 6),
@@ -1288,16 +1302,36 @@ mod tests {
             linked: LinkedProcesses::default(),
             journal: None,
         };
-        let (ev_tx, ev_rx) = unbounded();
-        let (cmd_tx, cmd_rx) = unbounded();
-        for e in events {
-            ev_tx.send(e).unwrap();
-        }
-        for c in cmds {
-            cmd_tx.send(c).unwrap();
-        }
-        cmd_tx.send(MeroCmd::Stop).unwrap();
-        Worker::new(cfg, out, LinksLeft::default()).run(ev_rx, cmd_rx);
+        Worker::new(cfg, out, LinksLeft::default())
+    }
+
+    #[test]
+    fn a_late_ack_for_a_link_that_is_gone_does_not_confirm_a_new_link_at_the_same_address() {
+        let requests = EntrypointLog::default();
+        let mut w = test_worker(requests.clone());
+        let p = Fid::typed(b'r', 1, 20);
+        // A process event on link 0x1000 waits for its commit...
+        w.on_event(connected(&requests, 1, 0x1000, p));
+        let old = (LinkId(0x1000), w.gens[&LinkId(0x1000)], 2);
+        w.inbox.push(LinkId(0x1000), 2, MsgRef(1), Awaits::Ack);
+        // ...the link goes, and Motr gives a new link of the process the same address; its
+        // first message has the same tag and waits too.
+        w.on_event(MotrEvent::LinkDisconnecting {
+            link: LinkId(0x1000),
+        });
+        w.on_event(MotrEvent::LinkDisconnected {
+            link: LinkId(0x1000),
+        });
+        w.on_event(connected(&requests, 2, 0x1000, p));
+        let new = (LinkId(0x1000), w.gens[&LinkId(0x1000)], 2);
+        assert_ne!(old.1, new.1, "a new connection, a new generation");
+        w.inbox.push(LinkId(0x1000), 2, MsgRef(2), Awaits::Ack);
+        // The old message's commit comes back late: it must not make the new one durable.
+        assert!(!w.inbox_acked(old));
+        assert_eq!(w.inbox.due(LinkId(0x1000)), vec![]);
+        // The new message's own commit does.
+        assert!(w.inbox_acked(new));
+        assert_eq!(w.inbox.due(LinkId(0x1000)).len(), 1);
     }
 
     fn connected(requests: &EntrypointLog, lo: u64, link: u64, process: Fid) -> MotrEvent {
