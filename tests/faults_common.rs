@@ -351,3 +351,14 @@ impl Drop for RawPeer {
         }
     }
 }
+
+/// SIGCONTs the process when dropped (also when a test fails while it is stopped).
+pub struct Thaw(pub u32);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-CONT", &self.0.to_string()])
+            .status();
+    }
+}

@@ -23,17 +23,6 @@ const PAUSE: Duration = Duration::from_secs(15);
 const ONLINE: u32 = 1;
 const TRANSIENT: u32 = 3;
 
-/// SIGCONTs the process when dropped (also when the test fails while it is stopped).
-struct Thaw(u32);
-
-impl Drop for Thaw {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.0.to_string()])
-            .status();
-    }
-}
-
 #[test]
 fn hax_serves_entrypoints_while_its_consul_server_is_frozen_and_recovers_after() {
     let cluster = ConsulCluster::start(3);

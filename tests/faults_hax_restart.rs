@@ -199,14 +199,7 @@ fn killed_mid_burst(pace: Option<Duration>, rounds: u64, journaled: bool) {
 
     // Restart on the same ports; the state comes back from Consul alone.
     let t_restart = Instant::now();
-    n.hax = HaxProc::spawn(
-        &n.agent.http_addr(),
-        n.agent.node_name(),
-        n.hax.http_port,
-        n.ports.hax,
-        n.agent.dir(),
-        &args,
-    );
+    n.respawn_hax(&args);
     let rss_first_peak = rss_first.samples().iter().map(|s| s.1).max().unwrap_or(0);
     drop(rss_first);
     let rss_second = RssSampler::start(n.hax.pid(), Duration::from_millis(50));
@@ -410,14 +403,7 @@ fn running_m0d_across_a_hax_restart(no_leader: bool) {
             .expect("destroy the session");
         args.extend(["--campaign", "false"]);
     }
-    n.hax = HaxProc::spawn(
-        &n.agent.http_addr(),
-        n.agent.node_name(),
-        n.hax.http_port,
-        n.ports.hax,
-        n.agent.dir(),
-        &args,
-    );
+    n.respawn_hax(&args);
     n.hax.assert_ready(Duration::from_secs(30));
     // The idle m0d has not noticed. Its clean stop is its next send: it finds the HA gone,
     // reconnects to the new hax and sends its stop events again there.

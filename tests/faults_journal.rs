@@ -19,17 +19,6 @@ use support::*;
 const PROCESSES: u64 = 5;
 const EVENTS: u64 = 10;
 
-/// SIGCONTs the process when dropped (also when the test fails while it is stopped).
-struct Thaw(u32);
-
-impl Drop for Thaw {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.0.to_string()])
-            .status();
-    }
-}
-
 fn fid(i: u64) -> Fid {
     Fid::typed(b'r', 2, 0x5000 + i)
 }
@@ -96,14 +85,7 @@ fn with_a_journal_events_are_confirmed_while_consul_is_frozen_and_reach_kv_after
     drop(peers);
     drop(thaw);
     let t_restart = Instant::now();
-    n.hax = HaxProc::spawn(
-        &n.agent.http_addr(),
-        n.agent.node_name(),
-        n.hax.http_port,
-        n.ports.hax,
-        n.agent.dir(),
-        &args,
-    );
+    n.respawn_hax(&args);
     n.hax.assert_ready(Duration::from_secs(30));
     let in_kv = wait_until(Duration::from_secs(30), || {
         (0..PROCESSES)

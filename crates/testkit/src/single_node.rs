@@ -87,6 +87,19 @@ impl SingleNode {
         self.agent.client()
     }
 
+    /// Starts a new hax in place of the current one (which must be gone: killed or stopped),
+    /// on the same HTTP port and Motr endpoint, with `extra` arguments; does not wait for it.
+    pub fn respawn_hax(&mut self, extra: &[&str]) {
+        self.hax = HaxProc::spawn(
+            &self.agent.http_addr(),
+            self.agent.node_name(),
+            self.hax.http_port,
+            self.ports.hax,
+            self.agent.dir(),
+            extra,
+        );
+    }
+
     /// A simulated process configured like the cluster's (services, a pool, a GET of its
     /// configuration objects), not yet booted.
     pub fn sim(&self, fid: Fid) -> SimProcess {
